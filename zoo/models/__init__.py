@@ -1,0 +1,2 @@
+from . import resnet
+from ._registry import create_model, is_model, list_models, register_model

@@ -1,0 +1,230 @@
+"""Quantizers of XNOR-Net (Rastegari et al., 2016, arXiv:1603.05279) with their straight-through gradients.
+
+Each quantizer is a small ``nn.Module`` with a registered name; ``get_quantizer("ste_sign")`` and
+``SteSign()`` behave identically. The forward formula, the gradient and the paper section are in each docstring.
+
+One convention holds across the whole project (training, bit-packing and kernels): ``sign(0) = +1``,
+so a value is encoded as bit 1 exactly when ``x >= 0``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "sign",
+    "ste_sign",
+    "scaled_sign",
+    "kbit_quantize",
+    "binarize_gradient",
+    "xnor_input_scale",
+    "SteSign",
+    "BinActiv",
+    "ScaledSign",
+    "KBit",
+    "BinaryGradient",
+    "register_quantizer",
+    "get_quantizer",
+    "list_quantizers",
+]
+
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """``+1 where x >= 0, -1 elsewhere`` (so ``sign(0) = +1``, unlike ``torch.sign``)."""
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+class _SteSignFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+def ste_sign(x: torch.Tensor) -> torch.Tensor:
+    """Sign with the straight-through estimator (BinaryNet, Courbariaux et al. 2016; XNOR-Net sec. 3.1).
+
+    forward:  ``q = +1 if x >= 0 else -1``
+    backward: ``dq/dx = 1{|x| <= 1}`` (the gradient of hard-tanh; zero where the input saturates)
+    """
+    return _SteSignFn.apply(x)
+
+
+class _ScaledSignFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1, w.dim()))
+        alpha = w.abs().mean(dim=dims, keepdim=True)
+        ctx.save_for_backward(w, alpha)
+        return alpha * sign(w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        w, alpha = ctx.saved_tensors
+        n = w[0].numel()
+        return grad * (1.0 / n + alpha * (w.abs() <= 1).to(grad.dtype))
+
+
+def scaled_sign(w: torch.Tensor) -> torch.Tensor:
+    """Binary-Weight-Network weight approximation ``W ~ alpha * sign(W)`` (XNOR-Net sec. 3.1, eq. 6 and 7).
+
+    forward:  ``alpha = mean(|W|)`` over each output filter (dims 1..), the closed-form minimiser of
+              ``||W - alpha * B||^2`` over ``B in {-1, +1}^n``; ``W~ = alpha * sign(W)``
+    backward: ``dC/dW_i = dC/dW~_i * (1/n + alpha * 1{|W_i| <= 1})`` (the paper's gradient through the
+              scaled sign, with ``n`` the filter size ``c * kh * kw``)
+    """
+    return _ScaledSignFn.apply(w)
+
+
+class _KBitFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bits: int) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        levels = 2**bits - 1
+        xc = x.clamp(-1.0, 1.0)
+        # floor(v + 1/2) rounds halves up, so that 1 bit reproduces sign(0) = +1
+        return 2.0 * (torch.floor(levels * (xc + 1.0) / 2.0 + 0.5) / levels - 0.5)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype), None
+
+
+def kbit_quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """The paper's k-bit quantizer for inputs in [-1, 1] (XNOR-Net sec. 3.2, "k-bit Quantization").
+
+    forward:  ``q_k(x) = 2 * ( round((2^k - 1) * (x + 1) / 2) / (2^k - 1) - 1/2 )`` with ``x`` clipped to
+              [-1, 1] and halves rounded up; ``q_1 = sign``
+    backward: ``dq/dx = 1{|x| <= 1}`` (straight-through)
+    """
+    if bits < 1:
+        raise ValueError(f"kbit_quantize needs bits >= 1, got {bits}")
+    return _KBitFn.apply(x, bits)
+
+
+class _BinaryGradientFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return sign(grad) * grad.abs().amax()
+
+
+def binarize_gradient(x: torch.Tensor) -> torch.Tensor:
+    """The paper's binary gradient (XNOR-Net sec. 3.2, "Binary Gradient").
+
+    forward:  identity
+    backward: ``g~ = sign(g) * max(|g|)``, the gradient flowing into the layer binarized with the layer-wide
+              maximum magnitude as its scale
+    """
+    return _BinaryGradientFn.apply(x)
+
+
+def xnor_input_scale(
+    x: torch.Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int] | int = 1,
+    padding: tuple[int, int] | int = 0,
+    dilation: tuple[int, int] | int = 1,
+) -> torch.Tensor:
+    """The per-position input scale ``K = A * k`` of XNOR-Networks (XNOR-Net sec. 3.2, fig. 2).
+
+    ``A = mean_c |I|`` is the channel-wise mean of absolute input values (N, 1, H, W); ``k`` is a
+    ``kh x kw`` box filter of ``1 / (kh * kw)``, convolved with the same stride, padding and dilation as the
+    binary convolution, so ``K`` has the conv's output shape (N, 1, Ho, Wo). Zero padding counts as 0 in the
+    average, exactly as the padded zeros contribute nothing to the convolution.
+    """
+    kh, kw = kernel_size
+    a = x.abs().mean(dim=1, keepdim=True)
+    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=x.dtype, device=x.device)
+    return F.conv2d(a, box, stride=stride, padding=padding, dilation=dilation)
+
+
+_QUANTIZERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_quantizer(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: make a quantizer available by name to ``get_quantizer`` and the schemes."""
+
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        _QUANTIZERS[name] = cls
+        cls.quantizer_name = name
+        return cls
+
+    return wrap
+
+
+@register_quantizer("ste_sign")
+class SteSign(nn.Module):
+    """Module form of :func:`ste_sign`: ``sign(x)`` forward, ``1{|x| <= 1}`` backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ste_sign(x)
+
+
+@register_quantizer("bin_activ")
+class BinActiv(SteSign):
+    """The paper's BinActiv layer: the binary activation ``sign(I)`` of an XNOR block.
+
+    In the block ``BatchNorm -> BinActiv -> BinConv -> Pool`` (XNOR-Net sec. 3.2, fig. 3) it sits
+    inside the binary conv as its ``input_quantizer``; the conv computes ``K`` from the same, not yet
+    binarized, input.
+    """
+
+
+@register_quantizer("scaled_sign")
+class ScaledSign(nn.Module):
+    """Module form of :func:`scaled_sign`: ``alpha * sign(W)`` with ``alpha = mean|W|`` per output filter."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return scaled_sign(w)
+
+
+@register_quantizer("kbit")
+class KBit(nn.Module):
+    """Module form of :func:`kbit_quantize` with a fixed number of bits."""
+
+    def __init__(self, bits: int = 2):
+        super().__init__()
+        if bits < 1:
+            raise ValueError(f"KBit needs bits >= 1, got {bits}")
+        self.bits = bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kbit_quantize(x, self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+@register_quantizer("binary_gradient")
+class BinaryGradient(nn.Module):
+    """Module form of :func:`binarize_gradient`: identity forward, ``sign(g) * max|g|`` backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return binarize_gradient(x)
+
+
+def list_quantizers() -> list[str]:
+    return sorted(_QUANTIZERS)
+
+
+def get_quantizer(spec: str | nn.Module | None, **kwargs) -> nn.Module | None:
+    """A quantizer from its registered name (``"ste_sign"``, ``"kbit"`` with ``bits=2``...) or as given."""
+    if spec is None or isinstance(spec, nn.Module):
+        return spec
+    if spec not in _QUANTIZERS:
+        raise KeyError(f"unknown quantizer {spec!r}; known quantizers: {', '.join(list_quantizers())}")
+    return _QUANTIZERS[spec](**kwargs)
