@@ -12,7 +12,8 @@ Rules (XNOR-Net, arXiv:1603.05279, sec. 3.2 and 4):
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 

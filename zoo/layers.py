@@ -88,7 +88,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         self._init_quantizers(input_quantizer, kernel_quantizer, input_scale, binary_gradient, input_bits)
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, **kwargs) -> "BinaryConv2d":
+    def from_float(cls, conv: nn.Conv2d, **kwargs) -> BinaryConv2d:
         """A binary conv with the geometry and latent weights of a float ``nn.Conv2d``."""
         if conv.padding_mode != "zeros":
             raise ValueError(f"binary convs support zero padding only, got padding_mode={conv.padding_mode!r}")
@@ -176,7 +176,7 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
         self._init_quantizers(input_quantizer, kernel_quantizer, input_scale, binary_gradient, input_bits)
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, **kwargs) -> "BinaryLinear":
+    def from_float(cls, linear: nn.Linear, **kwargs) -> BinaryLinear:
         """A binary linear layer with the shape and latent weights of a float ``nn.Linear``."""
         new = cls(
             linear.in_features,

@@ -9,7 +9,7 @@ so a value is encoded as bit 1 exactly when ``x >= 0``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -41,13 +41,13 @@ def sign(x: torch.Tensor) -> torch.Tensor:
 class _SteSignFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
+        ctx.save_for_backward(x.abs() <= 1)
         return sign(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
+        (inside,) = ctx.saved_tensors
+        return grad * inside
 
 
 def ste_sign(x: torch.Tensor) -> torch.Tensor:
@@ -62,16 +62,16 @@ def ste_sign(x: torch.Tensor) -> torch.Tensor:
 class _ScaledSignFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: torch.Tensor) -> torch.Tensor:
-        dims = tuple(range(1, w.dim()))
-        alpha = w.abs().mean(dim=dims, keepdim=True)
-        ctx.save_for_backward(w, alpha)
-        return alpha * sign(w)
+        magnitude = w.abs()
+        alpha = magnitude.mean(dim=tuple(range(1, w.dim())), keepdim=True)
+        ctx.save_for_backward(magnitude <= 1, alpha)
+        ctx.fan_in = w[0].numel()
+        return torch.where(w >= 0, alpha, -alpha)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        w, alpha = ctx.saved_tensors
-        n = w[0].numel()
-        return grad * (1.0 / n + alpha * (w.abs() <= 1).to(grad.dtype))
+        inside, alpha = ctx.saved_tensors
+        return torch.where(inside, grad * (alpha + 1.0 / ctx.fan_in), grad * (1.0 / ctx.fan_in))
 
 
 def scaled_sign(w: torch.Tensor) -> torch.Tensor:

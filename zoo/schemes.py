@@ -57,7 +57,7 @@ class BinarizeConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BinarizeConfig":
+    def from_dict(cls, d: dict[str, Any]) -> BinarizeConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -84,7 +84,8 @@ class DigitsDataModule(pl.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters()
-        self.image_size, self.batch_size, self.max_shift, self.num_workers = image_size, batch_size, max_shift, num_workers
+        self.image_size, self.batch_size = image_size, batch_size
+        self.max_shift, self.num_workers = max_shift, num_workers
         self.splits: dict[str, ShiftedImages] = {}
 
     @property

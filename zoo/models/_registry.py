@@ -7,7 +7,8 @@ this module only remembers which names belong to the zoo.
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import timm
 from timm.models import register_model as _timm_register_model

@@ -36,5 +36,3 @@ class RunReport(pl.Callback):
         if self.fit_seconds is not None:
             parts.append(f"trained in {self.fit_seconds:.1f} s")
         rank_zero_info(", ".join(parts))
-        if trainer.is_global_zero:
-            print(", ".join(parts), flush=True)

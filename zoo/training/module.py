@@ -70,7 +70,8 @@ class ZooClassifier(pl.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         self.log(f"{stage}/loss", loss, prog_bar=stage != "test", sync_dist=stage != "train")
         for name, metric in self.metrics.items():
             if name.startswith(stage + "_"):

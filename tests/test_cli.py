@@ -1,0 +1,72 @@
+"""The ``zoo`` command end to end on the digits recipe, as a user runs it (subprocesses, real files)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "digits" / "xnor_resnet18.yaml"
+ZOO = [sys.executable, "-m", "zoo.cli"]
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 400) -> str:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(ZOO + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+def _short(tmp_path: Path, steps: int = 3) -> list[str]:
+    return [
+        "--config", str(RECIPE),
+        "--trainer.max_steps", str(steps),
+        "--trainer.limit_val_batches", "1",
+        "--trainer.limit_test_batches", "2",
+        "--trainer.limit_predict_batches", "1",
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+    ]
+
+
+def test_recipe_fit_then_test_validate_predict_from_checkpoint(tmp_path):
+    out = _run(["fit", *_short(tmp_path)], cwd=tmp_path)
+    assert "xnor_resnet18: test top-1" in out
+    checkpoints = sorted(tmp_path.rglob("*.ckpt"))
+    assert checkpoints, "fit must leave a checkpoint"
+    out = _run(["test", *_short(tmp_path), "--ckpt_path", str(checkpoints[-1])], cwd=tmp_path)
+    assert "test top-1" in out
+    _run(["validate", *_short(tmp_path), "--ckpt_path", str(checkpoints[-1])], cwd=tmp_path)
+    _run(["predict", *_short(tmp_path), "--ckpt_path", str(checkpoints[-1])], cwd=tmp_path)
+    assert list(tmp_path.rglob("offline-run-*")), "the recipe's wandb logger must record an offline run"
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes" / "digits").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_digits_recipe_parses(recipe, tmp_path):
+    out = _run(["fit", "--config", str(recipe), "--print_config"], cwd=tmp_path, timeout=120)
+    assert f"model_name: {recipe.stem}" in out
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    out = _run(
+        ["fit", *_short(tmp_path, steps=2), "--trainer.devices", "2", "--trainer.strategy", "ddp"], cwd=tmp_path
+    )
+    assert "test top-1" in out
+    assert "distributed_backend=gloo" in out and "All distributed processes registered" in out
+
+
+def test_models_tool_lists_registry(tmp_path):
+    out = _run(["models", "xnor_*"], cwd=tmp_path)
+    assert out.split() == ["xnor_nobeta_resnet18", "xnor_nobeta_resnet34", "xnor_resnet18", "xnor_resnet34"]
+
+
+def test_unknown_model_in_config_is_a_clear_error(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.run(
+        ZOO + ["fit", *_short(tmp_path), "--model.model_name", "xnor_resnet19"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0 and "unknown model 'xnor_resnet19'" in proc.stderr + proc.stdout
