@@ -1,8 +1,16 @@
 import os
+import sys
 
 # Keep wandb local in every test run, whatever the machine's configuration.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+# A local Hugging Face Hub for the whole session (tests/hub_server.py). It must start, and set HF_ENDPOINT,
+# HF_HUB_DISABLE_XET & co, before anything imports huggingface_hub (timm does), which reads them at import.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/ is not a package (importlib import mode)
+from hub_server import HubServer, reserve_endpoint  # noqa: E402
+
+HUB_SERVER: HubServer = reserve_endpoint()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -22,3 +30,9 @@ def digits_batch() -> tuple[torch.Tensor, torch.Tensor]:
     dm.setup()
     images, labels = dm.splits["train"].images[:64], dm.splits["train"].labels[:64]
     return images.clone(), labels.clone()
+
+
+@pytest.fixture(scope="session")
+def hub_server() -> HubServer:
+    """The session's local Hub, at ``hub_server.endpoint``, where huggingface_hub already points."""
+    return HUB_SERVER

@@ -1,0 +1,1 @@
+"""XNOR-popcount inference kernels (installed as ``zoo_kernels``)."""

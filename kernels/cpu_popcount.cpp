@@ -1,0 +1,483 @@
+// Bit-packed XNOR-popcount convolution and sign packing for x86-64 / any CPU (zoo_kernels, built by cpu.py).
+//
+// Packed format (see packing.py): int32 words, 32 channels per word, bit j (LSB = 0) of word k holds channel
+// 32 * k + j, 1 iff value >= 0. Padding bits past C are 0. Activations are (N, H, W, Cw), weights (O, kh, kw, Cw).
+//
+// Convolution as an implicit GEMM over packed words
+// -------------------------------------------------
+// Flatten the output pixels p = (n, y, x) (P = N * Ho * Wo of them) and the filter taps t = (ky, kx) (T = kh * kw).
+// Row p of the "im2col" matrix A is the concatenation over taps of the Cw words of activation pixel (iy, ix), or
+// Cw zero words when the tap falls on the padding; row o of B is filter o flattened the same way. Both rows hold
+// K32 = T * Cw words, read as K64 = ceil(K32 / 2) 64-bit words (a final zero word when K32 is odd: 0 ^ 0 has no
+// set bit). Then
+//
+//     D[p, o]   = sum_k popcount(A[p, k] ^ B[o, k])
+//     int[p, o] = sum over valid taps t of (C - 2 * popcount(a_t ^ w_t))
+//               = (T - |S|) * C - 2 * (D[p, o] - sum_{t in S} popcount(w[o, t]))     (S: taps of p on the padding)
+//
+// (padding correction: an invalid tap was read as zero words, i.e. as C activations of -1, adding popcount(w_t)
+// to D; it is subtracted again, so the padding contributes 0 exactly as zeros do in F.conv2d.)
+//     out[n, o, y, x] = alpha[o] * K[n, y, x] * int[p, o] + bias[o]                 (fused epilogue, float32)
+//
+// Tiling and memory access: the work is split into tiles of TP pixels x TO output channels, distributed over
+// torch's intra-op threads (at::parallel_for). A tile first builds its TP rows of A (TP * K64 * 8 bytes, sized to
+// stay in L1) unless the previous tile had the same pixels, then sweeps register blocks of MR = 4 pixels x NR = 8
+// output channels over the whole K64: B is stored k-major, B[k, o], so the 8 channels of one k are 64 contiguous
+// bytes (two AVX2 loads), and each A word is broadcast to all lanes. popcount of 256-bit vectors uses the nibble
+// lookup table (vpshufb, Mula et al.): byte counts accumulate in uint8 lanes for at most 31 words (31 * 8 < 256)
+// and are then summed per 64-bit lane with vpsadbw, i.e. one count per output channel. Without AVX2 the same
+// blocking runs with the 64-bit scalar popcount.
+//
+// Sign packing: activations in NCHW are read one image row at a time; for each group of 32 channels the W words of
+// the row are built by OR-ing (x >= 0) << j over the 32 channel rows (contiguous, vectorised loads), then written
+// to the NHWC words. A channels_last input is packed 32 contiguous channels at a time (AVX2 compare + movemask).
+// The optional channel mean of |x| (the A of XNOR-Net's input scale K) is accumulated in the same pass.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+namespace {
+
+constexpr int64_t kWordBits = 32;
+constexpr int64_t MR = 4;          // pixels per register block
+constexpr int64_t NR = 8;          // output channels per register block (two 4 x 64-bit vectors)
+constexpr int64_t kByteAccWords = 31;  // uint8 lanes hold at most 31 byte counts of <= 8 before vpsadbw
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline int popcount64(uint64_t v) { return __builtin_popcountll(v); }
+
+// ------------------------------------------------------------------------------------------------ sign packing
+
+// x (N, C, H, W) contiguous -> out (N, H, W, Cw); absmean (N, H, W) = mean_c |x| if not null.
+void pack_nchw(const float* x, int32_t* out, float* absmean, int64_t N, int64_t C, int64_t H, int64_t W) {
+  const int64_t Cw = ceil_div(C, kWordBits);
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C * W));
+  at::parallel_for(0, N * H, grain, [&](int64_t begin, int64_t end) {
+    std::vector<uint32_t> words(W);
+    std::vector<float> part(W);
+    std::vector<double> total(absmean ? W : 0);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / H, h = r % H;
+      const float* row0 = x + (n * C * H + h) * W;  // x[n, 0, h, :]
+      if (absmean) std::fill(total.begin(), total.end(), 0.0);
+      for (int64_t k = 0; k < Cw; ++k) {
+        std::fill(words.begin(), words.end(), 0u);
+        std::fill(part.begin(), part.end(), 0.0f);
+        const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
+        for (int64_t j = 0; j < jn; ++j) {
+          const float* src = row0 + (k * kWordBits + j) * H * W;
+          const uint32_t bit = 1u << j;
+          uint32_t* wd = words.data();
+          for (int64_t i = 0; i < W; ++i) wd[i] |= (src[i] >= 0.0f) ? bit : 0u;  // NaN >= 0 is false
+          if (absmean) {
+            float* pp = part.data();
+            for (int64_t i = 0; i < W; ++i) pp[i] += std::fabs(src[i]);
+          }
+        }
+        int32_t* dst = out + r * W * Cw + k;
+        for (int64_t i = 0; i < W; ++i) dst[i * Cw] = static_cast<int32_t>(words[i]);
+        if (absmean)
+          for (int64_t i = 0; i < W; ++i) total[i] += part[i];
+      }
+      if (absmean)
+        for (int64_t i = 0; i < W; ++i) absmean[r * W + i] = static_cast<float>(total[i] / static_cast<double>(C));
+    }
+  });
+}
+
+// x (N, C, H, W) in channels_last memory, i.e. (N * H * W, C) rows -> out (N * H * W, Cw).
+void pack_nhwc(const float* x, int32_t* out, float* absmean, int64_t pixels, int64_t C) {
+  const int64_t Cw = ceil_div(C, kWordBits);
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
+  at::parallel_for(0, pixels, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const float* src = x + p * C;
+      int32_t* dst = out + p * Cw;
+      for (int64_t k = 0; k < Cw; ++k) {
+        const float* s = src + k * kWordBits;
+        const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
+        uint32_t word = 0;
+#ifdef __AVX2__
+        if (jn == kWordBits) {
+          const __m256 zero = _mm256_setzero_ps();
+          for (int q = 0; q < 4; ++q) {
+            const __m256 ge = _mm256_cmp_ps(_mm256_loadu_ps(s + 8 * q), zero, _CMP_GE_OQ);  // NaN -> false
+            word |= static_cast<uint32_t>(_mm256_movemask_ps(ge)) << (8 * q);  // lane i -> bit 8q + i
+          }
+          dst[k] = static_cast<int32_t>(word);
+          continue;
+        }
+#endif
+        for (int64_t j = 0; j < jn; ++j) word |= (s[j] >= 0.0f) ? (1u << j) : 0u;
+        dst[k] = static_cast<int32_t>(word);
+      }
+      if (absmean) {
+        double total = 0.0;
+        for (int64_t k = 0; k < Cw; ++k) {
+          float part = 0.0f;
+          const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
+          for (int64_t j = 0; j < jn; ++j) part += std::fabs(src[k * kWordBits + j]);
+          total += part;
+        }
+        absmean[p] = static_cast<float>(total / static_cast<double>(C));
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> pack_signs_cpu(const at::Tensor& x_in, bool with_absmean) {
+  TORCH_CHECK(x_in.dim() == 4, "pack_signs: expected a 4D (N, C, H, W) tensor, got ", x_in.dim(), "D");
+  TORCH_CHECK(x_in.is_floating_point(), "pack_signs: expected a floating-point tensor, got ", x_in.scalar_type());
+  TORCH_CHECK(x_in.device().is_cpu(), "pack_signs: expected a CPU tensor");
+  const at::Tensor x = x_in.to(at::kFloat);  // exact for half / bfloat16; NaN and signs are kept
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(C > 0, "pack_signs: zero channels");
+  const int64_t Cw = ceil_div(C, kWordBits);
+  at::Tensor out = at::empty({N, H, W, Cw}, x.options().dtype(at::kInt));
+  at::Tensor am = at::empty({with_absmean ? N : 0, 1, H, W}, x.options());
+  if (x.numel() == 0) return {out, am};
+  float* am_ptr = with_absmean ? am.data_ptr<float>() : nullptr;
+  if (!x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    pack_nhwc(x.data_ptr<float>(), out.data_ptr<int32_t>(), am_ptr, N * H * W, C);
+  } else {
+    const at::Tensor xc = x.contiguous();
+    pack_nchw(xc.data_ptr<float>(), out.data_ptr<int32_t>(), am_ptr, N, C, H, W);
+  }
+  return {out, am};
+}
+
+// ------------------------------------------------------------------------------------------------- convolution
+
+struct Geometry {
+  int64_t N, H, W, C, Cw, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo;
+  int64_t T() const { return kh * kw; }
+  int64_t K32() const { return kh * kw * Cw; }
+  int64_t K64() const { return ceil_div(kh * kw * Cw, 2); }
+};
+
+constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0FULL;
+
+// One flattened row (K32 int32 words, plus a zero word if K32 is odd) as `split` x K64 64-bit words: split = 1
+// keeps the words; split = 2 stores each word v as (v & 0x0F..0F, (v >> 4) & 0x0F..0F), so that the AVX2 loop
+// can index its nibble table without masking: popcount(a ^ b) = popcount(lo(a) ^ lo(b)) + popcount(hi(a) ^ hi(b)).
+// `row` holds KA = split * K64 words; the plain words are written to its last K64 words and split in place.
+inline void split_row(uint64_t* row, int64_t K64, int64_t split) {
+  if (split == 1) return;
+  for (int64_t k = 0; k < K64; ++k) {  // reads row[K64 + k], writes row[2k], row[2k + 1] <= K64 + k
+    const uint64_t v = row[K64 + k];
+    row[2 * k] = v & kLowNibbles;
+    row[2 * k + 1] = (v >> 4) & kLowNibbles;
+  }
+}
+
+// Rows p0 .. p0 + TP - 1 of A (zero rows past P), KA = split * K64 64-bit words each.
+void build_im2col(const Geometry& g, const int32_t* xp, int64_t p0, int64_t TP, int64_t split, uint64_t* A) {
+  const int64_t K64 = g.K64(), KA = split * K64, Cw = g.Cw, HoWo = g.Ho * g.Wo, P = g.N * HoWo;
+  int64_t n = p0 / HoWo, y = (p0 % HoWo) / g.Wo, x = p0 % g.Wo;  // advanced incrementally, no division per pixel
+  for (int64_t i = 0; i < TP; ++i) {
+    uint64_t* row = A + i * KA;
+    if (p0 + i >= P) {
+      std::memset(row, 0, KA * 8);
+      continue;
+    }
+    uint32_t* dst = reinterpret_cast<uint32_t*>(row + KA - K64);
+    const int32_t* img = xp + n * g.H * g.W * Cw;
+    const int64_t ix0 = x * g.sw - g.pw;
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      const int64_t iy = y * g.sh - g.ph + ky * g.dh;
+      if (iy < 0 || iy >= g.H) {
+        std::memset(dst, 0, g.kw * Cw * 4);
+        dst += g.kw * Cw;
+        continue;
+      }
+      const uint32_t* src_row = reinterpret_cast<const uint32_t*>(img + iy * g.W * Cw);
+      if (g.dw == 1 && ix0 >= 0 && ix0 + g.kw <= g.W) {  // the kw taps are kw * Cw consecutive words
+        const uint32_t* s = src_row + ix0 * Cw;
+        for (int64_t j = 0; j < g.kw * Cw; ++j) dst[j] = s[j];
+        dst += g.kw * Cw;
+        continue;
+      }
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        const int64_t ix = ix0 + kx * g.dw;
+        if (ix < 0 || ix >= g.W) {
+          for (int64_t j = 0; j < Cw; ++j) dst[j] = 0u;
+        } else {
+          const uint32_t* s = src_row + ix * Cw;
+          for (int64_t j = 0; j < Cw; ++j) dst[j] = s[j];
+        }
+        dst += Cw;
+      }
+    }
+    if (g.K32() % 2) *dst = 0u;
+    split_row(row, K64, split);
+    if (++x == g.Wo) {
+      x = 0;
+      if (++y == g.Ho) y = 0, ++n;
+    }
+  }
+}
+
+// D[j, i] = sum_k popcount(A[i, k] ^ B[k, j]) for i < MR, j < NR, k < KA; A row stride KA, B row stride ldb, D row
+// stride ldd (D is channel-major, so that the epilogue reads and writes whole output rows). Any `split` layout.
+void block_scalar(const uint64_t* A, const uint64_t* B, int64_t KA, int64_t ldb, int32_t* D, int64_t ldd) {
+  for (int64_t i = 0; i < MR; ++i) {
+    const uint64_t* a = A + i * KA;
+    for (int64_t j0 = 0; j0 < NR; j0 += 4) {
+      int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+      for (int64_t k = 0; k < KA; ++k) {
+        const uint64_t av = a[k];
+        const uint64_t* b = B + k * ldb + j0;
+        c0 += popcount64(av ^ b[0]);
+        c1 += popcount64(av ^ b[1]);
+        c2 += popcount64(av ^ b[2]);
+        c3 += popcount64(av ^ b[3]);
+      }
+      int32_t* d = D + j0 * ldd + i;
+      d[0] = static_cast<int32_t>(c0);
+      d[ldd] = static_cast<int32_t>(c1);
+      d[2 * ldd] = static_cast<int32_t>(c2);
+      d[3 * ldd] = static_cast<int32_t>(c3);
+    }
+  }
+}
+
+#ifdef __AVX2__
+// Same result as block_scalar, for the split = 2 layout: A row i is (lo, hi) pairs, B row 2k holds lo, 2k + 1 hi.
+void block_avx2(const uint64_t* A, const uint64_t* B, int64_t K64, int64_t ldb, int32_t* D, int64_t ldd) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i zero = _mm256_setzero_si256();
+  const int64_t KA = 2 * K64;
+  __m256i sum[MR][2];
+  for (int i = 0; i < MR; ++i) sum[i][0] = sum[i][1] = zero;
+  for (int64_t k0 = 0; k0 < K64; k0 += kByteAccWords) {
+    const int64_t k1 = std::min(K64, k0 + kByteAccWords);
+    __m256i acc[MR][2];
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = zero;
+    for (int64_t k = k0; k < k1; ++k) {
+      const uint64_t* b = B + 2 * k * ldb;
+      const __m256i lo0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+      const __m256i lo1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 4));
+      const __m256i hi0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + ldb));
+      const __m256i hi1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + ldb + 4));
+      for (int i = 0; i < MR; ++i) {
+        const __m256i alo = _mm256_set1_epi64x(static_cast<long long>(A[i * KA + 2 * k]));
+        const __m256i ahi = _mm256_set1_epi64x(static_cast<long long>(A[i * KA + 2 * k + 1]));
+        acc[i][0] = _mm256_add_epi8(acc[i][0], _mm256_shuffle_epi8(lut, _mm256_xor_si256(alo, lo0)));
+        acc[i][0] = _mm256_add_epi8(acc[i][0], _mm256_shuffle_epi8(lut, _mm256_xor_si256(ahi, hi0)));
+        acc[i][1] = _mm256_add_epi8(acc[i][1], _mm256_shuffle_epi8(lut, _mm256_xor_si256(alo, lo1)));
+        acc[i][1] = _mm256_add_epi8(acc[i][1], _mm256_shuffle_epi8(lut, _mm256_xor_si256(ahi, hi1)));
+      }
+    }
+    for (int i = 0; i < MR; ++i) {  // vpsadbw: the 8 byte counts of each 64-bit lane -> one count per channel
+      sum[i][0] = _mm256_add_epi64(sum[i][0], _mm256_sad_epu8(acc[i][0], zero));
+      sum[i][1] = _mm256_add_epi64(sum[i][1], _mm256_sad_epu8(acc[i][1], zero));
+    }
+  }
+  // The counts fit 32 bits: v[i] = the 8 channel counts of pixel i as int32 (low dwords of both vectors,
+  // interleaved, then put in channel order), then a 4 x 8 transpose to D[j, i].
+  const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  __m256i v[MR];
+  for (int i = 0; i < MR; ++i) {
+    const __m256i both = _mm256_blend_epi32(sum[i][0], _mm256_slli_epi64(sum[i][1], 32), 0xAA);
+    v[i] = _mm256_permutevar8x32_epi32(both, order);
+  }
+  const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+  const __m256i r[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2),  // channels 0|4, 1|5
+                        _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};  // channels 2|6, 3|7
+  for (int j = 0; j < 4; ++j) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(D + j * ldd), _mm256_castsi256_si128(r[j]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(D + (j + 4) * ldd), _mm256_extracti128_si256(r[j], 1));
+  }
+}
+constexpr bool kHaveAvx2 = true;
+#else
+constexpr bool kHaveAvx2 = false;
+#endif
+static_assert(MR == 4 && NR == 8, "block_avx2 is written for 4 x 8 register blocks");
+
+at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
+                           const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias,
+                           int64_t channels, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                           int64_t variant_in) {
+  const int64_t budget = variant_in >= 16 ? (variant_in / 16) * 1024 : 16384;
+  int64_t variant = variant_in % 16;
+  TORCH_CHECK(x_packed.dim() == 4 && w_packed.dim() == 4, "xnor_conv2d: x_packed and w_packed must be 4D");
+  TORCH_CHECK(x_packed.scalar_type() == at::kInt && w_packed.scalar_type() == at::kInt,
+              "xnor_conv2d: packed tensors must be int32");
+  TORCH_CHECK(x_packed.device().is_cpu() && w_packed.device().is_cpu() && alpha.device().is_cpu(),
+              "xnor_conv2d: expected CPU tensors");
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "xnor_conv2d: stride, padding and dilation must have 2 elements");
+  Geometry g{};
+  g.N = x_packed.size(0), g.H = x_packed.size(1), g.W = x_packed.size(2), g.Cw = x_packed.size(3);
+  g.O = w_packed.size(0), g.kh = w_packed.size(1), g.kw = w_packed.size(2);
+  g.C = channels;
+  g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1], g.dh = dilation[0], g.dw = dilation[1];
+  TORCH_CHECK(w_packed.size(3) == g.Cw && ceil_div(g.C, kWordBits) == g.Cw && g.C > 0,
+              "xnor_conv2d: channels ", g.C, " do not match ", g.Cw, " activation and ", w_packed.size(3),
+              " weight words");
+  TORCH_CHECK(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0 && g.ph >= 0 && g.pw >= 0,
+              "xnor_conv2d: stride and dilation must be positive, padding non-negative");
+  g.Ho = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+  g.Wo = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+  TORCH_CHECK(g.Ho > 0 && g.Wo > 0, "xnor_conv2d: output size ", g.Ho, "x", g.Wo, " is not positive");
+  TORCH_CHECK(alpha.numel() == g.O && alpha.scalar_type() == at::kFloat, "xnor_conv2d: alpha must be float32 (O,)");
+  const int64_t HoWo = g.Ho * g.Wo, P = g.N * HoWo;
+  if (scale.has_value())
+    TORCH_CHECK(scale->numel() == P && scale->scalar_type() == at::kFloat && scale->device().is_cpu(),
+                "xnor_conv2d: scale must be a float32 CPU tensor with N * Ho * Wo elements");
+  if (bias.has_value())
+    TORCH_CHECK(bias->numel() == g.O && bias->scalar_type() == at::kFloat && bias->device().is_cpu(),
+                "xnor_conv2d: bias must be a float32 CPU tensor (O,)");
+  TORCH_CHECK(variant >= 0 && variant <= 2, "xnor_conv2d: variant must be 0 (auto), 1 (scalar) or 2 (avx2)");
+  TORCH_CHECK(variant != 2 || kHaveAvx2, "xnor_conv2d: the AVX2 variant was not compiled in");
+
+  at::Tensor out = at::empty({g.N, g.O, g.Ho, g.Wo}, x_packed.options().dtype(at::kFloat));
+  if (P == 0 || g.O == 0) return out;
+  const at::Tensor xp = x_packed.contiguous(), wp = w_packed.contiguous(), al = alpha.contiguous();
+  const at::Tensor sc = scale.has_value() ? scale->contiguous() : at::Tensor();
+  const at::Tensor bs = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const float* alpha_ptr = al.data_ptr<float>();
+  const float* scale_ptr = sc.defined() ? sc.data_ptr<float>() : nullptr;
+  const float* bias_ptr = bs.defined() ? bs.data_ptr<float>() : nullptr;
+  float* out_ptr = out.data_ptr<float>();
+
+  const bool use_avx2 = kHaveAvx2 && variant != 1;
+  const int64_t split = use_avx2 ? 2 : 1;
+  const int64_t T = g.T(), K32 = g.K32(), K64 = g.K64(), KA = split * K64, Cw = g.Cw, C = g.C;
+  const int64_t Opad = ceil_div(g.O, NR) * NR;
+
+  // B: filter o flattened over (ky, kx, word) like a row of A, in panels of NR channels, B[o / NR, k, o % NR]:
+  // a register block reads one contiguous panel (a k-major B with O-word rows would put the words of one panel
+  // a multiple of 4 KiB apart for large O, all in the same L1 set). popw[t, o] = popcount(w[o, t, :]).
+  std::vector<uint64_t> B(KA * Opad, 0);
+  std::vector<int32_t> popw(T * Opad, 0);
+  {
+    const int32_t* w = wp.data_ptr<int32_t>();
+    std::vector<uint64_t> row(KA);
+    for (int64_t o = 0; o < g.O; ++o) {
+      row.back() = 0;
+      std::memcpy(row.data() + KA - K64, w + o * K32, K32 * 4);  // same word order and pairing as build_im2col
+      split_row(row.data(), K64, split);
+      for (int64_t k = 0; k < KA; ++k) B[((o / NR) * KA + k) * NR + o % NR] = row[k];
+      for (int64_t t = 0; t < T; ++t) {
+        int32_t c = 0;
+        for (int64_t j = 0; j < Cw; ++j) c += __builtin_popcount(static_cast<uint32_t>(w[o * K32 + t * Cw + j]));
+        popw[t * Opad + o] = c;
+      }
+    }
+  }
+
+  // A tile of TP rows fits in ~16 KiB (L1); TO output channels per tile (enough tiles for all threads).
+  const int64_t TPmax = std::min(std::max<int64_t>(MR, (budget / (KA * 8)) / MR * MR), ceil_div(P, MR) * MR);
+  const int64_t TP = ceil_div(ceil_div(P, ceil_div(P, TPmax)), MR) * MR;
+  const int64_t TO = std::min<int64_t>(Opad, 64);
+  const int64_t n_pblocks = ceil_div(P, TP), n_oblocks = ceil_div(Opad, TO);
+  const int32_t* x_ptr = xp.data_ptr<int32_t>();
+
+  at::parallel_for(0, n_pblocks * n_oblocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint64_t> A(TP * KA);
+    std::vector<int32_t> D(TO * TP);
+    std::vector<int32_t> base(TP);
+    const std::vector<float> ones(scale_ptr ? 0 : TP, 1.0f);
+    int64_t built = -1;
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t pb = tile / n_oblocks, ob = tile % n_oblocks;
+      const int64_t p0 = pb * TP, o0 = ob * TO, to = std::min(TO, Opad - o0);
+      if (pb != built) {
+        build_im2col(g, x_ptr, p0, TP, split, A.data());
+        built = pb;
+      }
+      for (int64_t j = 0; j < to; j += NR) {
+        const uint64_t* b = B.data() + (o0 + j) * KA;  // the panel of channels o0 + j .. o0 + j + NR - 1
+        for (int64_t i = 0; i < TP; i += MR) {
+          if (use_avx2) {
+#ifdef __AVX2__
+            block_avx2(A.data() + i * KA, b, K64, NR, D.data() + j * TP + i, TP);
+#endif
+          } else {
+            block_scalar(A.data() + i * KA, b, KA, NR, D.data() + j * TP + i, TP);
+          }
+        }
+      }
+      const int64_t tp = std::min(TP, P - p0);
+      const int64_t oe = std::min(to, g.O - o0);  // real (unpadded) channels of this tile
+      // Valid taps per pixel; a border pixel's taps on the padding were read as zero words: remove their
+      // popcount(w[o, t]) from D (the padding correction).
+      int64_t y = (p0 % HoWo) / g.Wo, x = p0 % g.Wo;
+      for (int64_t i = 0; i < tp; ++i) {
+        const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
+        int64_t invalid = 0;
+        if (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W) {
+          for (int64_t ky = 0; ky < g.kh; ++ky) {
+            const int64_t iy = iy0 + ky * g.dh;
+            for (int64_t kx = 0; kx < g.kw; ++kx) {
+              const int64_t ix = ix0 + kx * g.dw;
+              if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) continue;
+              ++invalid;
+              const int32_t* pw_t = popw.data() + (ky * g.kw + kx) * Opad + o0;
+              for (int64_t j = 0; j < oe; ++j) D[j * TP + i] -= pw_t[j];
+            }
+          }
+        }
+        base[i] = static_cast<int32_t>((T - invalid) * C);
+        if (++x == g.Wo) {
+          x = 0;
+          if (++y == g.Ho) y = 0;
+        }
+      }
+      // Fused epilogue: out = alpha * K * (base - 2 * D) + bias, one contiguous output row segment per image.
+      const float* s = scale_ptr ? scale_ptr + p0 : ones.data();
+      for (int64_t i0 = 0; i0 < tp;) {
+        const int64_t n = (p0 + i0) / HoWo, hw0 = (p0 + i0) % HoWo;
+        const int64_t i1 = std::min(tp, i0 + HoWo - hw0);
+        for (int64_t j = 0; j < oe; ++j) {
+          const int64_t o = o0 + j;
+          const float a = alpha_ptr[o], b = bias_ptr ? bias_ptr[o] : 0.0f;
+          float* dst = out_ptr + (n * g.O + o) * HoWo + hw0 - i0;
+          const int32_t* d = D.data() + j * TP;
+          for (int64_t i = i0; i < i1; ++i) dst[i] = a * s[i] * static_cast<float>(base[i] - 2 * d[i]) + b;
+        }
+        i0 = i1;
+      }
+    }
+  });
+  return out;
+}
+
+std::string kernel_info() {
+  return std::string("xnor_conv2d: ") + (kHaveAvx2 ? "avx2 (vpshufb nibble popcount)" : "scalar popcount") +
+         ", threads " + std::to_string(at::get_num_threads());
+}
+
+}  // namespace
+
+TORCH_LIBRARY(zoo_xnor_cpu, m) {
+  m.def("pack_signs(Tensor x, bool absmean) -> (Tensor, Tensor)");
+  m.def(
+      "xnor_conv2d(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias, int channels, "
+      "int[2] stride, int[2] padding, int[2] dilation, int variant) -> Tensor");
+  m.def("kernel_info() -> str", &kernel_info);
+}
+
+TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
+  m.impl("pack_signs", &pack_signs_cpu);
+  m.impl("xnor_conv2d", &xnor_conv2d_cpu);
+}
