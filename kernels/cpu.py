@@ -53,7 +53,7 @@ def _flags() -> list[str]:
         "AVX2",
         "AVX512",
     ):
-        flags += ["-mavx2", "-mpopcnt"]
+        flags += ["-mavx2", "-mpopcnt", "-mfma"]
     return flags
 
 

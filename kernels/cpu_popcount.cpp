@@ -170,32 +170,16 @@ struct Geometry {
   int64_t K64() const { return ceil_div(kh * kw * Cw, 2); }
 };
 
-constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0FULL;
-
-// One flattened row (K32 int32 words, plus a zero word if K32 is odd) as `split` x K64 64-bit words: split = 1
-// keeps the words; split = 2 stores each word v as (v & 0x0F..0F, (v >> 4) & 0x0F..0F), so that the AVX2 loop
-// can index its nibble table without masking: popcount(a ^ b) = popcount(lo(a) ^ lo(b)) + popcount(hi(a) ^ hi(b)).
-// `row` holds KA = split * K64 words; the plain words are written to its last K64 words and split in place.
-inline void split_row(uint64_t* row, int64_t K64, int64_t split) {
-  if (split == 1) return;
-  for (int64_t k = 0; k < K64; ++k) {  // reads row[K64 + k], writes row[2k], row[2k + 1] <= K64 + k
-    const uint64_t v = row[K64 + k];
-    row[2 * k] = v & kLowNibbles;
-    row[2 * k + 1] = (v >> 4) & kLowNibbles;
-  }
-}
-
-// Rows p0 .. p0 + TP - 1 of A (zero rows past P), KA = split * K64 64-bit words each.
-void build_im2col(const Geometry& g, const int32_t* xp, int64_t p0, int64_t TP, int64_t split, uint64_t* A) {
-  const int64_t K64 = g.K64(), KA = split * K64, Cw = g.Cw, HoWo = g.Ho * g.Wo, P = g.N * HoWo;
+// Rows p0 .. p0 + TP - 1 of A (zero rows past P), K64 64-bit words each.
+void build_im2col(const Geometry& g, const int32_t* xp, int64_t p0, int64_t TP, uint64_t* A) {
+  const int64_t K64 = g.K64(), Cw = g.Cw, HoWo = g.Ho * g.Wo, P = g.N * HoWo;
   int64_t n = p0 / HoWo, y = (p0 % HoWo) / g.Wo, x = p0 % g.Wo;  // advanced incrementally, no division per pixel
   for (int64_t i = 0; i < TP; ++i) {
-    uint64_t* row = A + i * KA;
+    uint32_t* dst = reinterpret_cast<uint32_t*>(A + i * K64);
     if (p0 + i >= P) {
-      std::memset(row, 0, KA * 8);
+      std::memset(dst, 0, K64 * 8);
       continue;
     }
-    uint32_t* dst = reinterpret_cast<uint32_t*>(row + KA - K64);
     const int32_t* img = xp + n * g.H * g.W * Cw;
     const int64_t ix0 = x * g.sw - g.pw;
     for (int64_t ky = 0; ky < g.kh; ++ky) {
@@ -224,7 +208,6 @@ void build_im2col(const Geometry& g, const int32_t* xp, int64_t p0, int64_t TP, 
       }
     }
     if (g.K32() % 2) *dst = 0u;
-    split_row(row, K64, split);
     if (++x == g.Wo) {
       x = 0;
       if (++y == g.Ho) y = 0, ++n;
@@ -232,16 +215,16 @@ void build_im2col(const Geometry& g, const int32_t* xp, int64_t p0, int64_t TP, 
   }
 }
 
-// D[j, i] = sum_k popcount(A[i, k] ^ B[k, j]) for i < MR, j < NR, k < KA; A row stride KA, B row stride ldb, D row
-// stride ldd (D is channel-major, so that the epilogue reads and writes whole output rows). Any `split` layout.
-void block_scalar(const uint64_t* A, const uint64_t* B, int64_t KA, int64_t ldb, int32_t* D, int64_t ldd) {
+// Scalar register block: D[j, i] = sum_k popcount(A[i, k] ^ B[k, j]), i < MR pixels, j < NR channels, B one panel
+// (K64 x NR words), D channel-major with row stride ldd (so the epilogue reads and writes whole output rows).
+void block_scalar(const uint64_t* A, const uint64_t* B, int64_t K64, int32_t* D, int64_t ldd) {
   for (int64_t i = 0; i < MR; ++i) {
-    const uint64_t* a = A + i * KA;
+    const uint64_t* a = A + i * K64;
     for (int64_t j0 = 0; j0 < NR; j0 += 4) {
       int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-      for (int64_t k = 0; k < KA; ++k) {
+      for (int64_t k = 0; k < K64; ++k) {
         const uint64_t av = a[k];
-        const uint64_t* b = B + k * ldb + j0;
+        const uint64_t* b = B + k * NR + j0;
         c0 += popcount64(av ^ b[0]);
         c1 += popcount64(av ^ b[1]);
         c2 += popcount64(av ^ b[2]);
@@ -256,68 +239,106 @@ void block_scalar(const uint64_t* A, const uint64_t* B, int64_t KA, int64_t ldb,
   }
 }
 
+// The nibble-table form used with AVX2. A 64-bit word holds 16 nibbles (nibble s = bits 4s .. 4s + 3), and
+//     popcount(a ^ b) = sum_s table[nib_s(a)][nib_s(b)],      table[u][v] = popcount(u ^ v)   (16 x 16 bytes)
+// vpshufb looks up 32 bytes at once in a 16-byte table (the same in both 128-bit lanes): with the table of one
+// pixel's nibble, table[nib_s(a)], and 32 weight nibbles nib_s(w[o]) of 32 output channels as the indices, one
+// vpshufb + one vpaddb count 32 x 4 binary products. A holds the byte offset 16 * nib_s(a) of that table row
+// (Aoff, KN = 16 * K64 bytes per pixel); B holds the weight nibbles as bytes, panels of 32 or 64 channels,
+// Bn[s, o]. Byte counts (<= 4 per step) accumulate in uint8 lanes for at most 63 steps, then are widened to
+// uint16 (vpunpck{l,h}bw) -- unpacking works within 128-bit lanes, so the bytes of a panel are stored in the
+// order that makes the unpacked 16-bit lanes channels 0..15 and 16..31 (kBytePerm).
+constexpr int64_t kNibbleSteps = 63;     // 63 * 4 < 256
+constexpr int64_t kMaxSteps16 = 16383;   // 16383 * 4 < 65536: the uint16 sums of one call cannot overflow
+
+inline int64_t byte_slot(int64_t c) {  // byte position of channel c (0..31) in a 32-channel vector
+  return c < 8 ? c : c < 16 ? c + 8 : c < 24 ? c - 8 : c;
+}
+
 #ifdef __AVX2__
-// Same result as block_scalar, for the split = 2 layout: A row i is (lo, hi) pairs, B row 2k holds lo, 2k + 1 hi.
-void block_avx2(const uint64_t* A, const uint64_t* B, int64_t K64, int64_t ldb, int32_t* D, int64_t ldd) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
-                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+struct alignas(64) NibbleTable {
+  uint8_t v[256];  // v[16 * u + w] = popcount(u ^ w)
+};
+constexpr NibbleTable make_nibble_table() {
+  NibbleTable t{};
+  for (int u = 0; u < 16; ++u)
+    for (int w = 0; w < 16; ++w) t.v[16 * u + w] = static_cast<uint8_t>(__builtin_popcount(u ^ w));
+  return t;
+}
+constexpr NibbleTable kNibbleTable = make_nibble_table();
+
+// Aoff row: byte s = 16 * nib_s(row word s / 16), for the K64 words of one row of A.
+void nibble_offsets(const uint64_t* row, int64_t K64, uint8_t* out) {
+  const __m128i low = _mm_set1_epi8(0x0f);
+  for (int64_t k = 0; k < K64; ++k) {
+    const __m128i v = _mm_cvtsi64_si128(static_cast<long long>(row[k]));
+    const __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+    const __m128i nib = _mm_unpacklo_epi8(lo, hi);  // byte 2b = low nibble of byte b, 2b + 1 = high nibble
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * k), _mm_slli_epi16(nib, 4));  // < 16 -> no carry
+  }
+}
+
+// D[j, i] (+)= sum_{s0 <= s < s1} table[nib_s(a_i)][nib_s(w_j)] for MR pixels, NV * 32 channels (one panel).
+template <int NV>
+void block_tables(const uint8_t* Aoff, int64_t lda, const uint8_t* Bn, int64_t s0, int64_t s1, int32_t* D,
+                  int64_t ldd, bool accumulate) {
   const __m256i zero = _mm256_setzero_si256();
-  const int64_t KA = 2 * K64;
-  __m256i sum[MR][2];
-  for (int i = 0; i < MR; ++i) sum[i][0] = sum[i][1] = zero;
-  for (int64_t k0 = 0; k0 < K64; k0 += kByteAccWords) {
-    const int64_t k1 = std::min(K64, k0 + kByteAccWords);
-    __m256i acc[MR][2];
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = zero;
-    for (int64_t k = k0; k < k1; ++k) {
-      const uint64_t* b = B + 2 * k * ldb;
-      const __m256i lo0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
-      const __m256i lo1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 4));
-      const __m256i hi0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + ldb));
-      const __m256i hi1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + ldb + 4));
+  __m256i sum[MR][NV][2];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) sum[i][v][0] = sum[i][v][1] = zero;
+  for (int64_t c0 = s0; c0 < s1; c0 += kNibbleSteps) {
+    const int64_t c1 = std::min(s1, c0 + kNibbleSteps);
+    __m256i acc[MR][NV];
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc[i][v] = zero;
+    for (int64_t s = c0; s < c1; ++s) {
+      __m256i b[NV];
+      for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Bn + (s * NV + v) * 32));
       for (int i = 0; i < MR; ++i) {
-        const __m256i alo = _mm256_set1_epi64x(static_cast<long long>(A[i * KA + 2 * k]));
-        const __m256i ahi = _mm256_set1_epi64x(static_cast<long long>(A[i * KA + 2 * k + 1]));
-        acc[i][0] = _mm256_add_epi8(acc[i][0], _mm256_shuffle_epi8(lut, _mm256_xor_si256(alo, lo0)));
-        acc[i][0] = _mm256_add_epi8(acc[i][0], _mm256_shuffle_epi8(lut, _mm256_xor_si256(ahi, hi0)));
-        acc[i][1] = _mm256_add_epi8(acc[i][1], _mm256_shuffle_epi8(lut, _mm256_xor_si256(alo, lo1)));
-        acc[i][1] = _mm256_add_epi8(acc[i][1], _mm256_shuffle_epi8(lut, _mm256_xor_si256(ahi, hi1)));
+        const __m256i table = _mm256_broadcastsi128_si256(
+            _mm_load_si128(reinterpret_cast<const __m128i*>(kNibbleTable.v + Aoff[i * lda + s])));
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_add_epi8(acc[i][v], _mm256_shuffle_epi8(table, b[v]));
       }
     }
-    for (int i = 0; i < MR; ++i) {  // vpsadbw: the 8 byte counts of each 64-bit lane -> one count per channel
-      sum[i][0] = _mm256_add_epi64(sum[i][0], _mm256_sad_epu8(acc[i][0], zero));
-      sum[i][1] = _mm256_add_epi64(sum[i][1], _mm256_sad_epu8(acc[i][1], zero));
-    }
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) {
+        sum[i][v][0] = _mm256_add_epi16(sum[i][v][0], _mm256_unpacklo_epi8(acc[i][v], zero));  // channels 0..15
+        sum[i][v][1] = _mm256_add_epi16(sum[i][v][1], _mm256_unpackhi_epi8(acc[i][v], zero));  // channels 16..31
+      }
   }
-  // The counts fit 32 bits: v[i] = the 8 channel counts of pixel i as int32 (low dwords of both vectors,
-  // interleaved, then put in channel order), then a 4 x 8 transpose to D[j, i].
-  const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-  __m256i v[MR];
-  for (int i = 0; i < MR; ++i) {
-    const __m256i both = _mm256_blend_epi32(sum[i][0], _mm256_slli_epi64(sum[i][1], 32), 0xAA);
-    v[i] = _mm256_permutevar8x32_epi32(both, order);
-  }
-  const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-  const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-  const __m256i r[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2),  // channels 0|4, 1|5
-                        _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};  // channels 2|6, 3|7
-  for (int j = 0; j < 4; ++j) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(D + j * ldd), _mm256_castsi256_si128(r[j]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(D + (j + 4) * ldd), _mm256_extracti128_si256(r[j], 1));
-  }
+  // Per group of 8 channels: widen to int32, transpose 4 pixels x 8 channels, store D[j, i .. i + 3].
+  for (int v = 0; v < NV; ++v)
+    for (int h = 0; h < 2; ++h)
+      for (int q = 0; q < 2; ++q) {
+        __m256i r[MR];
+        for (int i = 0; i < MR; ++i) {
+          const __m128i half = q ? _mm256_extracti128_si256(sum[i][v][h], 1) : _mm256_castsi256_si128(sum[i][v][h]);
+          r[i] = _mm256_cvtepu16_epi32(half);
+        }
+        const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+        const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+        const __m256i c[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2),  // channels 0|4, 1|5
+                              _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};  // channels 2|6, 3|7
+        int32_t* d = D + (v * 32 + h * 16 + q * 8) * ldd;
+        for (int j = 0; j < 4; ++j) {
+          for (int e = 0; e < 2; ++e) {
+            __m128i* p = reinterpret_cast<__m128i*>(d + (j + 4 * e) * ldd);
+            __m128i val = e ? _mm256_extracti128_si256(c[j], 1) : _mm256_castsi256_si128(c[j]);
+            if (accumulate) val = _mm_add_epi32(val, _mm_loadu_si128(p));
+            _mm_storeu_si128(p, val);
+          }
+        }
+      }
 }
 constexpr bool kHaveAvx2 = true;
 #else
 constexpr bool kHaveAvx2 = false;
 #endif
-static_assert(MR == 4 && NR == 8, "block_avx2 is written for 4 x 8 register blocks");
 
 at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
                            const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias,
                            int64_t channels, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                           int64_t variant_in) {
-  const int64_t budget = variant_in >= 16 ? (variant_in / 16) * 1024 : 16384;
-  int64_t variant = variant_in % 16;
+                           int64_t variant) {
   TORCH_CHECK(x_packed.dim() == 4 && w_packed.dim() == 4, "xnor_conv2d: x_packed and w_packed must be 4D");
   TORCH_CHECK(x_packed.scalar_type() == at::kInt && w_packed.scalar_type() == at::kInt,
               "xnor_conv2d: packed tensors must be int32");
@@ -360,23 +381,30 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
   float* out_ptr = out.data_ptr<float>();
 
   const bool use_avx2 = kHaveAvx2 && variant != 1;
-  const int64_t split = use_avx2 ? 2 : 1;
-  const int64_t T = g.T(), K32 = g.K32(), K64 = g.K64(), KA = split * K64, Cw = g.Cw, C = g.C;
-  const int64_t Opad = ceil_div(g.O, NR) * NR;
+  const int64_t T = g.T(), K32 = g.K32(), K64 = g.K64(), KN = 16 * K64, Cw = g.Cw, C = g.C;
+  const int64_t TO = 64;                           // output channels per tile
+  const int64_t Opad = ceil_div(g.O, 32) * 32;     // AVX2 panels of 32 or 64 channels, scalar panels of NR
 
-  // B: filter o flattened over (ky, kx, word) like a row of A, in panels of NR channels, B[o / NR, k, o % NR]:
-  // a register block reads one contiguous panel (a k-major B with O-word rows would put the words of one panel
-  // a multiple of 4 KiB apart for large O, all in the same L1 set). popw[t, o] = popcount(w[o, t, :]).
-  std::vector<uint64_t> B(KA * Opad, 0);
+  // Weights, prepared per call (O * K64 words, small next to the convolution itself). The filter rows are
+  // flattened over (ky, kx, word) exactly like the rows of A. popw[t, o] = popcount(w[o, t, :]).
+  std::vector<uint64_t> B;   // scalar: panels of NR channels, B[o / NR, k, o % NR]
+  std::vector<uint8_t> Bn;   // AVX2: panels of 64 (last: 32) channels, Bn[panel][s][byte_slot], the nibbles
   std::vector<int32_t> popw(T * Opad, 0);
   {
     const int32_t* w = wp.data_ptr<int32_t>();
-    std::vector<uint64_t> row(KA);
+    std::vector<uint64_t> row(K64);
+    if (use_avx2) Bn.assign(Opad * KN, 0); else B.assign(Opad * K64, 0);
     for (int64_t o = 0; o < g.O; ++o) {
       row.back() = 0;
-      std::memcpy(row.data() + KA - K64, w + o * K32, K32 * 4);  // same word order and pairing as build_im2col
-      split_row(row.data(), K64, split);
-      for (int64_t k = 0; k < KA; ++k) B[((o / NR) * KA + k) * NR + o % NR] = row[k];
+      std::memcpy(row.data(), w + o * K32, K32 * 4);  // same word order and 64-bit pairing as build_im2col
+      if (use_avx2) {
+        const int64_t o0 = o / TO * TO, nv = std::min<int64_t>(TO, Opad - o0) / 32;  // panel start, its vectors
+        uint8_t* panel = Bn.data() + o0 * KN;
+        const int64_t col = ((o - o0) / 32) * 32 + byte_slot((o - o0) % 32);
+        for (int64_t s = 0; s < KN; ++s) panel[s * nv * 32 + col] = (row[s / 16] >> (4 * (s % 16))) & 0xf;
+      } else {
+        for (int64_t k = 0; k < K64; ++k) B[((o / NR) * K64 + k) * NR + o % NR] = row[k];
+      }
       for (int64_t t = 0; t < T; ++t) {
         int32_t c = 0;
         for (int64_t j = 0; j < Cw; ++j) c += __builtin_popcount(static_cast<uint32_t>(w[o * K32 + t * Cw + j]));
@@ -385,15 +413,16 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
     }
   }
 
-  // A tile of TP rows fits in ~16 KiB (L1); TO output channels per tile (enough tiles for all threads).
-  const int64_t TPmax = std::min(std::max<int64_t>(MR, (budget / (KA * 8)) / MR * MR), ceil_div(P, MR) * MR);
+  // TP pixels per tile: at most ~16 KiB of A, balanced so that the last pixel block is not mostly empty.
+  const int64_t row_bytes = use_avx2 ? KN : K64 * 8;
+  const int64_t TPmax = std::min(std::max<int64_t>(MR, (16384 / row_bytes) / MR * MR), ceil_div(P, MR) * MR);
   const int64_t TP = ceil_div(ceil_div(P, ceil_div(P, TPmax)), MR) * MR;
-  const int64_t TO = std::min<int64_t>(Opad, 64);
   const int64_t n_pblocks = ceil_div(P, TP), n_oblocks = ceil_div(Opad, TO);
   const int32_t* x_ptr = xp.data_ptr<int32_t>();
 
   at::parallel_for(0, n_pblocks * n_oblocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint64_t> A(TP * KA);
+    std::vector<uint64_t> A(TP * K64);
+    std::vector<uint8_t> Aoff(use_avx2 ? TP * KN : 0);
     std::vector<int32_t> D(TO * TP);
     std::vector<int32_t> base(TP);
     const std::vector<float> ones(scale_ptr ? 0 : TP, 1.0f);
@@ -402,20 +431,29 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
       const int64_t pb = tile / n_oblocks, ob = tile % n_oblocks;
       const int64_t p0 = pb * TP, o0 = ob * TO, to = std::min(TO, Opad - o0);
       if (pb != built) {
-        build_im2col(g, x_ptr, p0, TP, split, A.data());
+        build_im2col(g, x_ptr, p0, TP, A.data());
+#ifdef __AVX2__
+        if (use_avx2)
+          for (int64_t i = 0; i < TP; ++i) nibble_offsets(A.data() + i * K64, K64, Aoff.data() + i * KN);
+#endif
         built = pb;
       }
-      for (int64_t j = 0; j < to; j += NR) {
-        const uint64_t* b = B.data() + (o0 + j) * KA;  // the panel of channels o0 + j .. o0 + j + NR - 1
-        for (int64_t i = 0; i < TP; i += MR) {
-          if (use_avx2) {
+      if (use_avx2) {
 #ifdef __AVX2__
-            block_avx2(A.data() + i * KA, b, K64, NR, D.data() + j * TP + i, TP);
-#endif
-          } else {
-            block_scalar(A.data() + i * KA, b, KA, NR, D.data() + j * TP + i, TP);
+        const uint8_t* panel = Bn.data() + o0 * KN;
+        for (int64_t i = 0; i < TP; i += MR)
+          for (int64_t s0 = 0; s0 < KN; s0 += kMaxSteps16) {
+            const int64_t s1 = std::min(KN, s0 + kMaxSteps16);
+            if (to == 64)
+              block_tables<2>(Aoff.data() + i * KN, KN, panel, s0, s1, D.data() + i, TP, s0 > 0);
+            else
+              block_tables<1>(Aoff.data() + i * KN, KN, panel, s0, s1, D.data() + i, TP, s0 > 0);
           }
-        }
+#endif
+      } else {
+        for (int64_t j = 0; j < to; j += NR)
+          for (int64_t i = 0; i < TP; i += MR)
+            block_scalar(A.data() + i * K64, B.data() + (o0 + j) * K64, K64, D.data() + j * TP + i, TP);
       }
       const int64_t tp = std::min(TP, P - p0);
       const int64_t oe = std::min(to, g.O - o0);  // real (unpadded) channels of this tile
@@ -463,7 +501,7 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
 }
 
 std::string kernel_info() {
-  return std::string("xnor_conv2d: ") + (kHaveAvx2 ? "avx2 (vpshufb nibble popcount)" : "scalar popcount") +
+  return std::string("xnor_conv2d: ") + (kHaveAvx2 ? "avx2 (vpshufb nibble tables)" : "scalar popcount") +
          ", threads " + std::to_string(at::get_num_threads());
 }
 

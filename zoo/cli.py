@@ -3,15 +3,21 @@
     zoo fit --config recipes/digits/xnor_resnet18.yaml
     zoo test --config recipes/digits/xnor_resnet18.yaml --ckpt_path runs/.../last.ckpt
     zoo models 'xnor_*'
+    zoo publish hub/xnor_resnet18-digits --repo-id org/xnor_resnet18-digits
+    zoo cards                       # print the model index of cards/
+    zoo cards --from hub            # regenerate cards/ from published checkpoint folders
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from .hub.publish import PublishOptions, hardware_description, publish
 from .training.callbacks import RunReport
 from .training.module import ZooClassifier
 
@@ -24,7 +30,8 @@ class ZooCLI(LightningCLI):
     """LightningCLI over :class:`ZooClassifier` and any LightningDataModule (given by ``class_path``).
 
     ``model.num_classes`` and ``model.in_chans`` follow the data module. ``fit`` ends with a ``test`` of the final
-    weights unless ``--test_after_fit false``.
+    weights unless ``--test_after_fit false``; with ``--publish.enabled true`` the tested model is packed and written
+    to the folder hub (and pushed to the Hub with ``--publish.repo_id``).
     """
 
     def __init__(self, args: list[str] | None = None, **kwargs):
@@ -36,10 +43,44 @@ class ZooCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=True, help="run test on the final weights")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
+        parser.add_class_arguments(PublishOptions, "publish")
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", True) and not self.trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+            self._publish()
+
+    def after_test(self) -> None:
+        self._publish()
+
+    def _report(self) -> RunReport:
+        return next(c for c in self.trainer.callbacks if isinstance(c, RunReport))
+
+    def _publish(self) -> None:
+        options = PublishOptions(**vars(self.config[self.subcommand].publish))
+        if not options.enabled or not self.trainer.is_global_zero:
+            return
+        report, dm = self._report(), self.datamodule
+        dataset = getattr(dm, "dataset_name", type(dm).__name__)
+        recipe = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)
+        info = {
+            "name": f"{self.model.hparams.model_name}-{dataset}",
+            "input_size": list(getattr(dm, "input_size", ())),
+            "mean": list(getattr(dm, "mean", ())),
+            "std": list(getattr(dm, "std", ())),
+            "training": {
+                "dataset": dataset,
+                "split": "test",
+                "top1": report.test_metrics.get("test/top1"),
+                "top5": report.test_metrics.get("test/top5"),
+                "fit_seconds": report.fit_seconds,
+                "hardware": hardware_description(),
+                "seed": self.config[self.subcommand].get("seed_everything"),
+                "recipe": recipe,
+            },
+        }
+        folder = publish(self.model.model, options, info)
+        print(f"published {info['name']} to {folder}" + (f" and {options.repo_id}" if options.repo_id else ""))
 
 
 def _models(argv: list[str]) -> None:
@@ -49,7 +90,37 @@ def _models(argv: list[str]) -> None:
         print(name)
 
 
-_TOOLS = {"models": _models}
+def _publish(argv: list[str]) -> None:
+    from .hub import from_pretrained
+
+    parser = argparse.ArgumentParser(prog="zoo publish", description="push a packed checkpoint folder to the Hub")
+    parser.add_argument("folder", type=Path, help="a checkpoint folder (model.safetensors, config.json)")
+    parser.add_argument("--repo-id", required=True, help="Hugging Face Hub repo id, e.g. org/xnor_resnet18-digits")
+    parser.add_argument("--token", default=None, help="Hub token (default: hf auth login / HF_TOKEN)")
+    parser.add_argument("--private", action="store_true")
+    args = parser.parse_args(argv)
+    model = from_pretrained(args.folder)
+    model.config["repo_id"] = args.repo_id
+    url = model.push_to_hub(args.repo_id, token=args.token, private=args.private)
+    print(f"pushed {args.folder} to {args.repo_id}: {url}")
+
+
+def _cards(argv: list[str]) -> None:
+    from .hub.publish import collect_cards, write_cards
+
+    parser = argparse.ArgumentParser(prog="zoo cards", description="print (and regenerate) the model index")
+    parser.add_argument("--from", dest="source", type=Path, default=None,
+                        help="regenerate the cards from the checkpoint folders under this folder hub")
+    parser.add_argument("--out", type=Path, default=Path("cards"), help="the cards folder (default: cards)")
+    args = parser.parse_args(argv)
+    configs = collect_cards(args.source or args.out)
+    if args.source is not None:
+        merged = {c.get("name", c["architecture"]): c for c in collect_cards(args.out) + configs}
+        configs = [merged[k] for k in sorted(merged)]
+    print(write_cards(configs, args.out), end="")
+
+
+_TOOLS = {"models": _models, "publish": _publish, "cards": _cards}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -72,6 +72,7 @@ class DigitsDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers (the data is tiny; 0 is fastest).
     """
 
+    dataset_name = "digits"
     num_classes = 10
     in_chans = 1
     mean = DIGITS_MEAN

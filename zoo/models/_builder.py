@@ -52,6 +52,7 @@ def build_binary_model(
     for key in ("url", "hf_hub_id", "tag", "origin_url", "license"):
         cfg.pop(key, None)
     cfg.update(architecture=name, backbone=backbone, scheme=scheme, paper_ids=PAPER_ID, num_classes=model.num_classes)
+    cfg.update(in_chans=in_chans, input_size=(in_chans, *cfg["input_size"][1:]))
     if small_input:
         _small_input_stem_(model, in_chans)
         cfg["small_input"] = True
