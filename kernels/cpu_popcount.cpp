@@ -170,6 +170,26 @@ struct Geometry {
   int64_t K64() const { return ceil_div(kh * kw * Cw, 2); }
 };
 
+// Taps (ky, kx) of an output pixel whose input (iy0 + ky * dh, ix0 + kx * dw) is inside the image.
+struct TapRange {
+  int64_t ky_lo, ky_hi, kx_lo, kx_hi;  // inclusive; empty when lo > hi
+  int64_t count() const { return std::max<int64_t>(0, ky_hi - ky_lo + 1) * std::max<int64_t>(0, kx_hi - kx_lo + 1); }
+  bool contains(int64_t ky, int64_t kx) const { return ky >= ky_lo && ky <= ky_hi && kx >= kx_lo && kx <= kx_hi; }
+  int64_t key() const { return ((ky_lo * 4096 + ky_hi + 1) * 4096 + kx_lo) * 4096 + kx_hi + 1; }
+};
+
+inline void valid_range(int64_t i0, int64_t d, int64_t k, int64_t size, int64_t& lo, int64_t& hi) {
+  lo = i0 >= 0 ? 0 : std::min(k, (-i0 + d - 1) / d);                      // first k with i0 + k * d >= 0
+  hi = size - 1 - i0 < 0 ? -1 : std::min(k - 1, (size - 1 - i0) / d);      // last k with i0 + k * d < size
+}
+
+inline TapRange valid_taps(const Geometry& g, int64_t iy0, int64_t ix0) {
+  TapRange r{};
+  valid_range(iy0, g.dh, g.kh, g.H, r.ky_lo, r.ky_hi);
+  valid_range(ix0, g.dw, g.kw, g.W, r.kx_lo, r.kx_hi);
+  return r;
+}
+
 // Rows p0 .. p0 + TP - 1 of A (zero rows past P), K64 64-bit words each.
 void build_im2col(const Geometry& g, const int32_t* xp, int64_t p0, int64_t TP, uint64_t* A) {
   const int64_t K64 = g.K64(), Cw = g.Cw, HoWo = g.Ho * g.Wo, P = g.N * HoWo;
@@ -248,10 +268,12 @@ void block_scalar(const uint64_t* A, const uint64_t* B, int64_t K64, int32_t* D,
 // Bn[s, o]. Byte counts (<= 4 per step) accumulate in uint8 lanes for at most 63 steps, then are widened to
 // uint16 (vpunpck{l,h}bw) -- unpacking works within 128-bit lanes, so the bytes of a panel are stored in the
 // order that makes the unpacked 16-bit lanes channels 0..15 and 16..31 (kBytePerm).
-constexpr int64_t kNibbleSteps = 63;     // 63 * 4 < 256
-constexpr int64_t kMaxSteps16 = 16383;   // 16383 * 4 < 65536: the uint16 sums of one call cannot overflow
+constexpr int64_t kNibbleSteps = 63;      // 63 * 4 < 256: uint8 counts
+constexpr int64_t kStepsPerSweep = 256;   // < 16384 (16383 * 4 < 65536): uint16 sums of one block_tables call
+constexpr int64_t kMaxTilePixels = 64;
+constexpr int64_t kTileBytes = 128 * 1024;
 
-inline int64_t byte_slot(int64_t c) {  // byte position of channel c (0..31) in a 32-channel vector
+inline int64_t byte_slot(int64_t c) {  // byte position of channel c (0..31) in a 32-channel vector; an involution
   return c < 8 ? c : c < 16 ? c + 8 : c < 24 ? c - 8 : c;
 }
 
@@ -278,6 +300,61 @@ void nibble_offsets(const uint64_t* row, int64_t K64, uint8_t* out) {
   }
 }
 
+// 16 x 16 byte transpose: out row c = byte c of rows 0..15.
+inline void transpose16x16(const __m128i r[16], __m128i out[16]) {
+  __m128i t[16], u[16], v[16];
+  for (int i = 0; i < 8; ++i) {  // t[2i], t[2i+1]: rows 2i, 2i+1 interleaved, columns 0..7 and 8..15
+    t[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + c]: rows 4i .. 4i+3 of columns 4c .. 4c+3
+    u[4 * i + 0] = _mm_unpacklo_epi16(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm_unpackhi_epi16(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm_unpacklo_epi16(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm_unpackhi_epi16(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int h = 0; h < 2; ++h)  // v[8h + 2c + e]: rows 8h .. 8h+7 of columns 4c + 2e, 4c + 2e + 1
+    for (int c = 0; c < 4; ++c) {
+      v[8 * h + 2 * c] = _mm_unpacklo_epi32(u[8 * h + c], u[8 * h + 4 + c]);
+      v[8 * h + 2 * c + 1] = _mm_unpackhi_epi32(u[8 * h + c], u[8 * h + 4 + c]);
+    }
+  for (int q = 0; q < 8; ++q) {  // columns 2q, 2q + 1: all 16 rows
+    out[2 * q] = _mm_unpacklo_epi64(v[q], v[8 + q]);
+    out[2 * q + 1] = _mm_unpackhi_epi64(v[q], v[8 + q]);
+  }
+}
+
+// Bn: for each panel of 64 (last: 32) channels, Bn[panel][s][32 v + byte_slot(c)] = nib_s(w[64 panel + 32 v + c]);
+// built 16 channels x one 64-bit word (16 nibbles) at a time with a byte transpose. Zero for padded channels.
+void build_weight_panels(const int32_t* w, int64_t O, int64_t Opad, int64_t K32, int64_t K64, int64_t TO,
+                         uint8_t* Bn) {
+  const int64_t KN = 16 * K64;
+  at::parallel_for(0, ceil_div(Opad, 16), 1, [&](int64_t begin, int64_t end) {
+    const __m128i low = _mm_set1_epi8(0x0f);
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t q0 = blk * 16, o0 = q0 / TO * TO, nv = std::min<int64_t>(TO, Opad - o0) / 32;
+      const int64_t v = (q0 - o0) / 32, half = (q0 % 32) / 16;  // the 16 byte slots 16 half .. of vector v
+      uint8_t* dst = Bn + o0 * KN + v * 32 + half * 16;
+      int64_t rows[16];  // channel of each slot, or -1 past O
+      for (int q = 0; q < 16; ++q) {
+        const int64_t o = o0 + v * 32 + byte_slot(16 * half + q);
+        rows[q] = o < O ? o : -1;
+      }
+      for (int64_t k = 0; k < K64; ++k) {
+        __m128i r[16], c[16];
+        for (int q = 0; q < 16; ++q) {
+          uint64_t word = 0;
+          if (rows[q] >= 0) std::memcpy(&word, w + rows[q] * K32 + 2 * k, (2 * k + 1 < K32 ? 8 : 4));
+          const __m128i x = _mm_cvtsi64_si128(static_cast<long long>(word));
+          r[q] = _mm_unpacklo_epi8(_mm_and_si128(x, low), _mm_and_si128(_mm_srli_epi16(x, 4), low));  // nibbles
+        }
+        transpose16x16(r, c);
+        for (int m = 0; m < 16; ++m) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (16 * k + m) * nv * 32), c[m]);
+      }
+    }
+  });
+}
+
 // D[j, i] (+)= sum_{s0 <= s < s1} table[nib_s(a_i)][nib_s(w_j)] for MR pixels, NV * 32 channels (one panel).
 template <int NV>
 void block_tables(const uint8_t* Aoff, int64_t lda, const uint8_t* Bn, int64_t s0, int64_t s1, int32_t* D,
@@ -291,6 +368,7 @@ void block_tables(const uint8_t* Aoff, int64_t lda, const uint8_t* Bn, int64_t s
     __m256i acc[MR][NV];
     for (int i = 0; i < MR; ++i)
       for (int v = 0; v < NV; ++v) acc[i][v] = zero;
+#pragma GCC unroll 2
     for (int64_t s = c0; s < c1; ++s) {
       __m256i b[NV];
       for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Bn + (s * NV + v) * 32));
@@ -397,12 +475,7 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
     for (int64_t o = 0; o < g.O; ++o) {
       row.back() = 0;
       std::memcpy(row.data(), w + o * K32, K32 * 4);  // same word order and 64-bit pairing as build_im2col
-      if (use_avx2) {
-        const int64_t o0 = o / TO * TO, nv = std::min<int64_t>(TO, Opad - o0) / 32;  // panel start, its vectors
-        uint8_t* panel = Bn.data() + o0 * KN;
-        const int64_t col = ((o - o0) / 32) * 32 + byte_slot((o - o0) % 32);
-        for (int64_t s = 0; s < KN; ++s) panel[s * nv * 32 + col] = (row[s / 16] >> (4 * (s % 16))) & 0xf;
-      } else {
+      if (!use_avx2) {
         for (int64_t k = 0; k < K64; ++k) B[((o / NR) * K64 + k) * NR + o % NR] = row[k];
       }
       for (int64_t t = 0; t < T; ++t) {
@@ -413,9 +486,16 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
     }
   }
 
-  // TP pixels per tile: at most ~16 KiB of A, balanced so that the last pixel block is not mostly empty.
+#ifdef __AVX2__
+  if (use_avx2) build_weight_panels(wp.data_ptr<int32_t>(), g.O, Opad, K32, K64, TO, Bn.data());
+#endif
+
+  // TP pixels per tile: at most 64 and ~128 KiB of A (L2), balanced so that the last pixel block is not mostly
+  // empty. The AVX2 loop sweeps the tile's pixels over S = 256 nibble steps at a time, so that the panel's slice
+  // (S x 64 bytes) and the tile's (TP x S bytes) stay in L1.
   const int64_t row_bytes = use_avx2 ? KN : K64 * 8;
-  const int64_t TPmax = std::min(std::max<int64_t>(MR, (16384 / row_bytes) / MR * MR), ceil_div(P, MR) * MR);
+  const int64_t TPmax = std::min(std::max<int64_t>(MR, std::min(kMaxTilePixels, (kTileBytes / row_bytes) / MR * MR)),
+                                 ceil_div(P, MR) * MR);
   const int64_t TP = ceil_div(ceil_div(P, ceil_div(P, TPmax)), MR) * MR;
   const int64_t n_pblocks = ceil_div(P, TP), n_oblocks = ceil_div(Opad, TO);
   const int32_t* x_ptr = xp.data_ptr<int32_t>();
@@ -424,7 +504,9 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
     std::vector<uint64_t> A(TP * K64);
     std::vector<uint8_t> Aoff(use_avx2 ? TP * KN : 0);
     std::vector<int32_t> D(TO * TP);
-    std::vector<int32_t> base(TP);
+    std::vector<int32_t> base(TP), corr;
+    std::vector<int64_t> keys;
+    std::vector<std::pair<int32_t, int32_t>> border;  // (pixel in tile, pattern)
     const std::vector<float> ones(scale_ptr ? 0 : TP, 1.0f);
     int64_t built = -1;
     for (int64_t tile = begin; tile < end; ++tile) {
@@ -441,9 +523,9 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
       if (use_avx2) {
 #ifdef __AVX2__
         const uint8_t* panel = Bn.data() + o0 * KN;
-        for (int64_t i = 0; i < TP; i += MR)
-          for (int64_t s0 = 0; s0 < KN; s0 += kMaxSteps16) {
-            const int64_t s1 = std::min(KN, s0 + kMaxSteps16);
+        for (int64_t s0 = 0; s0 < KN; s0 += kStepsPerSweep)
+          for (int64_t i = 0; i < TP; i += MR) {
+            const int64_t s1 = std::min(KN, s0 + kStepsPerSweep);
             if (to == 64)
               block_tables<2>(Aoff.data() + i * KN, KN, panel, s0, s1, D.data() + i, TP, s0 > 0);
             else
@@ -457,29 +539,40 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
       }
       const int64_t tp = std::min(TP, P - p0);
       const int64_t oe = std::min(to, g.O - o0);  // real (unpadded) channels of this tile
-      // Valid taps per pixel; a border pixel's taps on the padding were read as zero words: remove their
-      // popcount(w[o, t]) from D (the padding correction).
+      // Valid taps per pixel: a contiguous range ky_lo..ky_hi x kx_lo..kx_hi. A border pixel's taps on the padding
+      // were read as zero words, adding popcount(w[o, t]) to D: the padding correction removes it again. Pixels
+      // share few distinct ranges (edges, corners), so the correction is summed once per range ("pattern").
       int64_t y = (p0 % HoWo) / g.Wo, x = p0 % g.Wo;
+      keys.clear();
+      border.clear();
       for (int64_t i = 0; i < tp; ++i) {
-        const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
-        int64_t invalid = 0;
-        if (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W) {
-          for (int64_t ky = 0; ky < g.kh; ++ky) {
-            const int64_t iy = iy0 + ky * g.dh;
-            for (int64_t kx = 0; kx < g.kw; ++kx) {
-              const int64_t ix = ix0 + kx * g.dw;
-              if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) continue;
-              ++invalid;
-              const int32_t* pw_t = popw.data() + (ky * g.kw + kx) * Opad + o0;
-              for (int64_t j = 0; j < oe; ++j) D[j * TP + i] -= pw_t[j];
-            }
+        const TapRange r = valid_taps(g, y * g.sh - g.ph, x * g.sw - g.pw);
+        const int64_t nvalid = r.count();
+        base[i] = static_cast<int32_t>(nvalid * C);
+        if (nvalid < T) {
+          int64_t pat = std::find(keys.begin(), keys.end(), r.key()) - keys.begin();
+          if (pat == static_cast<int64_t>(keys.size())) {
+            keys.push_back(r.key());
+            corr.resize(keys.size() * TO);
+            int32_t* c = corr.data() + pat * TO;
+            std::fill(c, c + TO, 0);
+            for (int64_t ky = 0; ky < g.kh; ++ky)
+              for (int64_t kx = 0; kx < g.kw; ++kx) {
+                if (r.contains(ky, kx)) continue;
+                const int32_t* pw_t = popw.data() + (ky * g.kw + kx) * Opad + o0;
+                for (int64_t j = 0; j < oe; ++j) c[j] += pw_t[j];
+              }
           }
+          border.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(pat));
         }
-        base[i] = static_cast<int32_t>((T - invalid) * C);
         if (++x == g.Wo) {
           x = 0;
           if (++y == g.Ho) y = 0;
         }
+      }
+      for (int64_t j = 0; j < oe; ++j) {
+        int32_t* d = D.data() + j * TP;
+        for (const auto& [i, pat] : border) d[i] -= corr[pat * TO + j];
       }
       // Fused epilogue: out = alpha * K * (base - 2 * D) + bias, one contiguous output row segment per image.
       const float* s = scale_ptr ? scale_ptr + p0 : ones.data();

@@ -36,3 +36,19 @@ def digits_batch() -> tuple[torch.Tensor, torch.Tensor]:
 def hub_server() -> HubServer:
     """The session's local Hub, at ``hub_server.endpoint``, where huggingface_hub already points."""
     return HUB_SERVER
+
+
+@pytest.fixture(scope="session")
+def trained_xnor(digits_batch):
+    """xnor_resnet18 after 12 Adam steps on real digits (non-trivial weights and BatchNorm statistics), in eval mode."""
+    import zoo
+
+    torch.manual_seed(0)
+    images, labels = digits_batch
+    model = zoo.create_model("xnor_resnet18", num_classes=10, in_chans=1, small_input=True).train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(12):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        opt.step()
+    return model.eval()

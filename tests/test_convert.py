@@ -24,6 +24,15 @@ def test_xnor_resnet_conversion_counts_and_full_precision_ends():
     assert model.binarize_config.name == "xnor"
 
 
+def test_binactiv_takes_the_place_of_the_activation_before_a_binary_conv():
+    model = zoo.binarize_(timm.create_model("resnet18", num_classes=10), "xnor")
+    assert all(isinstance(b.act1, nn.Identity) and isinstance(b.act2, nn.ReLU) for b in model.layer1)
+    model = zoo.binarize_(timm.create_model("resnet18", num_classes=10), "bwn")
+    assert all(isinstance(b.act1, nn.ReLU) for b in model.layer1)
+    model = zoo.binarize_(timm.create_model("resnet18", num_classes=10), "xnor", keep=["layer1.0.conv2"])
+    assert isinstance(model.layer1[0].act1, nn.ReLU) and isinstance(model.layer1[1].act1, nn.Identity)
+
+
 def test_bwn_conversion_has_no_pre_norm():
     model = zoo.binarize_(timm.create_model("resnet18", num_classes=10), "bwn")
     assert isinstance(model.layer1[0].conv1, BinaryConv2d)

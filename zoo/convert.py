@@ -8,6 +8,9 @@ Rules (XNOR-Net, arXiv:1603.05279, sec. 3.2 and 4):
 - A layer whose inputs are binarized becomes the paper's block ``BatchNorm -> BinActiv -> BinConv``: a fresh
   BatchNorm right before the sign. In timm's ResNets a conv's input comes after a ReLU, where ``sign()`` would be
   +1 almost everywhere; the BatchNorm centres it so that both signs occur.
+- Inside known blocks, an activation whose only consumer is a binary conv is removed: in the paper's block BinActiv
+  takes the activation's place (``BatchNorm -> BinActiv -> BinConv``). For timm's ResNet ``BasicBlock`` that is
+  ``act1`` (``conv1 -> bn1 -> [act1] -> conv2``); ``act2`` follows the residual sum and stays.
 """
 
 from __future__ import annotations
@@ -15,12 +18,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 from .layers import BinaryConv2d, BinaryConvBlock, BinaryLinear
 from .schemes import BinarizeConfig, get_scheme
 
 __all__ = ["binarize_", "full_precision_layer_names"]
+
+
+# Block type -> (activation, the conv it alone feeds): the activation gives way to BinActiv when that conv's
+# inputs are binarized.
+ACTIVATIONS_BEFORE_BINARY_CONV: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
+    BasicBlock: (("act1", "conv2"),),
+    Bottleneck: (("act1", "conv2"), ("act2", "conv3")),
+}
 
 
 def _as_names(value: str | Iterable[str] | None) -> set[str]:
@@ -109,5 +121,10 @@ def binarize_(
     if not config.is_float:
         for name in targets:
             _set_submodule(model, name, _binary_layer(modules[name], config))
+    if config.binarizes_inputs:
+        for name, module in modules.items():
+            for act, conv in ACTIVATIONS_BEFORE_BINARY_CONV.get(type(module), ()):
+                if f"{name}.{conv}" in targets:
+                    setattr(module, act, nn.Identity())
     model.binarize_config = config
     return model

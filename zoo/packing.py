@@ -14,9 +14,10 @@ import copy
 
 import torch
 from torch import nn
-from zoo_kernels.packing import pack_weight_signs, unpack_signs, weight_scale
+from zoo_kernels.packing import pack_weight_signs, unpack_signs
 
 from .layers import BinaryConv2d, BinaryLinear
+from .quantizers import filter_scale
 
 __all__ = ["PackedBinaryConv2d", "PackedBinaryLinear", "pack", "unpack", "is_packable"]
 
@@ -71,7 +72,7 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
         )
         with torch.no_grad():
             new.weight_bits.copy_(pack_weight_signs(layer.weight.detach().float()))
-            new.alpha.copy_(weight_scale(layer.weight.detach().float()))
+            new.alpha.copy_(filter_scale(layer.weight.detach().float()).flatten())
             if layer.bias is not None:
                 new.bias.copy_(layer.bias)
         return new.to(layer.weight.device)
@@ -106,7 +107,7 @@ class PackedBinaryLinear(_PackedWeight, BinaryLinear):
         w = layer.weight.detach().float()
         with torch.no_grad():
             new.weight_bits.copy_(pack_weight_signs(w[:, :, None, None]).flatten(1))
-            new.alpha.copy_(weight_scale(w[:, :, None, None]))
+            new.alpha.copy_(filter_scale(w).flatten())
             if layer.bias is not None:
                 new.bias.copy_(layer.bias)
         return new.to(layer.weight.device)

@@ -19,6 +19,7 @@ __all__ = [
     "sign",
     "ste_sign",
     "scaled_sign",
+    "filter_scale",
     "kbit_quantize",
     "binarize_gradient",
     "xnor_input_scale",
@@ -59,11 +60,20 @@ def ste_sign(x: torch.Tensor) -> torch.Tensor:
     return _SteSignFn.apply(x)
 
 
+def filter_scale(w: torch.Tensor) -> torch.Tensor:
+    """``alpha = mean |W|`` per output filter (dims 1..), kept as (O, 1, ...) for broadcasting.
+
+    Accumulated in float64, so that re-binarizing ``alpha * sign(W)`` gives back exactly ``alpha`` (packed
+    checkpoints unpack to identical binarized weights).
+    """
+    return w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True, dtype=torch.float64).to(w.dtype)
+
+
 class _ScaledSignFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: torch.Tensor) -> torch.Tensor:
         magnitude = w.abs()
-        alpha = magnitude.mean(dim=tuple(range(1, w.dim())), keepdim=True)
+        alpha = filter_scale(w)
         ctx.save_for_backward(magnitude <= 1, alpha)
         ctx.fan_in = w[0].numel()
         return torch.where(w >= 0, alpha, -alpha)

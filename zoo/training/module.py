@@ -29,6 +29,7 @@ class ZooClassifier(pl.LightningModule):
         lr_schedule: ``"cosine"`` (annealed to 0 per step over the whole run), ``"step"`` (x ``step_gamma``
             every ``step_epochs`` epochs, the paper's schedule) or ``"none"``.
         label_smoothing: cross-entropy label smoothing.
+        channels_last: keep weights and inputs in channels-last memory format (faster convs on CPU).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class ZooClassifier(pl.LightningModule):
         step_epochs: int = 30,
         step_gamma: float = 0.1,
         label_smoothing: float = 0.0,
+        channels_last: bool = True,
     ):
         super().__init__()
         if optimizer not in _OPTIMIZERS:
@@ -55,6 +57,8 @@ class ZooClassifier(pl.LightningModule):
         self.model = create_model(
             model_name, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **(model_kwargs or {})
         )
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         top5 = min(5, num_classes)
         self.metrics = torch.nn.ModuleDict(
             {
@@ -65,6 +69,8 @@ class ZooClassifier(pl.LightningModule):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:

@@ -1,0 +1,293 @@
+"""``torch.library`` ops of the packed XNOR convolution (namespace ``zoo_xnor``), and the float-input entry point.
+
+Ops (inference only: no autograd formula is registered)::
+
+    zoo_xnor::pack_signs(Tensor x) -> Tensor
+        (N, C, H, W) float -> (N, H, W, ceil(C / 32)) int32, bit j of word k = [x[:, 32k + j] >= 0]
+    zoo_xnor::pack_signs_absmean(Tensor x) -> (Tensor, Tensor)
+        the same words, plus A = mean_c |x|, (N, 1, H, W) float32, in the same pass over x
+    zoo_xnor::xnor_conv2d(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias,
+                          int channels, int[2] stride, int[2] padding, int[2] dilation) -> Tensor
+        out[n, o, y, x] = alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]     (float32, N, O, Ho, Wo)
+        int = sum over the taps inside the image of (C - 2 * popcount(a ^ w)) = conv2d(sign(x), sign(w)) exactly
+
+The packed format is documented in :mod:`zoo_kernels.packing`; the integer conv in :mod:`zoo_kernels.reference`.
+Every op has a fake (meta) implementation, so they trace under ``torch.compile`` and ``torch.export``.
+
+Per-device kernels: the CPU kernels (compiled, :mod:`zoo_kernels.cpu`, with the pure-PyTorch fallback) are
+registered below. Another device plugs in with::
+
+    register_device_kernel("xnor_conv2d", "cuda", my_triton_xnor_conv2d)   # same arguments as the op
+
+``pack_signs`` and ``pack_signs_absmean`` fall back to the pure-PyTorch packing on any device without its own
+kernel; ``xnor_conv2d`` raises ``NotImplementedError`` naming the device.
+
+:func:`xnor_conv2d` is the float-input form used at inference: it packs the activations, computes XNOR-Net's input
+scale ``K = conv2d(mean_c |x|, 1 / (kh kw))`` (box filter, same stride / padding / dilation, zero padding counted
+as 0) when asked, and calls the op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import cpu
+from .packing import num_words
+from .packing import pack_signs as _pack_signs_torch
+from .reference import conv_output_size
+
+__all__ = [
+    "NAMESPACE",
+    "input_scale",
+    "pack_signs",
+    "pack_signs_absmean",
+    "register_device_kernel",
+    "xnor_conv2d",
+    "xnor_conv2d_packed",
+]
+
+NAMESPACE = "zoo_xnor"
+
+# {op name: {device type: kernel}}; the op's implementation looks the input's device type up here.
+_KERNELS: dict[str, dict[str, Callable[..., object]]] = {"pack_signs": {}, "pack_signs_absmean": {}, "xnor_conv2d": {}}
+
+
+def register_device_kernel(op: str, device_type: str, fn: Callable[..., object]) -> None:
+    """Use ``fn`` for ``zoo_xnor::<op>`` on tensors of ``device_type`` ("cpu", "cuda", ...).
+
+    ``fn`` takes the op's arguments (see the module docstring) and returns what the op returns; it may assume that
+    the arguments were validated (shapes, dtypes, one device).
+    """
+    if op not in _KERNELS:
+        raise ValueError(f"unknown op {op!r}; expected one of {sorted(_KERNELS)}")
+    _KERNELS[op][torch.device(device_type).type] = fn
+
+
+def _pair(v: int | Sequence[int], name: str) -> list[int]:
+    t = [v, v] if isinstance(v, int) else [int(i) for i in v]
+    if len(t) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return t
+
+
+def _check_float_input(x: Tensor, what: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{what}: expected a 4D (N, C, H, W) input, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{what}: expected a floating-point input, got dtype {x.dtype}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{what}: the input has zero channels")
+
+
+def _check_conv_args(
+    x_packed: Tensor,
+    w_packed: Tensor,
+    alpha: Tensor,
+    scale: Tensor | None,
+    bias: Tensor | None,
+    channels: int,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[int, int]:
+    """Validate the op's arguments; return the output size ``(Ho, Wo)``."""
+    name = f"{NAMESPACE}::xnor_conv2d"
+    for t, what in ((x_packed, "x_packed"), (w_packed, "w_packed")):
+        if t.dim() != 4 or t.dtype != torch.int32:
+            raise TypeError(f"{name}: {what} must be a 4D torch.int32 tensor, got {t.dtype} {tuple(t.shape)}")
+    n, h, w, cw = x_packed.shape
+    o, kh, kw, wcw = w_packed.shape
+    if channels <= 0 or num_words(channels) != cw or wcw != cw:
+        raise ValueError(
+            f"{name}: {channels} channels need {num_words(channels)} words; x_packed has {cw}, w_packed {wcw}"
+        )
+    if len(stride) != 2 or len(padding) != 2 or len(dilation) != 2:
+        raise ValueError(f"{name}: stride, padding and dilation must have 2 elements")
+    if min(stride) <= 0 or min(dilation) <= 0 or min(padding) < 0:
+        raise ValueError(f"{name}: stride and dilation must be positive and padding non-negative")
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
+    if ho <= 0 or wo <= 0:
+        raise ValueError(f"{name}: input {h}x{w} is too small for kernel {kh}x{kw}: output {ho}x{wo}")
+    if alpha.dtype != torch.float32 or alpha.shape != (o,):
+        raise ValueError(f"{name}: alpha must be float32 of shape ({o},), got {alpha.dtype} {tuple(alpha.shape)}")
+    if bias is not None and (bias.dtype != torch.float32 or bias.shape != (o,)):
+        raise ValueError(f"{name}: bias must be float32 of shape ({o},), got {bias.dtype} {tuple(bias.shape)}")
+    if scale is not None and (scale.dtype != torch.float32 or scale.shape != (n, 1, ho, wo)):
+        raise ValueError(
+            f"{name}: scale must be float32 of shape ({n}, 1, {ho}, {wo}), got {scale.dtype} {tuple(scale.shape)}"
+        )
+    devices = {t.device for t in (x_packed, w_packed, alpha, scale, bias) if t is not None}
+    if len(devices) != 1:
+        raise ValueError(f"{name}: all tensors must be on one device, got {sorted(str(d) for d in devices)}")
+    return ho, wo
+
+
+# ---------------------------------------------------------------------------------------------------------- ops
+
+
+@torch.library.custom_op(f"{NAMESPACE}::pack_signs", mutates_args=(), schema="(Tensor x) -> Tensor")
+def pack_signs(x: Tensor) -> Tensor:
+    """Pack signs: ``(N, C, H, W)`` float -> ``(N, H, W, ceil(C / 32))`` int32 (format: :mod:`zoo_kernels.packing`)."""
+    _check_float_input(x, f"{NAMESPACE}::pack_signs")
+    kernel = _KERNELS["pack_signs"].get(x.device.type, _pack_signs_torch)
+    return kernel(x)
+
+
+@pack_signs.register_fake
+def _(x: Tensor) -> Tensor:
+    _check_float_input(x, f"{NAMESPACE}::pack_signs")
+    n, c, h, w = x.shape
+    return x.new_empty((n, h, w, num_words(c)), dtype=torch.int32)
+
+
+def _pack_signs_absmean_torch(x: Tensor) -> tuple[Tensor, Tensor]:
+    return _pack_signs_torch(x), x.float().abs().mean(dim=1, keepdim=True)
+
+
+@torch.library.custom_op(
+    f"{NAMESPACE}::pack_signs_absmean", mutates_args=(), schema="(Tensor x) -> (Tensor, Tensor)"
+)
+def pack_signs_absmean(x: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`pack_signs` and ``A = mean_c |x|`` ((N, 1, H, W) float32; NaN where a channel is NaN), one pass."""
+    _check_float_input(x, f"{NAMESPACE}::pack_signs_absmean")
+    kernel = _KERNELS["pack_signs_absmean"].get(x.device.type, _pack_signs_absmean_torch)
+    return kernel(x)
+
+
+@pack_signs_absmean.register_fake
+def _(x: Tensor) -> tuple[Tensor, Tensor]:
+    _check_float_input(x, f"{NAMESPACE}::pack_signs_absmean")
+    n, c, h, w = x.shape
+    return x.new_empty((n, h, w, num_words(c)), dtype=torch.int32), x.new_empty((n, 1, h, w), dtype=torch.float32)
+
+
+@torch.library.custom_op(
+    f"{NAMESPACE}::xnor_conv2d",
+    mutates_args=(),
+    schema="(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias, int channels, "
+    "int[2] stride, int[2] padding, int[2] dilation) -> Tensor",
+)
+def xnor_conv2d_packed(
+    x_packed: Tensor,
+    w_packed: Tensor,
+    alpha: Tensor,
+    scale: Tensor | None,
+    bias: Tensor | None,
+    channels: int,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """The packed XNOR conv op: ``alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]``, float32 NCHW.
+
+    ``x_packed`` (N, H, W, Cw) and ``w_packed`` (O, kh, kw, Cw) int32 words, ``alpha`` (O,) float32, ``scale``
+    (N, 1, Ho, Wo) float32 or None (1), ``bias`` (O,) float32 or None (0), ``channels`` = C. ``int`` is exactly
+    ``F.conv2d(sign(x), sign(w), None, stride, padding, dilation)`` (see :mod:`zoo_kernels.reference`).
+    """
+    _check_conv_args(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
+    kernel = _KERNELS["xnor_conv2d"].get(x_packed.device.type)
+    if kernel is None:
+        raise NotImplementedError(
+            f"{NAMESPACE}::xnor_conv2d has no kernel for device type {x_packed.device.type!r} (registered: "
+            f"{sorted(_KERNELS['xnor_conv2d'])}); see zoo_kernels.ops.register_device_kernel"
+        )
+    return kernel(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
+
+
+@xnor_conv2d_packed.register_fake
+def _(
+    x_packed: Tensor,
+    w_packed: Tensor,
+    alpha: Tensor,
+    scale: Tensor | None,
+    bias: Tensor | None,
+    channels: int,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    ho, wo = _check_conv_args(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
+    return x_packed.new_empty((x_packed.shape[0], w_packed.shape[0], ho, wo), dtype=torch.float32)
+
+
+register_device_kernel("pack_signs", "cpu", lambda x: cpu.pack_signs_cpu(x)[0])
+register_device_kernel("pack_signs_absmean", "cpu", lambda x: cpu.pack_signs_cpu(x, absmean=True))
+register_device_kernel("xnor_conv2d", "cpu", cpu.xnor_conv2d_cpu)
+
+
+# ------------------------------------------------------------------------------------------ float-input wrapper
+
+
+def input_scale(
+    absmean: Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """XNOR-Net's ``K = A * k``: ``conv2d(A, box of 1 / (kh * kw))`` with the conv's geometry, (N, 1, Ho, Wo).
+
+    ``A = mean_c |x|`` (N, 1, H, W); zero padding counts as 0 in the average (``count_include_pad``), as the padded
+    zeros contribute nothing to the convolution. Same as ``zoo.quantizers.xnor_input_scale``.
+    """
+    kh, kw = kernel_size
+    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=absmean.dtype, device=absmean.device)
+    return F.conv2d(absmean, box, None, stride, padding, dilation)
+
+
+def xnor_conv2d(
+    x: Tensor,
+    w_packed: Tensor,
+    alpha: Tensor,
+    channels: int,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    input_scale: bool = False,
+    bias: Tensor | None = None,
+    groups: int = 1,
+) -> Tensor:
+    """XNOR-Net conv of a float input with packed weights: ``y = alpha[o] * K[n, y, x] * int + bias[o]``, float32.
+
+    ``x`` (N, C, H, W) floating point (any layout); ``w_packed`` (O, kh, kw, ceil(C / 32)) int32 from
+    :func:`zoo_kernels.packing.pack_weight_signs`; ``alpha`` (O,) = mean |W| per filter; ``int`` =
+    ``conv2d(sign(x), sign(w))`` computed exactly on packed bits; ``K`` = :func:`input_scale` of ``mean_c |x|``
+    when ``input_scale`` else 1. Inference only (``alpha`` and ``bias`` are detached).
+
+    Defined edge cases: an empty batch gives an empty (0, O, Ho, Wo) output. A NaN activation packs as -1
+    (``NaN >= 0`` is False) and, with ``input_scale``, makes ``K`` -- hence the outputs whose window covers it --
+    NaN; no error is raised. ``-0.0`` packs as +1.
+    """
+    _check_float_input(x, "xnor_conv2d: x")
+    if groups != 1:
+        raise NotImplementedError(f"xnor_conv2d: only groups=1 is supported, got groups={groups}")
+    if not isinstance(w_packed, Tensor) or w_packed.dim() != 4 or w_packed.dtype != torch.int32:
+        raise TypeError("xnor_conv2d: w_packed must be a 4D torch.int32 tensor (O, kh, kw, Cw)")
+    ks, st, pd, dl = (_pair(v, n) for v, n in ((kernel_size, "kernel_size"), (stride, "stride"),
+                                               (padding, "padding"), (dilation, "dilation")))
+    if x.shape[1] != channels:
+        raise ValueError(f"xnor_conv2d: x has {x.shape[1]} channels, expected {channels}")
+    if tuple(w_packed.shape[1:3]) != tuple(ks) or w_packed.shape[3] != num_words(channels):
+        raise ValueError(
+            f"xnor_conv2d: w_packed shape {tuple(w_packed.shape)} does not match kernel_size {tuple(ks)} and "
+            f"{channels} channels ({num_words(channels)} words)"
+        )
+    for t, what in ((w_packed, "w_packed"), (alpha, "alpha"), (bias, "bias")):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"xnor_conv2d: {what} is on {t.device}, x on {x.device}")
+    alpha = alpha.detach().float()
+    bias = bias.detach().float() if bias is not None else None
+    if input_scale:
+        x_packed, absmean = pack_signs_absmean(x)
+        scale = globals()["input_scale"](absmean, ks, st, pd, dl)
+    else:
+        x_packed, scale = pack_signs(x), None
+    return xnor_conv2d_packed(x_packed, w_packed, alpha, scale, bias, channels, st, pd, dl)

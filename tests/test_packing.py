@@ -1,0 +1,95 @@
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from zoo.layers import BinaryConv2d, BinaryLinear
+from zoo.packing import PackedBinaryConv2d, PackedBinaryLinear, pack, unpack
+
+
+def _sign(t):
+    return torch.where(t >= 0, 1.0, -1.0)
+
+
+def test_packed_model_equals_trained_model_on_digits(trained_xnor, digits_batch):
+    images, _ = digits_batch
+    packed = pack(trained_xnor)
+    with torch.no_grad():
+        ref, out = trained_xnor(images), packed(images)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+    assert trained_xnor.training is False and any(isinstance(m, BinaryConv2d) for m in trained_xnor.modules())
+
+
+def test_pack_leaves_original_and_stores_one_bit_per_weight(trained_xnor):
+    packed = pack(trained_xnor)
+    layers = [m for m in packed.modules() if isinstance(m, PackedBinaryConv2d)]
+    assert len(layers) == 19 and not any(type(m) is BinaryConv2d for m in packed.modules())
+    for layer in layers:
+        o, c = layer.out_channels, layer.in_channels
+        kh, kw = layer.kernel_size
+        assert layer.weight_bits.dtype == torch.int32 and "weight" not in dict(layer.named_parameters())
+        assert layer.weight_bits.numel() * 4 * 8 == o * c * kh * kw  # C is a multiple of 32 in ResNet-18
+        assert layer.alpha.shape == (o,)
+
+
+def test_packed_bits_and_alpha_are_the_signs_and_mean_abs(trained_xnor):
+    name = "layer2.0.conv2.conv"
+    layer = trained_xnor.get_submodule(name)
+    packed = pack(trained_xnor).get_submodule(name)
+    w = layer.weight.detach().double()
+    torch.testing.assert_close(packed.alpha.double(), w.abs().mean(dim=(1, 2, 3)), rtol=1e-6, atol=0)
+    # independent bit check: channel c is bit c % 32 of word c // 32, 1 for w >= 0
+    o, ky, kx, c = 5, 1, 2, 77
+    word = int(packed.weight_bits[o, ky, kx, c // 32]) & 0xFFFFFFFF
+    assert ((word >> (c % 32)) & 1) == int(w[o, c, ky, kx] >= 0)
+
+
+def test_unpack_gives_trainable_model_with_identical_binarized_weights(trained_xnor, digits_batch):
+    images, labels = digits_batch
+    restored = unpack(pack(trained_xnor))
+    for (name, a), b in zip(trained_xnor.named_modules(), restored.modules()):
+        if isinstance(a, (BinaryConv2d, BinaryLinear)):
+            assert type(b) is type(a), name
+            assert torch.equal(b.quantized_weight(), a.quantized_weight()), name
+    with torch.no_grad():
+        torch.testing.assert_close(restored.eval()(images), trained_xnor(images), rtol=1e-5, atol=1e-6)
+    restored.train()
+    nn.functional.cross_entropy(restored(images), labels).backward()
+    assert restored.layer1[0].conv1.conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("channels", [3, 33])
+def test_packed_conv_border_and_odd_channels(channels):
+    layer = BinaryConv2d(channels, 4, 3, stride=2, padding=1, input_quantizer="bin_activ", input_scale=True)
+    packed = PackedBinaryConv2d.from_binary(layer)
+    x = torch.randn(2, channels, 7, 7)
+    w = layer.weight.detach().double()
+    alpha = w.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
+    k = zoo.quantizers.xnor_input_scale(x.double(), (3, 3), 2, 1)
+    ref = nn.functional.conv2d(_sign(x).double(), _sign(w).double(), stride=2, padding=1) * alpha * k
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x).double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_linear_round_trip():
+    layer = BinaryLinear(70, 5, input_quantizer="bin_activ", input_scale=True)
+    packed = PackedBinaryLinear.from_binary(layer)
+    assert packed.weight_bits.shape == (5, 3)
+    x = torch.randn(4, 70)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), layer(x), rtol=1e-5, atol=1e-6)
+    assert torch.equal(packed.to_binary().quantized_weight(), layer.quantized_weight())
+
+
+def test_pack_needs_a_binarized_model():
+    with pytest.raises(ValueError, match="binarized model"):
+        pack(nn.Sequential(nn.Conv2d(1, 2, 3)))
+
+
+def test_fp_model_packs_to_itself():
+    model = zoo.create_model("fp_resnet18", num_classes=10, in_chans=1, small_input=True).eval()
+    packed = pack(model)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(packed(x), model(x))
