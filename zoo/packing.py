@@ -65,7 +65,7 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
         self._replace_weight((self.out_channels, kh, kw, words))
 
     @classmethod
-    def from_binary(cls, layer: BinaryConv2d) -> "PackedBinaryConv2d":
+    def from_binary(cls, layer: BinaryConv2d) -> PackedBinaryConv2d:
         new = cls(
             layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
             layer.groups, layer.bias is not None, **_input_kwargs(layer),
@@ -102,7 +102,7 @@ class PackedBinaryLinear(_PackedWeight, BinaryLinear):
         self._replace_weight((self.out_features, -(-self.in_features // 32)))
 
     @classmethod
-    def from_binary(cls, layer: BinaryLinear) -> "PackedBinaryLinear":
+    def from_binary(cls, layer: BinaryLinear) -> PackedBinaryLinear:
         new = cls(layer.in_features, layer.out_features, layer.bias is not None, **_input_kwargs(layer))
         w = layer.weight.detach().float()
         with torch.no_grad():

@@ -1,0 +1,186 @@
+"""The compiled CPU kernel (zoo_kernels.cpu): exact integers, fused epilogue, packing, threads and the fallback.
+
+The extension is built once per session (cached under ~/.cache/zoo_kernels across sessions). Where it cannot be
+built, the compiled-only tests skip and the fallback path is still checked.
+"""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from zoo_kernels import cpu
+from zoo_kernels.packing import pack_signs, pack_weight_signs, weight_scale
+from zoo_kernels.reference import xnor_conv2d_reference
+
+AVAILABLE = cpu.cpu_kernel_available()
+needs_kernel = pytest.mark.skipif(not AVAILABLE, reason="the C++ extension could not be built here")
+VARIANTS = ["scalar", "avx2"] if AVAILABLE and "avx2" in cpu.kernel_info() else ["scalar"]
+
+# (kernel, stride, padding, dilation)
+GEOMETRIES = [(1, 1, 0, 1), (3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 2), (3, 2, 0, 1)]
+
+
+def sign(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t >= 0, 1.0, -1.0).double()
+
+
+def int_conv(x, w, stride, padding, dilation) -> torch.Tensor:
+    """Independent reference: conv2d(sign(x), sign(w)) in float64 (exact for these integer sums)."""
+    return F.conv2d(sign(x), sign(w), None, stride, padding, dilation)
+
+
+def run(x, w, stride, padding, dilation, variant="auto", alpha=None, scale=None, bias=None):
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    alpha = torch.ones(w.shape[0]) if alpha is None else alpha
+    return cpu.xnor_conv2d_cpu(pack_signs(x), pack_weight_signs(w), alpha, scale, bias, x.shape[1],
+                               pair(stride), pair(padding), pair(dilation), variant)
+
+
+@needs_kernel
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("channels", [1, 3, 31, 33, 64, 100])
+def test_integer_conv_is_exact(variant, channels):
+    for (k, s, p, d), batch in itertools.product(GEOMETRIES, (1, 3)):
+        x = torch.randn(batch, channels, 9, 8)
+        x[x.abs() < 0.1] = 0.0
+        w = torch.randn(5, channels, k, k)
+        out = run(x, w, s, p, d, variant)
+        assert out.dtype == torch.float32 and out.shape == int_conv(x, w, s, p, d).shape
+        assert torch.equal(out.double(), int_conv(x, w, s, p, d)), (variant, channels, k, s, p, d, batch)
+
+
+@needs_kernel
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("out_channels", [1, 32, 64, 96, 130])
+def test_output_channel_blocking(variant, out_channels):
+    # panels of 32 / 64 channels and register blocks of 8: full, partial and padded ones
+    x, w = torch.randn(2, 70, 6, 5), torch.randn(out_channels, 70, 3, 3)
+    assert torch.equal(run(x, w, 1, 1, 1, variant).double(), int_conv(x, w, 1, 1, 1))
+
+
+@needs_kernel
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_odd_geometries(variant):
+    cases = [  # kernel, stride, padding, dilation, input size: windows partly or entirely on the padding
+        ((1, 3), (1, 2), (0, 1), (1, 1), (5, 7)),
+        ((3, 1), (3, 1), (1, 0), (1, 3), (11, 6)),
+        ((5, 5), (2, 2), (2, 2), (1, 1), (9, 9)),
+        ((2, 2), (1, 1), (1, 1), (1, 1), (4, 4)),
+        ((3, 3), (1, 1), (3, 3), (3, 1), (3, 3)),
+        ((3, 3), (1, 1), (2, 2), (2, 2), (2, 3)),
+    ]
+    for k, s, p, d, size in cases:
+        x, w = torch.randn(2, 37, *size), torch.randn(9, 37, *k)
+        assert torch.equal(run(x, w, s, p, d, variant).double(), int_conv(x, w, s, p, d)), (k, s, p, d, size)
+
+
+@needs_kernel
+def test_large_layer_many_tiles_and_sweeps():
+    # K = 9 * 512 bits: several 256-step sweeps of the AVX2 loop; 14 x 14 x 2 pixels: several tiles
+    x, w = torch.randn(2, 512, 14, 14), torch.randn(64, 512, 3, 3)
+    assert torch.equal(run(x, w, 1, 1, 1).double(), int_conv(x, w, 1, 1, 1))
+    x, w = torch.randn(3, 64, 30, 30), torch.randn(64, 64, 3, 3)
+    assert torch.equal(run(x, w, 2, 1, 1).double(), int_conv(x, w, 2, 1, 1))
+
+
+@needs_kernel
+def test_non_contiguous_packed_inputs():
+    x, w = torch.randn(2, 33, 8, 8), torch.randn(4, 33, 3, 3)
+    xp = pack_signs(x).permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)  # same values, other strides
+    wp = pack_weight_signs(w)
+    out = cpu.xnor_conv2d_cpu(xp, wp, torch.ones(4), None, None, 33, (1, 1), (1, 1), (1, 1))
+    assert torch.equal(out.double(), int_conv(x, w, 1, 1, 1))
+
+
+@needs_kernel
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_epilogue(variant):
+    x, w = torch.randn(3, 40, 7, 9), torch.randn(6, 40, 3, 3)
+    alpha, bias = weight_scale(w), torch.randn(6)
+    scale = torch.rand(3, 1, 4, 5) + 0.1
+    out = run(x, w, 2, 1, 1, variant, alpha, scale, bias)
+    expected = int_conv(x, w, 2, 1, 1) * alpha.double().view(1, -1, 1, 1) * scale.double() + bias.double().view(
+        1, -1, 1, 1)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    no_scale = run(x, w, 2, 1, 1, variant, alpha, None, bias)
+    torch.testing.assert_close(no_scale.double(), int_conv(x, w, 2, 1, 1) * alpha.double().view(1, -1, 1, 1)
+                               + bias.double().view(1, -1, 1, 1), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_threads_give_identical_results():
+    x, w = torch.randn(4, 96, 10, 10), torch.randn(80, 96, 3, 3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run(x, w, 1, 1, 1)
+        torch.set_num_threads(max(2, threads))
+        many = run(x, w, 1, 1, 1)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+@needs_kernel
+def test_compiled_packing():
+    for c in (1, 31, 32, 33, 100, 256):
+        x = torch.randn(2, c, 5, 7)
+        x[x.abs() < 0.1] = 0.0
+        x[0, 0, 0, 0] = float("nan")
+        cl = x.contiguous(memory_format=torch.channels_last)
+        for layout in (x, cl, x.half(), x.double(), cl.double(), cl.bfloat16()):
+            packed, absmean = cpu.pack_signs_cpu(layout, absmean=True)
+            assert torch.equal(packed, pack_signs(layout))
+            torch.testing.assert_close(absmean, layout.float().abs().mean(dim=1, keepdim=True), equal_nan=True)
+    tiny = torch.tensor([-1e-300, 1e-300, -0.0, 0.0], dtype=torch.float64).view(1, 4, 1, 1)  # float32: +-0.0
+    for layout in (tiny, tiny.contiguous(memory_format=torch.channels_last)):
+        assert cpu.pack_signs_cpu(layout)[0].item() == 0b1110
+    sliced = torch.randn(2, 80, 10, 9)[:, 1::2, ::3]
+    assert torch.equal(cpu.pack_signs_cpu(sliced)[0], pack_signs(sliced))
+    assert cpu.pack_signs_cpu(torch.randn(0, 3, 2, 2))[0].shape == (0, 2, 2, 1)
+
+
+@needs_kernel
+def test_empty_batch():
+    xp, wp = pack_signs(torch.randn(0, 33, 5, 5)), pack_weight_signs(torch.randn(4, 33, 3, 3))
+    out = cpu.xnor_conv2d_cpu(xp, wp, torch.ones(4), None, None, 33, (1, 1), (0, 0), (1, 1))
+    assert out.shape == (0, 4, 3, 3)
+
+
+@needs_kernel
+def test_kernel_checks_arguments():
+    xp, wp = pack_signs(torch.randn(1, 33, 5, 5)), pack_weight_signs(torch.randn(4, 33, 3, 3))
+    with pytest.raises(RuntimeError, match="channels"):
+        cpu.xnor_conv2d_cpu(xp, wp, torch.ones(4), None, None, 70, (1, 1), (0, 0), (1, 1))
+    with pytest.raises(RuntimeError, match="alpha"):
+        cpu.xnor_conv2d_cpu(xp, wp, torch.ones(3), None, None, 33, (1, 1), (0, 0), (1, 1))
+    with pytest.raises(RuntimeError, match="scale"):
+        cpu.xnor_conv2d_cpu(xp, wp, torch.ones(4), torch.ones(2), None, 33, (1, 1), (0, 0), (1, 1))
+
+
+def test_fallback_when_the_build_fails(monkeypatch):
+    saved = dict(cpu._state)
+    monkeypatch.setattr(cpu, "_build", lambda: (_ for _ in ()).throw(RuntimeError("no compiler")))
+    cpu._state.update(loaded=False, ok=False, error=None)
+    try:
+        x, w = torch.randn(2, 33, 6, 6), torch.randn(3, 33, 3, 3)
+        with pytest.warns(RuntimeWarning, match="no compiler"):
+            assert not cpu.cpu_kernel_available()
+        out = run(x, w, 1, 1, 1, bias=torch.ones(3))
+        assert torch.equal(out.double(), int_conv(x, w, 1, 1, 1) + 1)
+        packed, absmean = cpu.pack_signs_cpu(x, absmean=True)
+        assert torch.equal(packed, pack_signs(x)) and absmean.shape == (2, 1, 6, 6)
+        assert "fallback" in cpu.kernel_info()
+    finally:
+        cpu._state.clear()
+        cpu._state.update(saved)
+
+
+def test_reference_and_compiled_agree_on_random_layers():
+    torch.manual_seed(1)
+    for _ in range(3):
+        c, o, k = int(torch.randint(1, 90, ())), int(torch.randint(1, 70, ())), int(torch.randint(1, 4, ()))
+        x, w = torch.randn(2, c, 8, 7), torch.randn(o, c, k, k)
+        ref = xnor_conv2d_reference(pack_signs(x), pack_weight_signs(w), c, 1, k // 2, 1)
+        assert torch.equal(run(x, w, 1, k // 2, 1).double(), ref.double())

@@ -1,0 +1,182 @@
+"""The zoo_xnor torch.library ops and the float-input xnor_conv2d: results, validation, edge cases, tracing."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from zoo_kernels import ops
+from zoo_kernels.packing import pack_signs, pack_weight_signs, weight_scale
+
+from zoo.layers import XnorConv2d
+
+
+def sign(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t >= 0, 1.0, -1.0).double()
+
+
+def expected(x, w, alpha, stride, padding, dilation, input_scale, bias=None) -> torch.Tensor:
+    """Independent float64 reference: alpha * K * conv2d(sign(x), sign(w)) + bias."""
+    out = F.conv2d(sign(x), sign(w), None, stride, padding, dilation) * alpha.double().view(1, -1, 1, 1)
+    if input_scale:
+        k = w.shape[-2:]
+        box = torch.full((1, 1, *k), 1.0 / (k[0] * k[1]), dtype=torch.float64)
+        out = out * F.conv2d(x.double().abs().mean(dim=1, keepdim=True), box, None, stride, padding, dilation)
+    if bias is not None:
+        out = out + bias.double().view(1, -1, 1, 1)
+    return out
+
+
+def test_ops_are_registered():
+    for name in ("pack_signs", "pack_signs_absmean", "xnor_conv2d"):
+        assert hasattr(torch.ops.zoo_xnor, name)
+    schema = str(torch.ops.zoo_xnor.xnor_conv2d.default._schema)
+    assert "Tensor? scale" in schema and "int[2] stride" in schema
+
+
+@pytest.mark.parametrize("input_scale", [False, True])
+@pytest.mark.parametrize("geometry", [(1, 1, 0, 1), (3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 2)])
+@pytest.mark.parametrize("channels", [3, 33, 100])
+def test_xnor_conv2d_matches_float64(input_scale, geometry, channels):
+    k, s, p, d = geometry
+    x, w, bias = torch.randn(3, channels, 8, 7), torch.randn(6, channels, k, k), torch.randn(6)
+    x[x.abs() < 0.1] = 0.0
+    alpha = weight_scale(w)
+    out = ops.xnor_conv2d(x, pack_weight_signs(w), alpha, channels, k, s, p, d, input_scale, bias)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), expected(x, w, alpha, s, p, d, input_scale, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_non_contiguous_and_half_inputs():
+    x, w = torch.randn(2, 64, 9, 9), torch.randn(8, 64, 3, 3)
+    wp, alpha = pack_weight_signs(w), weight_scale(w)
+    ref = expected(x, w, alpha, 1, 1, 1, True)
+    strided = torch.stack([x, -x], 2).flatten(1, 2)[:, ::2]  # channel stride 2
+    for xi in (x.contiguous(memory_format=torch.channels_last), strided, torch.cat([x, x], 1)[:, :64]):
+        assert torch.equal(xi, x)
+        out = ops.xnor_conv2d(xi, wp, alpha, 64, (3, 3), 1, 1, 1, input_scale=True)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    xh = x.half()
+    out = ops.xnor_conv2d(xh, wp, alpha, 64, 3, 1, 1, 1, input_scale=True)
+    torch.testing.assert_close(out.double(), expected(xh.float(), w, alpha, 1, 1, 1, True), rtol=1e-5, atol=1e-5)
+
+
+def test_matches_the_zoo_xnor_layer():
+    layer = XnorConv2d(40, 12, 3, stride=1, padding=1, bias=True).eval()
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(2, 40, 10, 10)
+    with torch.no_grad():
+        ref = layer(x)
+    out = ops.xnor_conv2d(x, pack_weight_signs(layer.weight), weight_scale(layer.weight), 40, 3, 1, 1, 1, True,
+                          layer.bias)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_packed_op_directly():
+    x, w = torch.randn(2, 33, 6, 6), torch.randn(4, 33, 3, 3)
+    alpha, scale, bias = torch.rand(4), torch.rand(2, 1, 6, 6), torch.randn(4)
+    out = torch.ops.zoo_xnor.xnor_conv2d(pack_signs(x), pack_weight_signs(w), alpha, scale, bias, 33, [1, 1],
+                                         [1, 1], [1, 1])
+    ref = F.conv2d(sign(x), sign(w), None, 1, 1) * alpha.double().view(1, -1, 1, 1) * scale + bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(out.double(), ref.double(), rtol=1e-5, atol=1e-5)
+    packed, absmean = torch.ops.zoo_xnor.pack_signs_absmean(x)
+    assert torch.equal(packed, torch.ops.zoo_xnor.pack_signs(x))
+    assert torch.equal(packed, pack_signs(x))
+    torch.testing.assert_close(absmean, x.abs().mean(1, keepdim=True))
+
+
+def test_zeros_pack_as_plus_one():
+    x, w = torch.zeros(1, 35, 5, 5), torch.randn(3, 35, 3, 3)
+    alpha = weight_scale(w)
+    out = ops.xnor_conv2d(x, pack_weight_signs(w), alpha, 35, 3, 1, 1, 1, input_scale=False)
+    ones = F.conv2d(torch.ones(1, 35, 5, 5).double(), sign(w), None, 1, 1) * alpha.double().view(1, -1, 1, 1)
+    torch.testing.assert_close(out.double(), ones, rtol=1e-6, atol=1e-6)
+    scaled = ops.xnor_conv2d(x, pack_weight_signs(w), alpha, 35, 3, 1, 1, 1, input_scale=True)
+    assert torch.equal(scaled, torch.zeros_like(scaled))  # K = 0
+
+
+def test_empty_batch():
+    w = torch.randn(4, 33, 3, 3)
+    out = ops.xnor_conv2d(torch.randn(0, 33, 8, 8), pack_weight_signs(w), weight_scale(w), 33, 3, 2, 1, 1, True)
+    assert out.shape == (0, 4, 4, 4) and out.dtype == torch.float32
+
+
+def test_nan_input_is_defined():
+    x, w = torch.randn(1, 20, 7, 7), torch.randn(3, 20, 3, 3)
+    x[0, 4, 3, 3] = float("nan")
+    wp, alpha = pack_weight_signs(w), weight_scale(w)
+    plain = ops.xnor_conv2d(x, wp, alpha, 20, 3, 1, 1, 1, input_scale=False)
+    as_minus_one = x.clone()
+    as_minus_one[0, 4, 3, 3] = -1.0
+    torch.testing.assert_close(plain.double(), expected(as_minus_one, w, alpha, 1, 1, 1, False), rtol=1e-5,
+                               atol=1e-5)
+    scaled = ops.xnor_conv2d(x, wp, alpha, 20, 3, 1, 1, 1, input_scale=True)
+    touched = torch.zeros(7, 7, dtype=torch.bool)
+    touched[2:5, 2:5] = True  # the 3 x 3 windows that cover pixel (3, 3)
+    assert scaled[0, :, touched].isnan().all() and not scaled[0, :, ~touched].isnan().any()
+
+
+def test_validation_errors():
+    x, w = torch.randn(2, 33, 6, 6), torch.randn(4, 33, 3, 3)
+    wp, alpha = pack_weight_signs(w), weight_scale(w)
+    with pytest.raises(ValueError, match="4D"):
+        ops.xnor_conv2d(x[0], wp, alpha, 33, 3)
+    with pytest.raises(TypeError, match="floating-point"):
+        ops.xnor_conv2d(x.long(), wp, alpha, 33, 3)
+    with pytest.raises(ValueError, match="channels"):
+        ops.xnor_conv2d(x[:, :32], wp, alpha, 33, 3)
+    with pytest.raises(ValueError, match="does not match"):
+        ops.xnor_conv2d(x, wp, alpha, 33, 1)
+    with pytest.raises(TypeError, match="int32"):
+        ops.xnor_conv2d(x, wp.long(), alpha, 33, 3)
+    with pytest.raises(NotImplementedError, match="groups"):
+        ops.xnor_conv2d(x, wp, alpha, 33, 3, groups=2)
+    with pytest.raises(ValueError, match="alpha"):
+        ops.xnor_conv2d(x, wp, alpha[:3], 33, 3)
+    with pytest.raises(ValueError, match="on meta"):
+        ops.xnor_conv2d(x, wp.to("meta"), alpha, 33, 3)
+    with pytest.raises(ValueError, match="too small"):
+        ops.xnor_conv2d(x[:, :, :2, :2], wp, alpha, 33, 3)
+    with pytest.raises(ValueError, match="scale"):
+        torch.ops.zoo_xnor.xnor_conv2d(pack_signs(x), wp, alpha, torch.ones(2, 1, 6, 6), None, 33, [1, 1], [0, 0],
+                                       [1, 1])
+
+
+def test_device_dispatch_hook(monkeypatch):
+    x, w = torch.randn(1, 8, 4, 4), torch.randn(2, 8, 1, 1)
+    args = (pack_signs(x), pack_weight_signs(w), torch.ones(2), None, None, 8, [1, 1], [0, 0], [1, 1])
+    kernels = dict(ops._KERNELS["xnor_conv2d"])
+    monkeypatch.setitem(ops._KERNELS, "xnor_conv2d", {})
+    with pytest.raises(NotImplementedError, match="no kernel for device type 'cpu'"):
+        torch.ops.zoo_xnor.xnor_conv2d(*args)
+    calls = []
+    ops.register_device_kernel("xnor_conv2d", "cpu", lambda *a: calls.append(a) or kernels["cpu"](*a))
+    out = torch.ops.zoo_xnor.xnor_conv2d(*args)
+    assert len(calls) == 1 and out.shape == (1, 2, 4, 4)
+    with pytest.raises(ValueError, match="unknown op"):
+        ops.register_device_kernel("conv", "cuda", print)
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.register_buffer("w_packed", pack_weight_signs(w))
+        self.register_buffer("alpha", weight_scale(w))
+        self.channels = w.shape[1]
+
+    def forward(self, x):
+        y = ops.xnor_conv2d(x, self.w_packed, self.alpha, self.channels, 3, 1, 1, 1, input_scale=True)
+        return torch.relu(y)
+
+
+def test_torch_export():
+    block, x = _Block(torch.randn(8, 40, 3, 3)), torch.randn(2, 40, 6, 6)
+    exported = torch.export.export(block, (x,))
+    targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert {"zoo_xnor.pack_signs_absmean.default", "zoo_xnor.xnor_conv2d.default"} <= targets
+    assert torch.equal(exported.module()(x), block(x))
+
+
+def test_torch_compile():
+    block, x = _Block(torch.randn(8, 40, 3, 3)), torch.randn(2, 40, 6, 6)
+    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)  # traces the fake kernels
+    assert torch.equal(compiled(x), block(x))
