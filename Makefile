@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	WANDB_SILENT=true $(BIN)/zoo fit --config recipes/digits/xnor_resnet18.yaml
+	WANDB_SILENT=true $(BIN)/zoo fit --config recipes/digits/xnor_resnet18.yaml --publish.enabled true
+	@echo "packed checkpoint and model card: hub/xnor_resnet18-digits/"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=10

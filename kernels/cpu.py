@@ -2,14 +2,16 @@
 
 The algorithm and memory access are described at the top of ``cpu_popcount.cpp``: an implicit GEMM over 64-bit
 packed words, ``D[p, o] = sum_k popcount(A[p, k] ^ B[o, k])`` for output pixels ``p`` and filters ``o``, tiled
-over torch's intra-op threads, AVX2 ``vpshufb`` popcount (scalar ``popcnt`` without AVX2), the padding correction
-and the fused epilogue ``out = alpha[o] * K[n, y, x] * (valid_taps * C - 2 * popcount) + bias[o]`` (float32).
+over torch's intra-op threads; with AVX2 the popcounts are nibble-table lookups (``vpshufb``), otherwise 64-bit
+``popcnt``; then the padding correction and the fused epilogue
+``out = alpha[o] * K[n, y, x] * (valid_taps * C - 2 * popcount) + bias[o]`` (float32).
 
-Build: the first call compiles the extension with ``torch.utils.cpp_extension.load`` (``-O3``, ``-fopenmp`` so that
-``at::parallel_for`` runs on ``torch.get_num_threads()`` threads, ``-mavx2 -mpopcnt`` when torch reports an AVX2
-CPU) into ``$ZOO_KERNELS_CACHE`` or ``~/.cache/zoo_kernels/cpu-<hash>``, the hash covering the source, the flags and
-the torch / Python versions; later processes only load the library. The library registers private ops
-``torch.ops.zoo_xnor_cpu.*``; the public ops are in :mod:`zoo_kernels.ops`.
+Build: the first call compiles the extension with ``torch.utils.cpp_extension.load`` (ninja; ``-O3``, ``-fopenmp``
+so that ``at::parallel_for`` runs on ``torch.get_num_threads()`` threads, ``-mavx2 -mpopcnt -mfma`` when torch
+reports an AVX2 CPU) into ``cpu-<hash>`` under ``$ZOO_KERNELS_CACHE``, else ``$XDG_CACHE_HOME/zoo_kernels``, else
+``~/.cache/zoo_kernels``; the hash covers the source, the flags and the torch / Python versions, so later processes
+only load the library (well under a second). The library registers private ops ``torch.ops.zoo_xnor_cpu.*``; the
+public ops are in :mod:`zoo_kernels.ops`.
 
 Fallback: if the build or load fails (no compiler, ...), or ``ZOO_KERNELS_DISABLE_CPP=1``, a warning is issued once,
 :func:`cpu_kernel_available` returns False and the functions below compute the same results with the pure-PyTorch
@@ -34,6 +36,7 @@ from .reference import xnor_conv2d_reference
 
 __all__ = [
     "cpu_kernel_available",
+    "input_scale_cpu",
     "kernel_info",
     "load_extension",
     "pack_signs_cpu",
@@ -45,6 +48,7 @@ _VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2}
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": False, "ok": False, "error": None}
+_ops: dict[str, object] = {}  # the loaded private ops (OpOverloads: cheaper to call than torch.ops lookups)
 
 
 def _flags() -> list[str]:
@@ -53,7 +57,7 @@ def _flags() -> list[str]:
         "AVX2",
         "AVX512",
     ):
-        flags += ["-mavx2", "-mpopcnt", "-mfma"]
+        flags += ["-mavx2", "-mpopcnt", "-mfma"]  # explicit, not -march=native: the hash then names the ISA
     return flags
 
 
@@ -83,26 +87,34 @@ def _build() -> None:
     )
 
 
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else ""
+
+
 def load_extension() -> bool:
     """Build/load the compiled kernels once per process; True on success, False (with one warning) otherwise."""
     if _state["loaded"]:
         return bool(_state["ok"])
     with _lock:
         if not _state["loaded"]:
+            error: BaseException | None = None
             if os.environ.get("ZOO_KERNELS_DISABLE_CPP", "") not in ("", "0"):
-                error: BaseException | None = RuntimeError("disabled by ZOO_KERNELS_DISABLE_CPP")
+                error = RuntimeError("disabled by ZOO_KERNELS_DISABLE_CPP")
             else:
                 try:
                     _build()
-                    error = None
+                    _ops["pack_signs"] = torch.ops.zoo_xnor_cpu.pack_signs.default
+                    _ops["input_scale"] = torch.ops.zoo_xnor_cpu.input_scale.default
+                    _ops["xnor_conv2d"] = torch.ops.zoo_xnor_cpu.xnor_conv2d.default
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
                     error = e
             _state.update(loaded=True, ok=error is None, error=error)
             if error is not None:
                 warnings.warn(
                     f"zoo_kernels: the compiled CPU XNOR kernel is unavailable ({type(error).__name__}: "
-                    f"{str(error).strip().splitlines()[-1] if str(error).strip() else ''}); "
-                    "falling back to the pure-PyTorch reference (exact, much slower).",
+                    f"{_first_line(error)}); falling back to the pure-PyTorch reference (exact, much slower). "
+                    "zoo_kernels.cpu.kernel_info() has the full error.",
                     RuntimeWarning,
                     stacklevel=3,
                 )
@@ -115,7 +127,7 @@ def cpu_kernel_available() -> bool:
 
 
 def kernel_info() -> str:
-    """One line on the kernel in use (compiled variant and thread count, or the fallback)."""
+    """One line on the kernel in use (compiled variant and thread count), or the fallback and its full error."""
     if load_extension():
         return torch.ops.zoo_xnor_cpu.kernel_info()
     return f"xnor_conv2d: pure-PyTorch reference fallback ({_state['error']})"
@@ -124,14 +136,30 @@ def kernel_info() -> str:
 def pack_signs_cpu(x: torch.Tensor, absmean: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sign packing ``(N, C, H, W)`` float -> ``(N, H, W, Cw)`` int32, and optionally ``mean_c |x|`` (N, 1, H, W).
 
-    Same words as :func:`zoo_kernels.packing.pack_signs`. ``absmean`` is float32 (accumulated in float32 per
-    32 channels, then float64), or None when not asked for.
+    Same words as :func:`zoo_kernels.packing.pack_signs`, any memory layout of ``x``. ``absmean`` is float32
+    (summed in float32 per 32 channels, then in float64), or None when not asked for.
     """
     if load_extension():
-        packed, am = torch.ops.zoo_xnor_cpu.pack_signs(x, absmean)
+        packed, am = _ops["pack_signs"](x, absmean)
         return packed, (am if absmean else None)
     packed = _pack_signs_torch(x)
     return packed, (x.float().abs().mean(dim=1, keepdim=True) if absmean else None)
+
+
+def input_scale_cpu(
+    absmean: torch.Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> torch.Tensor:
+    """XNOR-Net's ``K = A * k``: ``A`` (N, 1, H, W) float32 convolved with a ``kh x kw`` box of ``1 / (kh * kw)``
+    (zero padding counted as 0), (N, 1, Ho, Wo) float32."""
+    if load_extension():
+        return _ops["input_scale"](absmean, list(kernel_size), list(stride), list(padding), list(dilation))
+    kh, kw = kernel_size
+    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=absmean.dtype, device=absmean.device)
+    return torch.nn.functional.conv2d(absmean, box, None, stride, padding, dilation)
 
 
 def xnor_conv2d_cpu(
@@ -150,14 +178,12 @@ def xnor_conv2d_cpu(
 
     ``int`` is the exact XNOR-popcount conv of :func:`zoo_kernels.reference.xnor_conv2d_reference`; ``scale``
     (N, 1, Ho, Wo) and ``bias`` (O,) are optional (1 and 0 when None). ``variant`` picks the compiled inner loop
-    ("auto", "scalar", "avx2"); it is ignored by the fallback. Shapes are checked by the caller
-    (:mod:`zoo_kernels.ops`) and again in C++.
+    ("auto", "scalar", "avx2"); the fallback ignores it. The C++ kernel checks shapes and dtypes again (RuntimeError);
+    :mod:`zoo_kernels.ops` checks them first with clearer messages.
     """
     if load_extension():
-        return torch.ops.zoo_xnor_cpu.xnor_conv2d(
-            x_packed, w_packed, alpha, scale, bias, channels, list(stride), list(padding), list(dilation),
-            _VARIANTS[variant],
-        )
+        return _ops["xnor_conv2d"](x_packed, w_packed, alpha, scale, bias, channels, list(stride), list(padding),
+                                   list(dilation), _VARIANTS[variant])
     acc = xnor_conv2d_reference(x_packed, w_packed, channels, stride, padding, dilation).to(torch.float32)
     out = acc * alpha.float().view(1, -1, 1, 1)
     if scale is not None:

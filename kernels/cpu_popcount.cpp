@@ -1,4 +1,4 @@
-// Bit-packed XNOR-popcount convolution and sign packing for x86-64 / any CPU (zoo_kernels, built by cpu.py).
+// Bit-packed XNOR-popcount convolution and sign packing on the CPU (zoo_kernels; built and loaded by cpu.py).
 //
 // Packed format (see packing.py): int32 words, 32 channels per word, bit j (LSB = 0) of word k holds channel
 // 32 * k + j, 1 iff value >= 0. Padding bits past C are 0. Activations are (N, H, W, Cw), weights (O, kh, kw, Cw).
@@ -13,37 +13,47 @@
 //
 //     D[p, o]   = sum_k popcount(A[p, k] ^ B[o, k])
 //     int[p, o] = sum over valid taps t of (C - 2 * popcount(a_t ^ w_t))
-//               = (T - |S|) * C - 2 * (D[p, o] - sum_{t in S} popcount(w[o, t]))     (S: taps of p on the padding)
-//
-// (padding correction: an invalid tap was read as zero words, i.e. as C activations of -1, adding popcount(w_t)
-// to D; it is subtracted again, so the padding contributes 0 exactly as zeros do in F.conv2d.)
+//               = |V| * C - 2 * (D[p, o] - sum_{t not in V} popcount(w[o, t]))      (V: taps of p in the image)
 //     out[n, o, y, x] = alpha[o] * K[n, y, x] * int[p, o] + bias[o]                 (fused epilogue, float32)
 //
-// Tiling and memory access: the work is split into tiles of TP pixels x TO output channels, distributed over
-// torch's intra-op threads (at::parallel_for). A tile first builds its TP rows of A (TP * K64 * 8 bytes, sized to
-// stay in L1) unless the previous tile had the same pixels, then sweeps register blocks of MR = 4 pixels x NR = 8
-// output channels over the whole K64: B is stored k-major, B[k, o], so the 8 channels of one k are 64 contiguous
-// bytes (two AVX2 loads), and each A word is broadcast to all lanes. popcount of 256-bit vectors uses the nibble
-// lookup table (vpshufb, Mula et al.): byte counts accumulate in uint8 lanes for at most 31 words (31 * 8 < 256)
-// and are then summed per 64-bit lane with vpsadbw, i.e. one count per output channel. Without AVX2 the same
-// blocking runs with the 64-bit scalar popcount.
+// Padding correction: a tap on the padding was read as zero words, i.e. as C activations of -1, which added
+// popcount(w[o, t]) to D; it is subtracted again, so that the padding contributes 0, as zeros do in F.conv2d.
+//
+// Inner loop (AVX2): nibble tables. popcount(a ^ b) is the sum over the 16 nibbles s of a 64-bit word of
+// table[nib_s(a)][nib_s(b)], table[u][v] = popcount(u ^ v). One vpshufb looks up 32 bytes in a 16-byte table: the
+// table row of one pixel's nibble, indexed by that nibble of 32 output channels' weights, counts 32 x 4 binary
+// products; a vpaddb accumulates them (uint8, at most 63 steps, then widened to uint16). A register block is
+// MR = 4 pixels x 64 channels (8 accumulators); per nibble step it loads the 2 weight vectors once and 4 table
+// rows (movzx of the pixel's pre-scaled nibble + vbroadcasti128), then issues 8 vpshufb + 8 vpaddb.
+// Without AVX2 (or with variant "scalar") the same tiling runs a 4 pixel x 8 channel block of 64-bit popcounts.
+//
+// Tiling and memory access: tiles of TP <= 64 pixels x TO = 64 output channels are distributed over torch's
+// intra-op threads (at::parallel_for, consecutive tiles per thread). A tile builds its TP rows of A -- for AVX2
+// directly as nibble offsets, KN = 16 * K64 bytes per pixel, copied from the NHWC activation words -- unless the
+// previous tile had the same pixels, then sweeps its pixels over 256 nibble steps at a time, so that the slice of
+// the weight panel (256 x 64 bytes, contiguous) and of the pixels' offsets stay in L1. The weights are re-laid out
+// once per call: panels of 64 channels holding one byte per (nibble step, channel), built with 16 x 16 byte
+// transposes. D is channel-major, so the epilogue reads and writes whole output rows out[n, o, y, x0 .. x1].
 //
 // Sign packing: activations in NCHW are read one image row at a time; for each group of 32 channels the W words of
 // the row are built by OR-ing (x >= 0) << j over the 32 channel rows (contiguous, vectorised loads), then written
 // to the NHWC words. A channels_last input is packed 32 contiguous channels at a time (AVX2 compare + movemask).
-// The optional channel mean of |x| (the A of XNOR-Net's input scale K) is accumulated in the same pass.
+// The optional channel mean of |x| (the A of XNOR-Net's input scale K) is accumulated in the same pass; K itself
+// (A convolved with a box filter) is a small separate kernel, input_scale.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <optional>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #ifdef __AVX2__
@@ -53,9 +63,11 @@
 namespace {
 
 constexpr int64_t kWordBits = 32;
-constexpr int64_t MR = 4;          // pixels per register block
-constexpr int64_t NR = 8;          // output channels per register block (two 4 x 64-bit vectors)
-constexpr int64_t kByteAccWords = 31;  // uint8 lanes hold at most 31 byte counts of <= 8 before vpsadbw
+constexpr int64_t MR = 4;  // pixels per register block
+constexpr int64_t NR = 8;  // output channels per scalar register block (weights of the scalar path in panels of NR)
+
+constexpr int64_t kMinPackWork = 1 << 18;  // floats per thread, at least, when packing
+constexpr int64_t kMinConvWork = 1 << 24;  // binary products per thread, at least, in the convolution
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -64,28 +76,29 @@ inline int popcount64(uint64_t v) { return __builtin_popcountll(v); }
 // ------------------------------------------------------------------------------------------------ sign packing
 
 // x (N, C, H, W) contiguous -> out (N, H, W, Cw); absmean (N, H, W) = mean_c |x| if not null.
-void pack_nchw(const float* x, int32_t* out, float* absmean, int64_t N, int64_t C, int64_t H, int64_t W) {
+template <typename scalar_t>
+void pack_nchw(const scalar_t* x, int32_t* out, float* absmean, int64_t N, int64_t C, int64_t H, int64_t W) {
   const int64_t Cw = ceil_div(C, kWordBits);
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C * W));
+  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, C * W));
   at::parallel_for(0, N * H, grain, [&](int64_t begin, int64_t end) {
     std::vector<uint32_t> words(W);
-    std::vector<float> part(W);
+    std::vector<scalar_t> part(W);
     std::vector<double> total(absmean ? W : 0);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / H, h = r % H;
-      const float* row0 = x + (n * C * H + h) * W;  // x[n, 0, h, :]
+      const scalar_t* row0 = x + (n * C * H + h) * W;  // x[n, 0, h, :]
       if (absmean) std::fill(total.begin(), total.end(), 0.0);
       for (int64_t k = 0; k < Cw; ++k) {
         std::fill(words.begin(), words.end(), 0u);
-        std::fill(part.begin(), part.end(), 0.0f);
+        std::fill(part.begin(), part.end(), scalar_t(0));
         const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
         for (int64_t j = 0; j < jn; ++j) {
-          const float* src = row0 + (k * kWordBits + j) * H * W;
+          const scalar_t* src = row0 + (k * kWordBits + j) * H * W;
           const uint32_t bit = 1u << j;
           uint32_t* wd = words.data();
-          for (int64_t i = 0; i < W; ++i) wd[i] |= (src[i] >= 0.0f) ? bit : 0u;  // NaN >= 0 is false
+          for (int64_t i = 0; i < W; ++i) wd[i] |= (src[i] >= scalar_t(0)) ? bit : 0u;  // NaN >= 0 is false
           if (absmean) {
-            float* pp = part.data();
+            scalar_t* pp = part.data();
             for (int64_t i = 0; i < W; ++i) pp[i] += std::fabs(src[i]);
           }
         }
@@ -101,35 +114,38 @@ void pack_nchw(const float* x, int32_t* out, float* absmean, int64_t N, int64_t 
 }
 
 // x (N, C, H, W) in channels_last memory, i.e. (N * H * W, C) rows -> out (N * H * W, Cw).
-void pack_nhwc(const float* x, int32_t* out, float* absmean, int64_t pixels, int64_t C) {
+template <typename scalar_t>
+void pack_nhwc(const scalar_t* x, int32_t* out, float* absmean, int64_t pixels, int64_t C) {
   const int64_t Cw = ceil_div(C, kWordBits);
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
+  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, C));
   at::parallel_for(0, pixels, grain, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      const float* src = x + p * C;
+      const scalar_t* src = x + p * C;
       int32_t* dst = out + p * Cw;
       for (int64_t k = 0; k < Cw; ++k) {
-        const float* s = src + k * kWordBits;
+        const scalar_t* s = src + k * kWordBits;
         const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
         uint32_t word = 0;
 #ifdef __AVX2__
-        if (jn == kWordBits) {
-          const __m256 zero = _mm256_setzero_ps();
-          for (int q = 0; q < 4; ++q) {
-            const __m256 ge = _mm256_cmp_ps(_mm256_loadu_ps(s + 8 * q), zero, _CMP_GE_OQ);  // NaN -> false
-            word |= static_cast<uint32_t>(_mm256_movemask_ps(ge)) << (8 * q);  // lane i -> bit 8q + i
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (jn == kWordBits) {
+            const __m256 zero = _mm256_setzero_ps();
+            for (int q = 0; q < 4; ++q) {
+              const __m256 ge = _mm256_cmp_ps(_mm256_loadu_ps(s + 8 * q), zero, _CMP_GE_OQ);  // NaN -> false
+              word |= static_cast<uint32_t>(_mm256_movemask_ps(ge)) << (8 * q);  // lane i -> bit 8q + i
+            }
+            dst[k] = static_cast<int32_t>(word);
+            continue;
           }
-          dst[k] = static_cast<int32_t>(word);
-          continue;
         }
 #endif
-        for (int64_t j = 0; j < jn; ++j) word |= (s[j] >= 0.0f) ? (1u << j) : 0u;
+        for (int64_t j = 0; j < jn; ++j) word |= (s[j] >= scalar_t(0)) ? (1u << j) : 0u;
         dst[k] = static_cast<int32_t>(word);
       }
       if (absmean) {
         double total = 0.0;
         for (int64_t k = 0; k < Cw; ++k) {
-          float part = 0.0f;
+          scalar_t part = 0;
           const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
           for (int64_t j = 0; j < jn; ++j) part += std::fabs(src[k * kWordBits + j]);
           total += part;
@@ -144,21 +160,72 @@ std::tuple<at::Tensor, at::Tensor> pack_signs_cpu(const at::Tensor& x_in, bool w
   TORCH_CHECK(x_in.dim() == 4, "pack_signs: expected a 4D (N, C, H, W) tensor, got ", x_in.dim(), "D");
   TORCH_CHECK(x_in.is_floating_point(), "pack_signs: expected a floating-point tensor, got ", x_in.scalar_type());
   TORCH_CHECK(x_in.device().is_cpu(), "pack_signs: expected a CPU tensor");
-  const at::Tensor x = x_in.to(at::kFloat);  // exact for half / bfloat16; NaN and signs are kept
+  // float32 or float64 as is; half / bfloat16 widen to float32 exactly (signs, zeros and NaN are kept). (float64
+  // is not narrowed: a tiny negative double would round to -0.0f, which is >= 0.)
+  const at::Tensor x = x_in.scalar_type() == at::kDouble ? x_in : x_in.to(at::kFloat);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(C > 0, "pack_signs: zero channels");
   const int64_t Cw = ceil_div(C, kWordBits);
   at::Tensor out = at::empty({N, H, W, Cw}, x.options().dtype(at::kInt));
-  at::Tensor am = at::empty({with_absmean ? N : 0, 1, H, W}, x.options());
+  at::Tensor am = at::empty({with_absmean ? N : 0, 1, H, W}, x.options().dtype(at::kFloat));
   if (x.numel() == 0) return {out, am};
   float* am_ptr = with_absmean ? am.data_ptr<float>() : nullptr;
-  if (!x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    pack_nhwc(x.data_ptr<float>(), out.data_ptr<int32_t>(), am_ptr, N * H * W, C);
-  } else {
-    const at::Tensor xc = x.contiguous();
-    pack_nchw(xc.data_ptr<float>(), out.data_ptr<int32_t>(), am_ptr, N, C, H, W);
-  }
+  const bool nhwc = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor xc = nhwc ? x : x.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "pack_signs", [&] {
+    if (nhwc)
+      pack_nhwc(xc.data_ptr<scalar_t>(), out.data_ptr<int32_t>(), am_ptr, N * H * W, C);
+    else
+      pack_nchw(xc.data_ptr<scalar_t>(), out.data_ptr<int32_t>(), am_ptr, N, C, H, W);
+  });
   return {out, am};
+}
+
+// ------------------------------------------------------------------------------------------ input scale K
+
+// K[n, 0, y, x] = (1 / (kh * kw)) * sum over the taps inside the image of A[n, 0, iy, ix]: XNOR-Net's K = A * k,
+// conv2d of A with a box filter, zero padding counted as 0. Direct sum, kh * kw taps per output: cheap next to the
+// convolution, and without the overhead of a one-channel oneDNN conv.
+at::Tensor input_scale_cpu(const at::Tensor& absmean, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation) {
+  TORCH_CHECK(absmean.dim() == 4 && absmean.size(1) == 1 && absmean.scalar_type() == at::kFloat &&
+                  absmean.device().is_cpu(),
+              "input_scale: expected a float32 CPU tensor (N, 1, H, W)");
+  TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "input_scale: kernel_size, stride, padding and dilation must have 2 elements");
+  const int64_t N = absmean.size(0), H = absmean.size(2), W = absmean.size(3);
+  const int64_t kh = kernel_size[0], kw = kernel_size[1], sh = stride[0], sw = stride[1];
+  const int64_t ph = padding[0], pw = padding[1], dh = dilation[0], dw = dilation[1];
+  TORCH_CHECK(kh > 0 && kw > 0 && sh > 0 && sw > 0 && dh > 0 && dw > 0 && ph >= 0 && pw >= 0,
+              "input_scale: kernel, stride and dilation must be positive, padding non-negative");
+  const int64_t Ho = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1, Wo = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+  TORCH_CHECK(Ho > 0 && Wo > 0, "input_scale: output size ", Ho, "x", Wo, " is not positive");
+  at::Tensor out = at::empty({N, 1, Ho, Wo}, absmean.options());
+  if (out.numel() == 0) return out;
+  const at::Tensor a = absmean.contiguous();
+  const float* src = a.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const float inv = 1.0f / static_cast<float>(kh * kw);
+  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, Wo * kh * kw));
+  at::parallel_for(0, N * Ho, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / Ho, y = r % Ho;
+      const float* img = src + n * H * W;
+      for (int64_t x = 0; x < Wo; ++x) {
+        float sum = 0.0f;
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const int64_t iy = y * sh - ph + ky * dh;
+          if (iy < 0 || iy >= H) continue;
+          for (int64_t kx = 0; kx < kw; ++kx) {
+            const int64_t ix = x * sw - pw + kx * dw;
+            if (ix >= 0 && ix < W) sum += img[iy * W + ix];
+          }
+        }
+        dst[r * Wo + x] = sum * inv;
+      }
+    }
+  });
+  return out;
 }
 
 // ------------------------------------------------------------------------------------------------- convolution
@@ -190,50 +257,59 @@ inline TapRange valid_taps(const Geometry& g, int64_t iy0, int64_t ix0) {
   return r;
 }
 
-// Rows p0 .. p0 + TP - 1 of A (zero rows past P), K64 64-bit words each.
-void build_im2col(const Geometry& g, const int32_t* xp, int64_t p0, int64_t TP, uint64_t* A) {
-  const int64_t K64 = g.K64(), Cw = g.Cw, HoWo = g.Ho * g.Wo, P = g.N * HoWo;
+// Walks rows p0 .. p0 + TP - 1 of A: for each pixel i, the taps' words in order, as calls
+//     emit.copy(i, pos, src, count)    words src[0 .. count) at word position pos of row i
+//     emit.zero(i, pos, count)         zero words (taps on the padding, the odd last word, rows past P)
+// where consecutive taps of one kernel row that are all inside the image come as one copy (they are contiguous).
+template <class Emit>
+void walk_im2col(const Geometry& g, const int32_t* xp, int64_t p0, int64_t TP, Emit& emit) {
+  const int64_t K32 = g.K32(), Kpad = 2 * g.K64(), Cw = g.Cw, HoWo = g.Ho * g.Wo, P = g.N * HoWo;
   int64_t n = p0 / HoWo, y = (p0 % HoWo) / g.Wo, x = p0 % g.Wo;  // advanced incrementally, no division per pixel
   for (int64_t i = 0; i < TP; ++i) {
-    uint32_t* dst = reinterpret_cast<uint32_t*>(A + i * K64);
     if (p0 + i >= P) {
-      std::memset(dst, 0, K64 * 8);
+      emit.zero(i, 0, Kpad);
       continue;
     }
     const int32_t* img = xp + n * g.H * g.W * Cw;
     const int64_t ix0 = x * g.sw - g.pw;
-    for (int64_t ky = 0; ky < g.kh; ++ky) {
+    int64_t pos = 0;
+    for (int64_t ky = 0; ky < g.kh; ++ky, pos += g.kw * Cw) {
       const int64_t iy = y * g.sh - g.ph + ky * g.dh;
       if (iy < 0 || iy >= g.H) {
-        std::memset(dst, 0, g.kw * Cw * 4);
-        dst += g.kw * Cw;
+        emit.zero(i, pos, g.kw * Cw);
         continue;
       }
-      const uint32_t* src_row = reinterpret_cast<const uint32_t*>(img + iy * g.W * Cw);
-      if (g.dw == 1 && ix0 >= 0 && ix0 + g.kw <= g.W) {  // the kw taps are kw * Cw consecutive words
-        const uint32_t* s = src_row + ix0 * Cw;
-        for (int64_t j = 0; j < g.kw * Cw; ++j) dst[j] = s[j];
-        dst += g.kw * Cw;
+      const int32_t* src_row = img + iy * g.W * Cw;
+      if (g.dw == 1 && ix0 >= 0 && ix0 + g.kw <= g.W) {
+        emit.copy(i, pos, src_row + ix0 * Cw, g.kw * Cw);
         continue;
       }
       for (int64_t kx = 0; kx < g.kw; ++kx) {
         const int64_t ix = ix0 + kx * g.dw;
-        if (ix < 0 || ix >= g.W) {
-          for (int64_t j = 0; j < Cw; ++j) dst[j] = 0u;
-        } else {
-          const uint32_t* s = src_row + ix * Cw;
-          for (int64_t j = 0; j < Cw; ++j) dst[j] = s[j];
-        }
-        dst += Cw;
+        if (ix < 0 || ix >= g.W)
+          emit.zero(i, pos + kx * Cw, Cw);
+        else
+          emit.copy(i, pos + kx * Cw, src_row + ix * Cw, Cw);
       }
     }
-    if (g.K32() % 2) *dst = 0u;
+    if (K32 < Kpad) emit.zero(i, K32, 1);
     if (++x == g.Wo) {
       x = 0;
       if (++y == g.Ho) y = 0, ++n;
     }
   }
 }
+
+// Rows of A as 64-bit words (K64 per row), for the scalar path.
+struct EmitWords {
+  uint32_t* A;
+  int64_t row_words;  // 2 * K64
+  void copy(int64_t i, int64_t pos, const int32_t* src, int64_t count) {
+    uint32_t* dst = A + i * row_words + pos;
+    for (int64_t j = 0; j < count; ++j) dst[j] = static_cast<uint32_t>(src[j]);
+  }
+  void zero(int64_t i, int64_t pos, int64_t count) { std::memset(A + i * row_words + pos, 0, count * 4); }
+};
 
 // Scalar register block: D[j, i] = sum_k popcount(A[i, k] ^ B[k, j]), i < MR pixels, j < NR channels, B one panel
 // (K64 x NR words), D channel-major with row stride ldd (so the epilogue reads and writes whole output rows).
@@ -259,15 +335,10 @@ void block_scalar(const uint64_t* A, const uint64_t* B, int64_t K64, int32_t* D,
   }
 }
 
-// The nibble-table form used with AVX2. A 64-bit word holds 16 nibbles (nibble s = bits 4s .. 4s + 3), and
-//     popcount(a ^ b) = sum_s table[nib_s(a)][nib_s(b)],      table[u][v] = popcount(u ^ v)   (16 x 16 bytes)
-// vpshufb looks up 32 bytes at once in a 16-byte table (the same in both 128-bit lanes): with the table of one
-// pixel's nibble, table[nib_s(a)], and 32 weight nibbles nib_s(w[o]) of 32 output channels as the indices, one
-// vpshufb + one vpaddb count 32 x 4 binary products. A holds the byte offset 16 * nib_s(a) of that table row
-// (Aoff, KN = 16 * K64 bytes per pixel); B holds the weight nibbles as bytes, panels of 32 or 64 channels,
-// Bn[s, o]. Byte counts (<= 4 per step) accumulate in uint8 lanes for at most 63 steps, then are widened to
-// uint16 (vpunpck{l,h}bw) -- unpacking works within 128-bit lanes, so the bytes of a panel are stored in the
-// order that makes the unpacked 16-bit lanes channels 0..15 and 16..31 (kBytePerm).
+// Nibble tables (see the top of the file). Aoff: per pixel, KN = 16 * K64 bytes, byte s = 16 * nib_s(A row), the
+// offset of that nibble's table row; Bn: panels of 64 (last: 32) channels, one byte nib_s(w[o]) per (step s,
+// channel), 32 channels per vector. vpunpck{l,h}bw, which widens the uint8 counts, works within 128-bit lanes, so
+// channel c of a vector is stored at byte byte_slot(c): the unpacked 16-bit lanes are then channels 0..15, 16..31.
 constexpr int64_t kNibbleSteps = 63;      // 63 * 4 < 256: uint8 counts
 constexpr int64_t kStepsPerSweep = 256;   // < 16384 (16383 * 4 < 65536): uint16 sums of one block_tables call
 constexpr int64_t kMaxTilePixels = 64;
@@ -289,16 +360,33 @@ constexpr NibbleTable make_nibble_table() {
 }
 constexpr NibbleTable kNibbleTable = make_nibble_table();
 
-// Aoff row: byte s = 16 * nib_s(row word s / 16), for the K64 words of one row of A.
-void nibble_offsets(const uint64_t* row, int64_t K64, uint8_t* out) {
-  const __m128i low = _mm_set1_epi8(0x0f);
-  for (int64_t k = 0; k < K64; ++k) {
-    const __m128i v = _mm_cvtsi64_si128(static_cast<long long>(row[k]));
-    const __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
-    const __m128i nib = _mm_unpacklo_epi8(lo, hi);  // byte 2b = low nibble of byte b, 2b + 1 = high nibble
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * k), _mm_slli_epi16(nib, 4));  // < 16 -> no carry
+// Rows of A as nibble offsets (AVX2 path): word w of a row becomes bytes 8w .. 8w + 7 of the row, byte 8w + q =
+// 16 * (nibble q of the word), the offset of that nibble's row of kNibbleTable. KN = 16 * K64 bytes per row.
+struct EmitNibbles {
+  uint8_t* Aoff;
+  int64_t row_bytes;  // KN
+  void copy(int64_t i, int64_t pos, const int32_t* src, int64_t count) {
+    uint8_t* dst = Aoff + i * row_bytes + 8 * pos;
+    const __m128i low = _mm_set1_epi8(0x0f);
+    int64_t j = 0;
+    for (; j + 2 <= count; j += 2) {  // two words -> 16 bytes
+      uint64_t v;
+      std::memcpy(&v, src + j, 8);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * j), expand(_mm_cvtsi64_si128(static_cast<long long>(v)),
+                                                                       low));
+    }
+    if (j < count) {
+      const __m128i e = expand(_mm_cvtsi32_si128(src[j]), low);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 8 * j), e);
+    }
   }
-}
+  void zero(int64_t i, int64_t pos, int64_t count) { std::memset(Aoff + i * row_bytes + 8 * pos, 0, 8 * count); }
+  // 8 bytes b -> 16 bytes (16 * low nibble of b0, 16 * high nibble of b0, 16 * low nibble of b1, ...)
+  static __m128i expand(__m128i v, __m128i low) {
+    const __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+    return _mm_slli_epi16(_mm_unpacklo_epi8(lo, hi), 4);  // values < 16: no carry into the next byte
+  }
+};
 
 // 16 x 16 byte transpose: out row c = byte c of rows 0..15.
 inline void transpose16x16(const __m128i r[16], __m128i out[16]) {
@@ -329,22 +417,28 @@ inline void transpose16x16(const __m128i r[16], __m128i out[16]) {
 void build_weight_panels(const int32_t* w, int64_t O, int64_t Opad, int64_t K32, int64_t K64, int64_t TO,
                          uint8_t* Bn) {
   const int64_t KN = 16 * K64;
-  at::parallel_for(0, ceil_div(Opad, 16), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, ceil_div(Opad, 16), std::max<int64_t>(1, 16384 / K64), [&](int64_t begin, int64_t end) {
     const __m128i low = _mm_set1_epi8(0x0f);
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t q0 = blk * 16, o0 = q0 / TO * TO, nv = std::min<int64_t>(TO, Opad - o0) / 32;
       const int64_t v = (q0 - o0) / 32, half = (q0 % 32) / 16;  // the 16 byte slots 16 half .. of vector v
       uint8_t* dst = Bn + o0 * KN + v * 32 + half * 16;
-      int64_t rows[16];  // channel of each slot, or -1 past O
+      const int32_t* rows[16];  // filter of each slot, or null past O
       for (int q = 0; q < 16; ++q) {
         const int64_t o = o0 + v * 32 + byte_slot(16 * half + q);
-        rows[q] = o < O ? o : -1;
+        rows[q] = o < O ? w + o * K32 : nullptr;
       }
       for (int64_t k = 0; k < K64; ++k) {
         __m128i r[16], c[16];
+        const bool pair = 2 * k + 1 < K32;  // else the odd last word, paired with a zero word
         for (int q = 0; q < 16; ++q) {
           uint64_t word = 0;
-          if (rows[q] >= 0) std::memcpy(&word, w + rows[q] * K32 + 2 * k, (2 * k + 1 < K32 ? 8 : 4));
+          if (rows[q] != nullptr) {
+            if (pair)
+              std::memcpy(&word, rows[q] + 2 * k, 8);
+            else
+              word = static_cast<uint32_t>(rows[q][2 * k]);
+          }
           const __m128i x = _mm_cvtsi64_si128(static_cast<long long>(word));
           r[q] = _mm_unpacklo_epi8(_mm_and_si128(x, low), _mm_and_si128(_mm_srli_epi16(x, 4), low));  // nibbles
         }
@@ -463,36 +557,42 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
   const int64_t TO = 64;                           // output channels per tile
   const int64_t Opad = ceil_div(g.O, 32) * 32;     // AVX2 panels of 32 or 64 channels, scalar panels of NR
 
-  // Weights, prepared per call (O * K64 words, small next to the convolution itself). The filter rows are
-  // flattened over (ky, kx, word) exactly like the rows of A. popw[t, o] = popcount(w[o, t, :]).
-  std::vector<uint64_t> B;   // scalar: panels of NR channels, B[o / NR, k, o % NR]
-  std::vector<uint8_t> Bn;   // AVX2: panels of 64 (last: 32) channels, Bn[panel][s][byte_slot], the nibbles
+  // Weights, re-laid out per call (O * K64 words: small next to the convolution itself), the filter rows flattened
+  // over (ky, kx, word) exactly like the rows of A. popw[t, o] = popcount(w[o, t, :]), for the padding correction.
+  const int32_t* w_ptr = wp.data_ptr<int32_t>();
+  std::vector<uint64_t> B;          // scalar: panels of NR channels, B[o / NR, k, o % NR]
+  std::unique_ptr<uint8_t[]> Bn;    // AVX2: panels of 64 (last: 32) channels, see build_weight_panels
   std::vector<int32_t> popw(T * Opad, 0);
-  {
-    const int32_t* w = wp.data_ptr<int32_t>();
+  for (int64_t o = 0; o < g.O; ++o)
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t* words = w_ptr + o * K32 + t * Cw;
+      int64_t c0 = 0, c1 = 0, j = 0;
+      for (; j + 4 <= Cw; j += 4) {  // two independent 64-bit popcount chains
+        uint64_t a, b;
+        std::memcpy(&a, words + j, 8);
+        std::memcpy(&b, words + j + 2, 8);
+        c0 += popcount64(a);
+        c1 += popcount64(b);
+      }
+      for (; j < Cw; ++j) c0 += __builtin_popcount(static_cast<uint32_t>(words[j]));
+      popw[t * Opad + o] = static_cast<int32_t>(c0 + c1);
+    }
+  if (use_avx2) {
+#ifdef __AVX2__
+    Bn.reset(new uint8_t[Opad * KN]);  // every byte is written
+    build_weight_panels(w_ptr, g.O, Opad, K32, K64, TO, Bn.get());
+#endif
+  } else {
+    B.assign(Opad * K64, 0);
     std::vector<uint64_t> row(K64);
-    if (use_avx2) Bn.assign(Opad * KN, 0); else B.assign(Opad * K64, 0);
     for (int64_t o = 0; o < g.O; ++o) {
       row.back() = 0;
-      std::memcpy(row.data(), w + o * K32, K32 * 4);  // same word order and 64-bit pairing as build_im2col
-      if (!use_avx2) {
-        for (int64_t k = 0; k < K64; ++k) B[((o / NR) * K64 + k) * NR + o % NR] = row[k];
-      }
-      for (int64_t t = 0; t < T; ++t) {
-        int32_t c = 0;
-        for (int64_t j = 0; j < Cw; ++j) c += __builtin_popcount(static_cast<uint32_t>(w[o * K32 + t * Cw + j]));
-        popw[t * Opad + o] = c;
-      }
+      std::memcpy(row.data(), w_ptr + o * K32, K32 * 4);  // same word order and 64-bit pairing as walk_im2col
+      for (int64_t k = 0; k < K64; ++k) B[((o / NR) * K64 + k) * NR + o % NR] = row[k];
     }
   }
 
-#ifdef __AVX2__
-  if (use_avx2) build_weight_panels(wp.data_ptr<int32_t>(), g.O, Opad, K32, K64, TO, Bn.data());
-#endif
-
-  // TP pixels per tile: at most 64 and ~128 KiB of A (L2), balanced so that the last pixel block is not mostly
-  // empty. The AVX2 loop sweeps the tile's pixels over S = 256 nibble steps at a time, so that the panel's slice
-  // (S x 64 bytes) and the tile's (TP x S bytes) stay in L1.
+  // TP pixels per tile: at most 64 and ~128 KiB of A, balanced so that the last pixel block is not mostly empty.
   const int64_t row_bytes = use_avx2 ? KN : K64 * 8;
   const int64_t TPmax = std::min(std::max<int64_t>(MR, std::min(kMaxTilePixels, (kTileBytes / row_bytes) / MR * MR)),
                                  ceil_div(P, MR) * MR);
@@ -500,8 +600,11 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
   const int64_t n_pblocks = ceil_div(P, TP), n_oblocks = ceil_div(Opad, TO);
   const int32_t* x_ptr = xp.data_ptr<int32_t>();
 
-  at::parallel_for(0, n_pblocks * n_oblocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint64_t> A(TP * K64);
+  // At least ~2^24 binary products (~0.1 ms) per thread: splitting less work costs more in wake-ups than it saves,
+  // much more when other processes keep the cores busy.
+  const int64_t grain = std::max<int64_t>(1, kMinConvWork / (TP * TO * K64 * 64));
+  at::parallel_for(0, n_pblocks * n_oblocks, grain, [&](int64_t begin, int64_t end) {
+    std::vector<uint64_t> A(use_avx2 ? 0 : TP * K64);
     std::vector<uint8_t> Aoff(use_avx2 ? TP * KN : 0);
     std::vector<int32_t> D(TO * TP);
     std::vector<int32_t> base(TP), corr;
@@ -513,16 +616,20 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
       const int64_t pb = tile / n_oblocks, ob = tile % n_oblocks;
       const int64_t p0 = pb * TP, o0 = ob * TO, to = std::min(TO, Opad - o0);
       if (pb != built) {
-        build_im2col(g, x_ptr, p0, TP, A.data());
+        if (use_avx2) {
 #ifdef __AVX2__
-        if (use_avx2)
-          for (int64_t i = 0; i < TP; ++i) nibble_offsets(A.data() + i * K64, K64, Aoff.data() + i * KN);
+          EmitNibbles emit{Aoff.data(), KN};
+          walk_im2col(g, x_ptr, p0, TP, emit);
 #endif
+        } else {
+          EmitWords emit{reinterpret_cast<uint32_t*>(A.data()), 2 * K64};
+          walk_im2col(g, x_ptr, p0, TP, emit);
+        }
         built = pb;
       }
       if (use_avx2) {
 #ifdef __AVX2__
-        const uint8_t* panel = Bn.data() + o0 * KN;
+        const uint8_t* panel = Bn.get() + o0 * KN;
         for (int64_t s0 = 0; s0 < KN; s0 += kStepsPerSweep)
           for (int64_t i = 0; i < TP; i += MR) {
             const int64_t s1 = std::min(KN, s0 + kStepsPerSweep);
@@ -546,10 +653,11 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
       keys.clear();
       border.clear();
       for (int64_t i = 0; i < tp; ++i) {
-        const TapRange r = valid_taps(g, y * g.sh - g.ph, x * g.sw - g.pw);
-        const int64_t nvalid = r.count();
-        base[i] = static_cast<int32_t>(nvalid * C);
-        if (nvalid < T) {
+        const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
+        base[i] = static_cast<int32_t>(T * C);
+        if (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W) {
+          const TapRange r = valid_taps(g, iy0, ix0);
+          base[i] = static_cast<int32_t>(r.count() * C);
           int64_t pat = std::find(keys.begin(), keys.end(), r.key()) - keys.begin();
           if (pat == static_cast<int64_t>(keys.size())) {
             keys.push_back(r.key());
@@ -602,6 +710,7 @@ std::string kernel_info() {
 
 TORCH_LIBRARY(zoo_xnor_cpu, m) {
   m.def("pack_signs(Tensor x, bool absmean) -> (Tensor, Tensor)");
+  m.def("input_scale(Tensor absmean, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
   m.def(
       "xnor_conv2d(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias, int channels, "
       "int[2] stride, int[2] padding, int[2] dilation, int variant) -> Tensor");
@@ -610,5 +719,6 @@ TORCH_LIBRARY(zoo_xnor_cpu, m) {
 
 TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
   m.impl("pack_signs", &pack_signs_cpu);
+  m.impl("input_scale", &input_scale_cpu);
   m.impl("xnor_conv2d", &xnor_conv2d_cpu);
 }

@@ -6,6 +6,9 @@ Ops (inference only: no autograd formula is registered)::
         (N, C, H, W) float -> (N, H, W, ceil(C / 32)) int32, bit j of word k = [x[:, 32k + j] >= 0]
     zoo_xnor::pack_signs_absmean(Tensor x) -> (Tensor, Tensor)
         the same words, plus A = mean_c |x|, (N, 1, H, W) float32, in the same pass over x
+    zoo_xnor::input_scale(Tensor absmean, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation)
+        -> Tensor
+        XNOR-Net's K = A * k: conv2d(A, box of 1 / (kh * kw)), zero padding counted as 0, (N, 1, Ho, Wo) float32
     zoo_xnor::xnor_conv2d(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias,
                           int channels, int[2] stride, int[2] padding, int[2] dilation) -> Tensor
         out[n, o, y, x] = alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]     (float32, N, O, Ho, Wo)
@@ -14,13 +17,15 @@ Ops (inference only: no autograd formula is registered)::
 The packed format is documented in :mod:`zoo_kernels.packing`; the integer conv in :mod:`zoo_kernels.reference`.
 Every op has a fake (meta) implementation, so they trace under ``torch.compile`` and ``torch.export``.
 
-Per-device kernels: the CPU kernels (compiled, :mod:`zoo_kernels.cpu`, with the pure-PyTorch fallback) are
-registered below. Another device plugs in with::
+Per-device kernels: the ops' implementation (registered for the CPU and CUDA dispatch keys) looks the kernel up
+by the input's device type. The CPU kernels (compiled, :mod:`zoo_kernels.cpu`, with the pure-PyTorch fallback) are
+registered below; another device plugs in with::
 
     register_device_kernel("xnor_conv2d", "cuda", my_triton_xnor_conv2d)   # same arguments as the op
 
-``pack_signs`` and ``pack_signs_absmean`` fall back to the pure-PyTorch packing on any device without its own
-kernel; ``xnor_conv2d`` raises ``NotImplementedError`` naming the device.
+(a device type other than cpu / cuda also gets the dispatch key registered). Without a kernel of their own,
+``pack_signs``, ``pack_signs_absmean`` and ``input_scale`` run pure PyTorch and ``xnor_conv2d`` raises
+``NotImplementedError`` naming the device.
 
 :func:`xnor_conv2d` is the float-input form used at inference: it packs the activations, computes XNOR-Net's input
 scale ``K = conv2d(mean_c |x|, 1 / (kh kw))`` (box filter, same stride / padding / dilation, zero padding counted
@@ -42,18 +47,23 @@ from .reference import conv_output_size
 
 __all__ = [
     "NAMESPACE",
-    "input_scale",
     "pack_signs",
     "pack_signs_absmean",
     "register_device_kernel",
     "xnor_conv2d",
+    "xnor_input_scale",
     "xnor_conv2d_packed",
 ]
 
 NAMESPACE = "zoo_xnor"
 
 # {op name: {device type: kernel}}; the op's implementation looks the input's device type up here.
-_KERNELS: dict[str, dict[str, Callable[..., object]]] = {"pack_signs": {}, "pack_signs_absmean": {}, "xnor_conv2d": {}}
+_KERNELS: dict[str, dict[str, Callable[..., object]]] = {
+    "pack_signs": {},
+    "pack_signs_absmean": {},
+    "input_scale": {},
+    "xnor_conv2d": {},
+}
 
 
 def register_device_kernel(op: str, device_type: str, fn: Callable[..., object]) -> None:
@@ -64,7 +74,9 @@ def register_device_kernel(op: str, device_type: str, fn: Callable[..., object])
     """
     if op not in _KERNELS:
         raise ValueError(f"unknown op {op!r}; expected one of {sorted(_KERNELS)}")
-    _KERNELS[op][torch.device(device_type).type] = fn
+    device_type = torch.device(device_type).type
+    _register_dispatch_key(device_type.upper())  # e.g. "xpu" -> "XPU"; CPU and CUDA are registered already
+    _KERNELS[op][device_type] = fn
 
 
 def _pair(v: int | Sequence[int], name: str) -> list[int]:
@@ -130,51 +142,67 @@ def _check_conv_args(
 
 
 # ---------------------------------------------------------------------------------------------------------- ops
+# Defined with torch.library.Library rather than torch.library.custom_op: the dispatch overhead per call is a few
+# microseconds instead of ~20, which matters at batch 1. The Python implementation is registered for the CPU and
+# CUDA dispatch keys and looks the kernel up in _KERNELS by device type.
 
-
-@torch.library.custom_op(f"{NAMESPACE}::pack_signs", mutates_args=(), schema="(Tensor x) -> Tensor")
-def pack_signs(x: Tensor) -> Tensor:
-    """Pack signs: ``(N, C, H, W)`` float -> ``(N, H, W, ceil(C / 32))`` int32 (format: :mod:`zoo_kernels.packing`)."""
-    _check_float_input(x, f"{NAMESPACE}::pack_signs")
-    kernel = _KERNELS["pack_signs"].get(x.device.type, _pack_signs_torch)
-    return kernel(x)
-
-
-@pack_signs.register_fake
-def _(x: Tensor) -> Tensor:
-    _check_float_input(x, f"{NAMESPACE}::pack_signs")
-    n, c, h, w = x.shape
-    return x.new_empty((n, h, w, num_words(c)), dtype=torch.int32)
+_LIB = torch.library.Library(NAMESPACE, "DEF")
+_LIB.define("pack_signs(Tensor x) -> Tensor")
+_LIB.define("pack_signs_absmean(Tensor x) -> (Tensor, Tensor)")
+_LIB.define("input_scale(Tensor absmean, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation) -> Tensor")
+_LIB.define(
+    "xnor_conv2d(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias, int channels, "
+    "int[2] stride, int[2] padding, int[2] dilation) -> Tensor"
+)
 
 
 def _pack_signs_absmean_torch(x: Tensor) -> tuple[Tensor, Tensor]:
     return _pack_signs_torch(x), x.float().abs().mean(dim=1, keepdim=True)
 
 
-@torch.library.custom_op(
-    f"{NAMESPACE}::pack_signs_absmean", mutates_args=(), schema="(Tensor x) -> (Tensor, Tensor)"
-)
-def pack_signs_absmean(x: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`pack_signs` and ``A = mean_c |x|`` ((N, 1, H, W) float32; NaN where a channel is NaN), one pass."""
+def _pack_signs_impl(x: Tensor) -> Tensor:
+    _check_float_input(x, f"{NAMESPACE}::pack_signs")
+    return _KERNELS["pack_signs"].get(x.device.type, _pack_signs_torch)(x)
+
+
+def _pack_signs_absmean_impl(x: Tensor) -> tuple[Tensor, Tensor]:
     _check_float_input(x, f"{NAMESPACE}::pack_signs_absmean")
-    kernel = _KERNELS["pack_signs_absmean"].get(x.device.type, _pack_signs_absmean_torch)
-    return kernel(x)
+    return _KERNELS["pack_signs_absmean"].get(x.device.type, _pack_signs_absmean_torch)(x)
 
 
-@pack_signs_absmean.register_fake
-def _(x: Tensor) -> tuple[Tensor, Tensor]:
-    _check_float_input(x, f"{NAMESPACE}::pack_signs_absmean")
-    n, c, h, w = x.shape
-    return x.new_empty((n, h, w, num_words(c)), dtype=torch.int32), x.new_empty((n, 1, h, w), dtype=torch.float32)
+def _input_scale_torch(
+    absmean: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]
+) -> Tensor:
+    kh, kw = kernel_size
+    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=absmean.dtype, device=absmean.device)
+    return F.conv2d(absmean, box, None, stride, padding, dilation)
 
 
-@torch.library.custom_op(
-    f"{NAMESPACE}::xnor_conv2d",
-    mutates_args=(),
-    schema="(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias, int channels, "
-    "int[2] stride, int[2] padding, int[2] dilation) -> Tensor",
-)
-def xnor_conv2d_packed(
+def _check_scale_args(
+    absmean: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]
+) -> tuple[int, int]:
+    name = f"{NAMESPACE}::input_scale"
+    if absmean.dim() != 4 or absmean.shape[1] != 1 or absmean.dtype != torch.float32:
+        raise ValueError(f"{name}: absmean must be float32 (N, 1, H, W), got {absmean.dtype} {tuple(absmean.shape)}")
+    if min(kernel_size) <= 0 or min(stride) <= 0 or min(dilation) <= 0 or min(padding) < 0:
+        raise ValueError(f"{name}: kernel_size, stride and dilation must be positive and padding non-negative")
+    h, w = absmean.shape[2:]
+    ho = conv_output_size(h, kernel_size[0], stride[0], padding[0], dilation[0])
+    wo = conv_output_size(w, kernel_size[1], stride[1], padding[1], dilation[1])
+    if ho <= 0 or wo <= 0:
+        raise ValueError(f"{name}: input {h}x{w} is too small for kernel {tuple(kernel_size)}: output {ho}x{wo}")
+    return ho, wo
+
+
+def _input_scale_impl(
+    absmean: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]
+) -> Tensor:
+    _check_scale_args(absmean, kernel_size, stride, padding, dilation)
+    kernel = _KERNELS["input_scale"].get(absmean.device.type, _input_scale_torch)
+    return kernel(absmean, kernel_size, stride, padding, dilation)
+
+
+def _xnor_conv2d_impl(
     x_packed: Tensor,
     w_packed: Tensor,
     alpha: Tensor,
@@ -185,12 +213,6 @@ def xnor_conv2d_packed(
     padding: Sequence[int],
     dilation: Sequence[int],
 ) -> Tensor:
-    """The packed XNOR conv op: ``alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]``, float32 NCHW.
-
-    ``x_packed`` (N, H, W, Cw) and ``w_packed`` (O, kh, kw, Cw) int32 words, ``alpha`` (O,) float32, ``scale``
-    (N, 1, Ho, Wo) float32 or None (1), ``bias`` (O,) float32 or None (0), ``channels`` = C. ``int`` is exactly
-    ``F.conv2d(sign(x), sign(w), None, stride, padding, dilation)`` (see :mod:`zoo_kernels.reference`).
-    """
     _check_conv_args(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
     kernel = _KERNELS["xnor_conv2d"].get(x_packed.device.type)
     if kernel is None:
@@ -201,7 +223,45 @@ def xnor_conv2d_packed(
     return kernel(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
 
 
-@xnor_conv2d_packed.register_fake
+_DISPATCH_KEYS: set[str] = set()
+
+
+def _register_dispatch_key(key: str) -> None:
+    if key not in _DISPATCH_KEYS:
+        _LIB.impl("pack_signs", _pack_signs_impl, key)
+        _LIB.impl("pack_signs_absmean", _pack_signs_absmean_impl, key)
+        _LIB.impl("input_scale", _input_scale_impl, key)
+        _LIB.impl("xnor_conv2d", _xnor_conv2d_impl, key)
+        _DISPATCH_KEYS.add(key)
+
+
+_register_dispatch_key("CPU")
+_register_dispatch_key("CUDA")
+
+
+@torch.library.register_fake(f"{NAMESPACE}::pack_signs", lib=_LIB)
+def _(x: Tensor) -> Tensor:
+    _check_float_input(x, f"{NAMESPACE}::pack_signs")
+    n, c, h, w = x.shape
+    return x.new_empty((n, h, w, num_words(c)), dtype=torch.int32)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::pack_signs_absmean", lib=_LIB)
+def _(x: Tensor) -> tuple[Tensor, Tensor]:
+    _check_float_input(x, f"{NAMESPACE}::pack_signs_absmean")
+    n, c, h, w = x.shape
+    return x.new_empty((n, h, w, num_words(c)), dtype=torch.int32), x.new_empty((n, 1, h, w), dtype=torch.float32)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::input_scale", lib=_LIB)
+def _(
+    absmean: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]
+) -> Tensor:
+    ho, wo = _check_scale_args(absmean, kernel_size, stride, padding, dilation)
+    return absmean.new_empty((absmean.shape[0], 1, ho, wo))
+
+
+@torch.library.register_fake(f"{NAMESPACE}::xnor_conv2d", lib=_LIB)
 def _(
     x_packed: Tensor,
     w_packed: Tensor,
@@ -217,29 +277,62 @@ def _(
     return x_packed.new_empty((x_packed.shape[0], w_packed.shape[0], ho, wo), dtype=torch.float32)
 
 
+def pack_signs(x: Tensor) -> Tensor:
+    """``zoo_xnor::pack_signs``: ``(N, C, H, W)`` float -> ``(N, H, W, ceil(C / 32))`` int32 (see
+    :mod:`zoo_kernels.packing` for the format)."""
+    return torch.ops.zoo_xnor.pack_signs(x)
+
+
+def pack_signs_absmean(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``zoo_xnor::pack_signs_absmean``: :func:`pack_signs` and ``A = mean_c |x|`` ((N, 1, H, W) float32), one
+    pass over ``x``. ``A`` is NaN where a channel is NaN."""
+    return torch.ops.zoo_xnor.pack_signs_absmean(x)
+
+
+def xnor_conv2d_packed(
+    x_packed: Tensor,
+    w_packed: Tensor,
+    alpha: Tensor,
+    scale: Tensor | None,
+    bias: Tensor | None,
+    channels: int,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """``zoo_xnor::xnor_conv2d``: ``alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]``, float32 NCHW.
+
+    ``x_packed`` (N, H, W, Cw) and ``w_packed`` (O, kh, kw, Cw) int32 words, ``alpha`` (O,) float32, ``scale``
+    (N, 1, Ho, Wo) float32 or None (1), ``bias`` (O,) float32 or None (0), ``channels`` = C. ``int`` is exactly
+    ``F.conv2d(sign(x), sign(w), None, stride, padding, dilation)`` (see :mod:`zoo_kernels.reference`).
+    """
+    return torch.ops.zoo_xnor.xnor_conv2d(x_packed, w_packed, alpha, scale, bias, channels, list(stride),
+                                          list(padding), list(dilation))
+
+
 register_device_kernel("pack_signs", "cpu", lambda x: cpu.pack_signs_cpu(x)[0])
 register_device_kernel("pack_signs_absmean", "cpu", lambda x: cpu.pack_signs_cpu(x, absmean=True))
+register_device_kernel("input_scale", "cpu", cpu.input_scale_cpu)
 register_device_kernel("xnor_conv2d", "cpu", cpu.xnor_conv2d_cpu)
 
 
 # ------------------------------------------------------------------------------------------ float-input wrapper
 
 
-def input_scale(
+def xnor_input_scale(
     absmean: Tensor,
     kernel_size: Sequence[int],
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
 ) -> Tensor:
-    """XNOR-Net's ``K = A * k``: ``conv2d(A, box of 1 / (kh * kw))`` with the conv's geometry, (N, 1, Ho, Wo).
+    """``zoo_xnor::input_scale``: XNOR-Net's ``K = A * k``, ``conv2d(A, box of 1 / (kh * kw))`` with the conv's
+    geometry, (N, 1, Ho, Wo) float32.
 
-    ``A = mean_c |x|`` (N, 1, H, W); zero padding counts as 0 in the average (``count_include_pad``), as the padded
-    zeros contribute nothing to the convolution. Same as ``zoo.quantizers.xnor_input_scale``.
+    ``A = mean_c |x|`` (N, 1, H, W) float32; zero padding counts as 0 in the average (``count_include_pad``), as the
+    padded zeros contribute nothing to the convolution. Same as ``zoo.quantizers.xnor_input_scale``.
     """
-    kh, kw = kernel_size
-    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=absmean.dtype, device=absmean.device)
-    return F.conv2d(absmean, box, None, stride, padding, dilation)
+    return torch.ops.zoo_xnor.input_scale(absmean, list(kernel_size), list(stride), list(padding), list(dilation))
 
 
 def xnor_conv2d(
@@ -259,7 +352,7 @@ def xnor_conv2d(
 
     ``x`` (N, C, H, W) floating point (any layout); ``w_packed`` (O, kh, kw, ceil(C / 32)) int32 from
     :func:`zoo_kernels.packing.pack_weight_signs`; ``alpha`` (O,) = mean |W| per filter; ``int`` =
-    ``conv2d(sign(x), sign(w))`` computed exactly on packed bits; ``K`` = :func:`input_scale` of ``mean_c |x|``
+    ``conv2d(sign(x), sign(w))`` computed exactly on packed bits; ``K`` = :func:`xnor_input_scale` of ``mean_c |x|``
     when ``input_scale`` else 1. Inference only (``alpha`` and ``bias`` are detached).
 
     Defined edge cases: an empty batch gives an empty (0, O, Ho, Wo) output. A NaN activation packs as -1
@@ -283,11 +376,12 @@ def xnor_conv2d(
     for t, what in ((w_packed, "w_packed"), (alpha, "alpha"), (bias, "bias")):
         if t is not None and t.device != x.device:
             raise ValueError(f"xnor_conv2d: {what} is on {t.device}, x on {x.device}")
-    alpha = alpha.detach().float()
-    bias = bias.detach().float() if bias is not None else None
+    alpha = alpha.detach() if alpha.dtype == torch.float32 else alpha.detach().float()
+    if bias is not None:
+        bias = bias.detach() if bias.dtype == torch.float32 else bias.detach().float()
     if input_scale:
         x_packed, absmean = pack_signs_absmean(x)
-        scale = globals()["input_scale"](absmean, ks, st, pd, dl)
+        scale = xnor_input_scale(absmean, ks, st, pd, dl)
     else:
         x_packed, scale = pack_signs(x), None
     return xnor_conv2d_packed(x_packed, w_packed, alpha, scale, bias, channels, st, pd, dl)

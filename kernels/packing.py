@@ -117,6 +117,9 @@ def unpack_signs(packed: torch.Tensor, channels: int, dtype: torch.dtype = torch
 
 
 def weight_scale(w: torch.Tensor) -> torch.Tensor:
-    """``alpha[o] = mean |W[o]|`` over ``(C, kh, kw)`` (XNOR-Net eq. 6), float32, shape ``(O,)``."""
+    """``alpha[o] = mean |W[o]|`` over ``(C, kh, kw)`` (XNOR-Net eq. 6), float32, shape ``(O,)``.
+
+    Accumulated in float64 like ``zoo.quantizers.filter_scale``.
+    """
     _check_float_4d(w, "weight_scale: w")
-    return w.detach().abs().float().mean(dim=(1, 2, 3))
+    return w.detach().abs().mean(dim=(1, 2, 3), dtype=torch.float64).float()

@@ -141,6 +141,18 @@ def test_compiled_packing():
     assert cpu.pack_signs_cpu(torch.randn(0, 3, 2, 2))[0].shape == (0, 2, 2, 1)
 
 
+def test_input_scale():
+    a = torch.rand(3, 1, 9, 8)
+    for k, s, p, d in [((3, 3), 1, 1, 1), ((3, 3), 2, 1, 1), ((3, 3), 1, 2, 2), ((1, 1), 1, 0, 1), ((5, 3), 2, 3, 1)]:
+        k2 = (s, s), (p, p), (d, d)
+        box = torch.full((1, 1, *k), 1.0 / (k[0] * k[1]), dtype=torch.float64)
+        expected = F.conv2d(a.double(), box, None, s, p, d)
+        out = cpu.input_scale_cpu(a, k, *k2)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out.double(), expected, rtol=1e-6, atol=1e-7)
+    assert cpu.input_scale_cpu(torch.rand(0, 1, 4, 4), (3, 3), (1, 1), (1, 1), (1, 1)).shape == (0, 1, 4, 4)
+
+
 @needs_kernel
 def test_empty_batch():
     xp, wp = pack_signs(torch.randn(0, 33, 5, 5)), pack_weight_signs(torch.randn(4, 33, 3, 3))
@@ -161,6 +173,7 @@ def test_kernel_checks_arguments():
 
 def test_fallback_when_the_build_fails(monkeypatch):
     saved = dict(cpu._state)
+    monkeypatch.delenv("ZOO_KERNELS_DISABLE_CPP", raising=False)
     monkeypatch.setattr(cpu, "_build", lambda: (_ for _ in ()).throw(RuntimeError("no compiler")))
     cpu._state.update(loaded=False, ok=False, error=None)
     try:
@@ -171,6 +184,7 @@ def test_fallback_when_the_build_fails(monkeypatch):
         assert torch.equal(out.double(), int_conv(x, w, 1, 1, 1) + 1)
         packed, absmean = cpu.pack_signs_cpu(x, absmean=True)
         assert torch.equal(packed, pack_signs(x)) and absmean.shape == (2, 1, 6, 6)
+        assert cpu.input_scale_cpu(absmean, (3, 3), (2, 2), (1, 1), (1, 1)).shape == (2, 1, 3, 3)
         assert "fallback" in cpu.kernel_info()
     finally:
         cpu._state.clear()

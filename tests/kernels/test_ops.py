@@ -26,7 +26,7 @@ def expected(x, w, alpha, stride, padding, dilation, input_scale, bias=None) -> 
 
 
 def test_ops_are_registered():
-    for name in ("pack_signs", "pack_signs_absmean", "xnor_conv2d"):
+    for name in ("pack_signs", "pack_signs_absmean", "input_scale", "xnor_conv2d"):
         assert hasattr(torch.ops.zoo_xnor, name)
     schema = str(torch.ops.zoo_xnor.xnor_conv2d.default._schema)
     assert "Tensor? scale" in schema and "int[2] stride" in schema
@@ -82,6 +82,19 @@ def test_packed_op_directly():
     assert torch.equal(packed, torch.ops.zoo_xnor.pack_signs(x))
     assert torch.equal(packed, pack_signs(x))
     torch.testing.assert_close(absmean, x.abs().mean(1, keepdim=True))
+
+
+def test_input_scale_op_matches_the_zoo_definition():
+    from zoo.quantizers import xnor_input_scale as zoo_scale
+
+    x = torch.randn(2, 20, 9, 7)
+    absmean = torch.ops.zoo_xnor.pack_signs_absmean(x)[1]
+    for k, s, p, d in [((3, 3), 1, 1, 1), ((3, 3), 2, 2, 2), ((1, 3), 1, (0, 1), 1)]:
+        p2 = (p, p) if isinstance(p, int) else p
+        out = ops.xnor_input_scale(absmean, k, (s, s), p2, (d, d))
+        torch.testing.assert_close(out, zoo_scale(x, k, s, p2, d), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="absmean"):
+        ops.xnor_input_scale(absmean.double(), (3, 3), (1, 1), (1, 1), (1, 1))
 
 
 def test_zeros_pack_as_plus_one():
@@ -172,7 +185,8 @@ def test_torch_export():
     block, x = _Block(torch.randn(8, 40, 3, 3)), torch.randn(2, 40, 6, 6)
     exported = torch.export.export(block, (x,))
     targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
-    assert {"zoo_xnor.pack_signs_absmean.default", "zoo_xnor.xnor_conv2d.default"} <= targets
+    assert {"zoo_xnor.pack_signs_absmean.default", "zoo_xnor.input_scale.default", "zoo_xnor.xnor_conv2d.default"} \
+        <= targets
     assert torch.equal(exported.module()(x), block(x))
 
 
