@@ -34,7 +34,8 @@ def _short(tmp_path: Path, steps: int = 3) -> list[str]:
 
 
 def test_recipe_fit_then_test_validate_predict_from_checkpoint(tmp_path, hub_server):
-    out = _run(["fit", *_short(tmp_path), "--publish.enabled", "true", "--publish.folder", "hub"], cwd=tmp_path)
+    out = _run(["fit", *_short(tmp_path), "--publish.enabled", "true", "--publish.folder", "hub",
+                "--publish.token", "hf_secret_token"], cwd=tmp_path)
     assert "xnor_resnet18: test top-1" in out
     published = tmp_path / "hub" / "xnor_resnet18-digits"
     assert "published xnor_resnet18-digits" in out
@@ -43,6 +44,7 @@ def test_recipe_fit_then_test_validate_predict_from_checkpoint(tmp_path, hub_ser
     assert config["input_size"] == [1, 8, 8] and config["training"]["dataset"] == "digits"
     assert 0.0 <= config["training"]["top1"] <= 1.0 and config["training"]["fit_seconds"] > 0
     assert "model_name: xnor_resnet18" in config["training"]["recipe"]
+    assert "hf_secret_token" not in (published / "config.json").read_text() + (published / "README.md").read_text()
     out = _run(["publish", str(published), "--repo-id", "zoo-tests/cli-digits", "--token", "hf_cli"], cwd=tmp_path)
     assert "pushed" in out and hub_server.head("zoo-tests/cli-digits")
     out = _run(["cards", "--from", "hub", "--out", "cards"], cwd=tmp_path)

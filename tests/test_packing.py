@@ -94,3 +94,32 @@ def test_fp_model_packs_to_itself():
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(packed(x), model(x))
+
+
+@pytest.mark.parametrize("backend", ["compiled", "reference"])
+def test_packed_xnor_model_runs_on_bits_on_each_backend(trained_xnor, digits_batch, backend, monkeypatch):
+    from zoo_kernels import cpu
+
+    if backend == "compiled" and not cpu.cpu_kernel_available():
+        pytest.skip("the C++ extension could not be built here")
+    if backend == "reference":
+        monkeypatch.setattr(cpu, "load_extension", lambda: False)
+    images, _ = digits_batch
+    packed = pack(trained_xnor)
+    layers = [m for m in packed.modules() if isinstance(m, PackedBinaryConv2d)]
+    assert layers and all(m.runs_on_bits for m in layers)
+    calls = []
+    kernel = zoo.packing.popcount_conv2d
+    monkeypatch.setattr(zoo.packing, "popcount_conv2d", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    with torch.no_grad():
+        ref, out = trained_xnor(images), packed(images)
+    assert len(calls) == len(layers)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+
+
+def test_packed_conv_keeps_a_differentiable_float_path():
+    layer = PackedBinaryConv2d.from_binary(BinaryConv2d(8, 4, 3, padding=1, input_quantizer="bin_activ"))
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape

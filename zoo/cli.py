@@ -62,7 +62,9 @@ class ZooCLI(LightningCLI):
             return
         report, dm = self._report(), self.datamodule
         dataset = getattr(dm, "dataset_name", type(dm).__name__)
-        recipe = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)
+        run_config = self.config[self.subcommand].clone()
+        run_config.publish.token = None  # never publish a secret with the recipe
+        recipe = self._parser(self.subcommand).dump(run_config, skip_none=False)
         info = {
             "name": f"{self.model.hparams.model_name}-{dataset}",
             "input_size": list(getattr(dm, "input_size", ())),

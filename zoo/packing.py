@@ -4,8 +4,10 @@ Bit layout (from ``zoo_kernels.packing``): int32 words along input channels, cha
 word ``c // 32`` (LSB first), bit 1 for ``W >= 0`` (``sign(0) = +1``), padding bits 0. A conv weight
 ``(O, C, kh, kw)`` packs to ``(O, kh, kw, ceil(C / 32))``, a linear weight ``(O, F)`` to ``(O, ceil(F / 32))``.
 
-A packed layer computes exactly what its trainable layer computes in eval mode: ``alpha * sign(W)`` is rebuilt from
-the bits, so ``unpack(pack(model))`` has identical binarized weights and can be fine-tuned.
+A packed layer computes what its trainable layer computes in eval mode. A packed XNOR conv (sign inputs, groups 1)
+runs on bit operations: ``alpha * K * (n - 2 * popcount(x XOR w))`` (``zoo_kernels.ops.xnor_conv2d``, the compiled
+CPU kernel or its exact reference); other packed layers rebuild ``alpha * sign(W)`` from the bits and use a float
+conv. ``unpack(pack(model))`` has identical binarized weights and can be fine-tuned.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import copy
 
 import torch
 from torch import nn
+from zoo_kernels.ops import xnor_conv2d as popcount_conv2d
 from zoo_kernels.packing import pack_weight_signs, unpack_signs
 
 from .layers import BinaryConv2d, BinaryLinear
@@ -79,6 +82,20 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
 
     def _signs(self) -> torch.Tensor:
         return unpack_signs(self.weight_bits, self.in_channels // self.groups)
+
+    @property
+    def runs_on_bits(self) -> bool:
+        """Whether inference uses the XNOR-popcount kernel: sign-binarized inputs, no groups."""
+        name = getattr(self.input_quantizer, "quantizer_name", None)
+        return name in ("bin_activ", "ste_sign") and self.groups == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.runs_on_bits and x.dim() == 4 and x.device.type == "cpu" and not x.requires_grad:
+            return popcount_conv2d(
+                x, self.weight_bits, self.alpha, self.in_channels, self.kernel_size, self.stride, self.padding,
+                self.dilation, input_scale=self.input_scale, bias=self.bias,
+            )
+        return super().forward(x)
 
     def to_binary(self) -> BinaryConv2d:
         """A trainable layer whose latent weights are ``alpha * sign(W)``: same binarized weights."""
