@@ -1,0 +1,190 @@
+"""The packed checkpoint folder: ``model.safetensors`` + ``config.json`` (+ ``README.md``, the model card).
+
+``model.safetensors`` holds the packed network's state dict (1-bit weights as int32 words, ``alpha``, and the float
+first conv, classifier and BatchNorms); its ``__metadata__`` carries the format version and the packing scheme.
+``config.json`` says how to rebuild the network: architecture, scheme, ``num_classes``, ``in_chans``, input size,
+mean/std and the format version. Loading never unpickles anything and never runs code from the checkpoint: it
+builds the architecture from the zoo's registry, checks every tensor's name, dtype and shape against it, and only
+then loads, so a bad file raises one :class:`CheckpointError` and nothing is half-loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..models import create_model, is_model, list_models
+from ..packing import pack
+from ..schemes import BinarizeConfig
+
+__all__ = [
+    "CheckpointError",
+    "FORMAT_VERSION",
+    "PACKING",
+    "WEIGHTS_NAME",
+    "CONFIG_NAME",
+    "checkpoint_config",
+    "build_packed",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_config",
+]
+
+FORMAT_VERSION = 1
+PACKING = "sign-bits/int32/lsb-first/input-channels-last/v1"
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupted or does not match the architecture it names."""
+
+
+def checkpoint_config(model: nn.Module) -> dict[str, Any]:
+    """The ``config.json`` content of a zoo model (from its ``pretrained_cfg`` and ``binarize_config``)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    scheme = getattr(model, "binarize_config", None)
+    if not cfg.get("architecture") or not is_model(cfg["architecture"]) or scheme is None:
+        raise ValueError("only models from zoo.create_model can be saved as packed checkpoints")
+    return {
+        "format_version": FORMAT_VERSION,
+        "architecture": cfg["architecture"],
+        "scheme": scheme.to_dict(),
+        "num_classes": int(model.num_classes),
+        "in_chans": int(cfg["in_chans"]),
+        "small_input": bool(cfg.get("small_input", False)),
+        "input_size": list(cfg.get("input_size", (3, 224, 224))),
+        "mean": list(cfg.get("mean", ())),
+        "std": list(cfg.get("std", ())),
+        "first_conv": cfg.get("first_conv"),
+        "classifier": cfg.get("classifier"),
+        "paper": cfg.get("paper_ids"),
+    }
+
+
+def _config_error(path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {problem}")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """Read and check ``config.json``: format version, a known architecture and a known scheme."""
+    if not path.is_file():
+        raise _config_error(path, "file not found")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _config_error(path, f"not valid JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise _config_error(path, "must hold a JSON object")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise _config_error(path, f"unknown format_version {version!r} (this zoo reads version {FORMAT_VERSION})")
+    for key in ("architecture", "scheme", "num_classes", "in_chans"):
+        if key not in config:
+            raise _config_error(path, f"missing key {key!r}")
+    if not is_model(config["architecture"]):
+        raise _config_error(
+            path, f"unknown architecture {config['architecture']!r}; known: {', '.join(list_models())}"
+        )
+    try:
+        BinarizeConfig.from_dict(config["scheme"])
+    except (TypeError, ValueError) as e:
+        raise _config_error(path, f"bad scheme: {e}") from e
+    return config
+
+
+def build_packed(config: dict[str, Any], source: Path | str = CONFIG_NAME, device: str = "cpu") -> nn.Module:
+    """An untrained packed network with the architecture and scheme ``config`` describes.
+
+    With ``device="meta"`` nothing is allocated or initialised (the loader fills every tensor from the file).
+    """
+    scheme = BinarizeConfig.from_dict(config["scheme"])
+    with torch.device(device):
+        model = create_model(
+            config["architecture"],
+            num_classes=int(config["num_classes"]),
+            in_chans=int(config["in_chans"]),
+            small_input=bool(config.get("small_input", False)),
+            binary_gradient=scheme.binary_gradient,
+        )
+    if model.binarize_config != scheme:
+        raise CheckpointError(
+            f"{source}: scheme {scheme.name!r} does not match architecture {config['architecture']!r} "
+            f"(which is {model.binarize_config.name!r})"
+        )
+    with torch.device(device):
+        return pack(model)
+
+
+def save_checkpoint(model: nn.Module, folder: Path, config: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` of a packed network into ``folder``.
+
+    The weights file's size is recorded in ``config["sizes"]["packed_bytes"]`` before the config is written.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": "pt",
+        "zoo_format_version": str(FORMAT_VERSION),
+        "packing": PACKING,
+        "architecture": config["architecture"],
+        "scheme": config["scheme"]["name"],
+    }
+    weights = folder / WEIGHTS_NAME
+    tmp = weights.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(weights)
+    config.setdefault("sizes", {})["packed_bytes"] = weights.stat().st_size
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return weights
+
+
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupted or truncated safetensors file ({e})") from e
+    return tensors, metadata
+
+
+def load_checkpoint(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the packed network that ``folder`` describes and load its weights, checking everything first."""
+    folder = Path(folder)
+    config = read_config(folder / CONFIG_NAME)
+    weights = folder / WEIGHTS_NAME
+    tensors, metadata = _read_tensors(weights)
+    version = metadata.get("zoo_format_version")
+    if version != str(FORMAT_VERSION):
+        raise CheckpointError(f"{weights}: unknown zoo_format_version {version!r} in __metadata__")
+    if metadata.get("packing") != PACKING:
+        raise CheckpointError(f"{weights}: unknown packing {metadata.get('packing')!r} (expected {PACKING!r})")
+    model = build_packed(config, folder / CONFIG_NAME, device="meta")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{weights}: tensors do not match {config['architecture']}: "
+                              f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                              f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
+    for name, ref in expected.items():
+        got = tensors[name]
+        if got.dtype != ref.dtype or got.shape != ref.shape:
+            raise CheckpointError(
+                f"{weights}: tensor {name!r} is {got.dtype} {tuple(got.shape)}, "
+                f"{config['architecture']} needs {ref.dtype} {tuple(ref.shape)}"
+            )
+    n_state = len(list(model.parameters())) + len(list(model.buffers()))
+    if n_state != len(expected):
+        raise CheckpointError(f"{config['architecture']} has state outside its state dict; cannot load it from a file")
+    model.load_state_dict(tensors, strict=True, assign=True)
+    return model.eval(), config

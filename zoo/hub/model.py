@@ -1,0 +1,128 @@
+"""``BinaryModel``: a packed binary network with huggingface_hub's ``ModelHubMixin``.
+
+    packed = zoo.pack_model(trained)                # or BinaryModel.from_trained(trained)
+    packed.save_pretrained("xnor_resnet18-digits")  # model.safetensors + config.json + README.md
+    packed.push_to_hub("org/xnor_resnet18-digits")  # create_repo + upload_folder
+    model = zoo.from_pretrained("org/xnor_resnet18-digits")   # or a local folder
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelHubMixin, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from torch import nn
+
+from ..packing import pack, unpack
+from .cards import PAPER_URL, model_card
+from .checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    build_packed,
+    checkpoint_config,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+__all__ = ["BinaryModel", "from_pretrained", "pack_model"]
+
+
+class BinaryModel(
+    nn.Module,
+    ModelHubMixin,
+    library_name="xnor-zoo",
+    license="apache-2.0",
+    pipeline_tag="image-classification",
+    tags=["binary-neural-network", "xnor-net"],
+    paper_url=PAPER_URL,
+):
+    """A packed (1 bit per binary weight) zoo network, ready for inference, with Hub save / push / load.
+
+    ``config`` is the checkpoint's ``config.json`` content. ``net`` is the packed network (``zoo.pack``), in eval
+    mode; ``to_trainable()`` gives back a trainable model with identical binarized weights for fine-tuning.
+    """
+
+    def __init__(self, config: dict[str, Any], net: nn.Module | None = None):
+        super().__init__()
+        self.config = copy.deepcopy(config)
+        self.net = net if net is not None else build_packed(self.config)
+        self.eval()
+
+    @classmethod
+    def from_trained(cls, model: nn.Module, **info: Any) -> "BinaryModel":
+        """Pack a trained zoo model; ``info`` adds config entries (``training={...}``, ``input_size``...)."""
+        config = {**checkpoint_config(model), **info}
+        return cls(config, pack(model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def to_trainable(self) -> nn.Module:
+        return unpack(self.net)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        float_bytes = sum(t.numel() * 4 for t in unpack(self.net).state_dict().values() if t.is_floating_point())
+        self.config["sizes"] = {"float_bytes": float_bytes}
+        save_checkpoint(self.net, save_directory, self.config)
+        model_card(self.config).save(save_directory / "README.md")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> "BinaryModel":
+        """Load from a local folder or a Hub repo id (``revision``, ``cache_dir``, ``token``... as in the Hub)."""
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        **model_kwargs: Any,
+    ) -> "BinaryModel":
+        folder = Path(model_id)
+        if not folder.is_dir():
+            folder = _download(model_id, revision, cache_dir, force_download, local_files_only, token)
+        net, config = load_checkpoint(folder)
+        return cls(config, net)
+
+
+def _download(repo_id: str, revision, cache_dir, force_download, local_files_only, token) -> Path:
+    paths = []
+    for filename in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            paths.append(
+                hf_hub_download(
+                    repo_id, filename, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                    local_files_only=local_files_only, token=token,
+                )
+            )
+        except RepositoryNotFoundError as e:
+            raise CheckpointError(f"{repo_id}: no such local folder, and no such model repository on the Hub "
+                                  "(or it is private: pass token=)") from e
+        except RevisionNotFoundError as e:
+            raise CheckpointError(f"{repo_id}: revision {revision!r} not found on the Hub") from e
+        except EntryNotFoundError as e:
+            raise CheckpointError(f"{repo_id}/{filename}: file not found in the repository") from e
+        except HfHubHTTPError as e:
+            raise CheckpointError(f"{repo_id}/{filename}: download failed ({e})") from e
+    return Path(paths[0]).parent
+
+
+def from_pretrained(name_or_path: str | Path, **kwargs: Any) -> BinaryModel:
+    """Load a packed binary model from a local folder or a Hugging Face Hub repo id, ready for inference."""
+    return BinaryModel.from_pretrained(name_or_path, **kwargs)
+
+
+def pack_model(model: nn.Module, **info: Any) -> BinaryModel:
+    """Pack a trained zoo model into a :class:`BinaryModel` (``save_pretrained``, ``push_to_hub``)."""
+    return BinaryModel.from_trained(model, **info)
+
