@@ -72,11 +72,6 @@ class BinaryModel(
         model_card(self.config).save(save_directory / "README.md")
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> "BinaryModel":
-        """Load from a local folder or a Hub repo id (``revision``, ``cache_dir``, ``token``... as in the Hub)."""
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-
-    @classmethod
     def _from_pretrained(
         cls,
         *,
