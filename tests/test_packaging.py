@@ -1,7 +1,8 @@
 """pyproject.toml lists its packages by hand (kernels/ installs as zoo_kernels): every package must be listed."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

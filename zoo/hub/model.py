@@ -54,7 +54,7 @@ class BinaryModel(
         self.eval()
 
     @classmethod
-    def from_trained(cls, model: nn.Module, **info: Any) -> "BinaryModel":
+    def from_trained(cls, model: nn.Module, **info: Any) -> BinaryModel:
         """Pack a trained zoo model; ``info`` adds config entries (``training={...}``, ``input_size``...)."""
         config = {**checkpoint_config(model), **info}
         return cls(config, pack(model))
@@ -82,7 +82,7 @@ class BinaryModel(
         local_files_only: bool,
         token: str | bool | None,
         **model_kwargs: Any,
-    ) -> "BinaryModel":
+    ) -> BinaryModel:
         folder = Path(model_id)
         if not folder.is_dir():
             folder = _download(model_id, revision, cache_dir, force_download, local_files_only, token)
