@@ -23,9 +23,6 @@ from .training.module import ZooClassifier
 
 __all__ = ["ZooCLI", "main"]
 
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-
 class ZooCLI(LightningCLI):
     """LightningCLI over :class:`ZooClassifier` and any LightningDataModule (given by ``class_path``).
 
