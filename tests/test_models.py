@@ -10,7 +10,7 @@ MODELS = zoo.list_models()
 
 
 def test_registry_lists_the_paper_models():
-    for arch in ("resnet18", "resnet34"):
+    for arch in ("alexnet", "resnet18", "resnet34", "googlenet", "bireal_resnet18"):
         for scheme in ("fp", "bwn", "xnor", "xnor_nobeta"):
             assert f"{scheme}_{arch}" in MODELS
     assert zoo.list_models("xnor_resnet*") == ["xnor_resnet18", "xnor_resnet34"]
@@ -39,19 +39,29 @@ def test_imagenet_shape_forward(name):
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
 
 
+def _arch(model: nn.Module) -> str:
+    cfg = model.pretrained_cfg
+    return cfg["architecture"][len(cfg["scheme"]) + 1:]
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_converted_layer_counts(name):
     model = zoo.create_model(name, num_classes=10, in_chans=1, small_input=True)
     cfg = model.pretrained_cfg
-    scheme = cfg["scheme"]
-    reference = timm.create_model(cfg["backbone"], num_classes=10, in_chans=1)
-    n_convs = sum(type(m) is nn.Conv2d for m in reference.modules())
+    reference = zoo.create_model(f"fp_{_arch(model)}", num_classes=10, in_chans=1, small_input=True)
+    kept = zoo.full_precision_layer_names(reference)
+    assert {cfg["first_conv"], cfg["classifier"]} <= kept
+    n_layers = sum(
+        type(m) in (nn.Conv2d, nn.Linear) and not any(n == k or n.startswith(k + ".") for k in kept)
+        for n, m in reference.named_modules()
+    )
     binary = [m for m in model.modules() if isinstance(m, (BinaryConv2d, BinaryLinear))]
-    assert len(binary) == (0 if scheme == "fp" else n_convs - 1)
+    assert n_layers > 0 and len(binary) == (0 if cfg["scheme"] == "fp" else n_layers)
+    for name_kept in kept:
+        assert not any(isinstance(m, (BinaryConv2d, BinaryLinear)) for m in model.get_submodule(name_kept).modules())
     first_conv, classifier = model.get_submodule(cfg["first_conv"]), model.get_submodule(cfg["classifier"])
     assert type(first_conv) is nn.Conv2d and type(classifier) is nn.Linear
     assert first_conv.kernel_size == (3, 3) and first_conv.stride == (1, 1)
-    assert isinstance(model.maxpool, nn.Identity)
     assert cfg["first_conv"] + ".weight" in model.state_dict() and cfg["classifier"] + ".weight" in model.state_dict()
 
 
@@ -83,3 +93,41 @@ def test_pretrained_flag_points_to_from_pretrained():
 def test_binary_gradient_model_option():
     model = zoo.create_model("xnor_resnet18", binary_gradient=True)
     assert model.binarize_config.binary_gradient
+
+
+def test_bireal_has_a_real_valued_shortcut_around_every_binary_conv():
+    from zoo.models.bireal import BiRealBlock
+
+    model = zoo.create_model("xnor_bireal_resnet18", num_classes=10, in_chans=1, small_input=True).eval()
+    blocks = [m for m in model.modules() if isinstance(m, BiRealBlock)]
+    assert len(blocks) == 8
+    assert all(type(b.downsample[1]) is nn.Conv2d for b in blocks if b.downsample is not None)  # kept float
+    block = blocks[2]  # layer2.0: stride 2, with the average-pool shortcut
+    x = torch.randn(2, 64, 8, 8)
+    with torch.no_grad():
+        h = block.bn1(block.conv1(x)) + block.downsample(x)
+        expected = block.bn2(block.conv2(h)) + h
+        torch.testing.assert_close(block(x), expected)
+        # each conv sees sign(BN(x)): its output equals a float conv of the signs of the pre-sign BatchNorm's output
+        conv = block.conv1.conv
+        signs = torch.where(block.conv1.norm(x) >= 0, 1.0, -1.0)
+        k = zoo.quantizers.xnor_input_scale(block.conv1.norm(x), conv.kernel_size, conv.stride, conv.padding,
+                                            conv.dilation)
+        ref = nn.functional.conv2d(signs.double(), conv.quantized_weight().double(), None, conv.stride, conv.padding)
+        torch.testing.assert_close(block.conv1(x).double(), ref * k.double(), rtol=1e-5, atol=1e-5)
+
+
+def test_alexnet_keeps_first_and_last_layer_float_and_binarizes_the_rest():
+    model = zoo.create_model("xnor_alexnet", num_classes=10, in_chans=3, small_input=True)
+    binary = sorted(n for n, m in model.named_modules() if isinstance(m, (BinaryConv2d, BinaryLinear)))
+    assert binary == ["head.fc6.conv", "head.fc7.conv", "stage2.conv.conv", "stage3.conv.conv", "stage4.conv.conv",
+                      "stage5.conv.conv"]
+    full = zoo.create_model("xnor_alexnet", num_classes=1000)
+    assert full.stem.conv.kernel_size == (11, 11) and full.head.fc6.conv.in_features == 256 * 6 * 6
+
+
+def test_googlenet_is_torchvisions_without_auxiliary_heads():
+    model = zoo.create_model("xnor_googlenet", num_classes=10, in_chans=1, small_input=True)
+    assert model.aux1 is None and model.aux2 is None
+    binary = [n for n, m in model.named_modules() if isinstance(m, BinaryConv2d)]
+    assert len(binary) == 56 and "conv1.conv" not in binary  # every conv of the 9 inceptions (6 each) and conv2/3

@@ -4,13 +4,15 @@ Rules (XNOR-Net, arXiv:1603.05279, sec. 3.2 and 4):
 - Layers whose type is exactly ``nn.Conv2d`` or ``nn.Linear`` are swapped for binary layers. Subclasses
   (timm's ``Conv2dSame``, ``StdConv2d``...) change the forward in ways a swap would lose, so they are refused
   with an error naming the layer unless kept in full precision with ``keep=``.
-- The first conv and the classifier stay in full precision; timm's ``pretrained_cfg`` names them.
+- The first conv and the classifier stay in full precision; timm's ``pretrained_cfg`` names them. A zoo backbone
+  may name more in ``pretrained_cfg["keep_full_precision"]`` (Bi-Real-Net's real-valued downsample shortcuts).
 - A layer whose inputs are binarized becomes the paper's block ``BatchNorm -> BinActiv -> BinConv``: a fresh
   BatchNorm right before the sign. In timm's ResNets a conv's input comes after a ReLU, where ``sign()`` would be
   +1 almost everywhere; the BatchNorm centres it so that both signs occur.
 - Inside known blocks, an activation whose only consumer is a binary conv is removed: in the paper's block BinActiv
   takes the activation's place (``BatchNorm -> BinActiv -> BinConv``). For timm's ResNet ``BasicBlock`` that is
-  ``act1`` (``conv1 -> bn1 -> [act1] -> conv2``); ``act2`` follows the residual sum and stays.
+  ``act1`` (``conv1 -> bn1 -> [act1] -> conv2``); ``act2`` follows the residual sum and stays. Model families
+  add their blocks with :func:`register_binary_activations`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import nn
 from .layers import BinaryConv2d, BinaryConvBlock, BinaryLinear
 from .schemes import BinarizeConfig, get_scheme
 
-__all__ = ["binarize_", "full_precision_layer_names"]
+__all__ = ["binarize_", "full_precision_layer_names", "register_binary_activations"]
 
 
 # Block type -> (activation, the conv it alone feeds): the activation gives way to BinActiv when that conv's
@@ -33,6 +35,12 @@ ACTIVATIONS_BEFORE_BINARY_CONV: dict[type[nn.Module], tuple[tuple[str, str], ...
     BasicBlock: (("act1", "conv2"),),
     Bottleneck: (("act1", "conv2"), ("act2", "conv3")),
 }
+
+
+def register_binary_activations(block: type[nn.Module], pairs: tuple[tuple[str, str], ...]) -> None:
+    """Declare that in ``block``, each ``(activation, conv)`` activation only feeds that conv, so BinActiv replaces it
+    when the conv's inputs are binarized."""
+    ACTIVATIONS_BEFORE_BINARY_CONV[block] = tuple(pairs)
 
 
 def _as_names(value: str | Iterable[str] | None) -> set[str]:
@@ -44,9 +52,11 @@ def _as_names(value: str | Iterable[str] | None) -> set[str]:
 
 
 def full_precision_layer_names(model: nn.Module) -> set[str]:
-    """The first conv and classifier, from timm's ``pretrained_cfg`` or, without one, by module order."""
+    """The first conv and classifier (and ``keep_full_precision``), from timm's ``pretrained_cfg`` or, without one,
+    by module order."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     names = _as_names(cfg.get("first_conv")) | _as_names(cfg.get("classifier"))
+    names |= _as_names(cfg.get("keep_full_precision"))
     if names:
         return names
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]

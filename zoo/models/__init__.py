@@ -1,2 +1,2 @@
-from . import resnet
+from . import alexnet, bireal, googlenet, resnet
 from ._registry import create_model, is_model, list_models, register_model

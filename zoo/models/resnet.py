@@ -34,6 +34,12 @@ def xnor_nobeta_resnet18(pretrained: bool = False, **kwargs) -> nn.Module:
 
 
 @register_model
+def w1a2_resnet18(pretrained: bool = False, **kwargs) -> nn.Module:
+    """XNOR-Net's k-bit ablation (sec. 4.3): binary weights, 2-bit inputs."""
+    return _create("w1a2_resnet18", pretrained, **kwargs)
+
+
+@register_model
 def fp_resnet34(pretrained: bool = False, **kwargs) -> nn.Module:
     return _create("fp_resnet34", pretrained, **kwargs)
 
