@@ -6,6 +6,7 @@
     zoo publish hub/xnor_resnet18-digits --repo-id org/xnor_resnet18-digits
     zoo cards                       # print the model index of cards/
     zoo cards --from hub            # regenerate cards/ from published checkpoint folders
+    zoo bench --json bench.json     # float vs packed XNOR speed (convs, models) and checkpoint sizes
 """
 
 from __future__ import annotations
@@ -119,7 +120,13 @@ def _cards(argv: list[str]) -> None:
     print(write_cards(configs, args.out), end="")
 
 
-_TOOLS = {"models": _models, "publish": _publish, "cards": _cards}
+def _bench(argv: list[str]) -> None:
+    from .bench import main as bench_main
+
+    bench_main(argv)
+
+
+_TOOLS = {"models": _models, "publish": _publish, "cards": _cards, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ from .cards import index_table, model_card
 from .checkpoint import CONFIG_NAME, read_config
 from .model import BinaryModel
 
-__all__ = ["PublishOptions", "publish", "hardware_description", "collect_cards", "write_cards"]
+__all__ = ["PublishOptions", "publish", "cpu_description", "hardware_description", "collect_cards", "write_cards"]
 
 
 @dataclass
@@ -42,8 +42,8 @@ class PublishOptions:
     private: bool = False
 
 
-def hardware_description() -> str:
-    """``"<cpu model>, <n> cores, torch <version> (<threads> threads)"`` of this machine."""
+def cpu_description() -> str:
+    """``"<cpu model>, <n> cores"`` of this machine."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -52,7 +52,12 @@ def hardware_description() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__.split('+')[0]} ({torch.get_num_threads()} threads)"
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def hardware_description() -> str:
+    """``"<cpu model>, <n> cores, torch <version> (<threads> threads)"`` of this machine."""
+    return f"{cpu_description()}, torch {torch.__version__.split('+')[0]} ({torch.get_num_threads()} threads)"
 
 
 def publish(model: nn.Module, options: PublishOptions, info: dict[str, Any]) -> Path:

@@ -1,0 +1,88 @@
+"""``zoo bench`` on tiny settings: the JSON's structure, values consistent with each other and with the files on
+disk, the packed model against its reference, and the CUDA error without CUDA. Timings are never asserted."""
+
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_model
+
+import zoo
+from zoo import bench
+from zoo.cli import main as zoo_main
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_json(tmp_path, restore_threads, capsys):
+    out = tmp_path / "bench.json"
+    zoo_main(["bench", "--repeats", "1", "--warmup", "0", "--input-size", "32", "--batches", "1", "2",
+              "--channels", "64", "512", "--json", str(out)])
+    assert "float resnet18 (timm)" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+
+    meta = doc["meta"]
+    assert meta["device"] == "cpu" and meta["threads"] == 2 == torch.get_num_threads() and meta["repeats"] == 1
+    assert meta["torch"] == torch.__version__.split("+")[0] and "cores" in meta["hardware"] and meta["date"]
+
+    # conv shapes of ResNet-18 at 32x32: 64 channels at 8x8 and 512 at 1x1, batches 1 and 2
+    assert [(r["batch"], r["channels"], r["size"]) for r in doc["conv"]] == [(1, 64, 8), (1, 512, 1), (2, 64, 8),
+                                                                            (2, 512, 1)]
+    for r in doc["conv"]:
+        assert r["speedup"] == pytest.approx(r["float_ms"] / r["xnor_ms"], rel=1e-12)
+        assert r["speedup_k"] == pytest.approx(r["float_ms"] / r["xnor_k_ms"], rel=1e-12)
+        assert 0 < r["xnor_min_ms"] <= r["xnor_ms"]
+
+    assert [(r["model"], r["baseline"], r["batch"]) for r in doc["end_to_end"]] == [
+        ("xnor_resnet18", "resnet18", 1), ("xnor_resnet18", "resnet18", 2)]
+    for r in doc["end_to_end"]:
+        assert r["input_size"] == [3, 32, 32]
+        assert r["speedup"] == pytest.approx(r["float_ms"] / r["packed_ms"], rel=1e-12)
+
+    # sizes: the files the float model and the packed checkpoint really take
+    (size,) = doc["sizes"]
+    save_model(timm.create_model("resnet18"), str(tmp_path / "float.safetensors"))
+    zoo.pack_model(zoo.create_model("xnor_resnet18")).save_pretrained(tmp_path / "packed")
+    assert size["model"] == "xnor_resnet18"
+    assert size["float_bytes"] == (tmp_path / "float.safetensors").stat().st_size
+    assert size["packed_bytes"] == (tmp_path / "packed" / "model.safetensors").stat().st_size
+    assert size["ratio"] == pytest.approx(size["float_bytes"] / size["packed_bytes"], rel=1e-12)
+    assert size["ratio"] > 10
+
+
+def test_packed_model_equals_its_reference():
+    torch.manual_seed(0)
+    float_model, binary, label = bench.build_pair("xnor_resnet18")
+    assert label == "resnet18" and not float_model.training and not binary.training
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref, out = binary(x), zoo.pack(binary)(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    assert float_model(x).shape == out.shape == (2, 1000)
+
+
+def test_model_names_and_baselines():
+    assert bench.split_name("xnor_nobeta_resnet18") == ("xnor_nobeta", "resnet18")
+    assert bench.split_name("bwn_bireal_resnet18") == ("bwn", "bireal_resnet18")
+    assert bench.baseline_name("xnor_resnet34") == "fp_resnet34"
+    names = bench.bench_models("*")
+    assert names[0] == "xnor_resnet18" and len(names) == len(set(names))
+    assert {"bwn_resnet18", "xnor_alexnet", "xnor_nobeta_resnet34"} <= set(names)
+    assert all(not n.startswith("fp_") and zoo.is_model(bench.baseline_name(n)) for n in names)
+    assert bench.bench_models(None) == ["xnor_resnet18"]
+    with pytest.raises(ValueError, match="registered scheme"):
+        bench.split_name("resnet18")
+
+
+def test_cuda_without_cuda_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--device", "cuda"])
+    assert info.value.code == 2
+    assert "--device cuda: CUDA is not available" in capsys.readouterr().err
