@@ -4,8 +4,10 @@
     zoo test --config recipes/digits/xnor_resnet18.yaml --ckpt_path runs/.../last.ckpt
     zoo models 'xnor_*'
     zoo publish hub/xnor_resnet18-digits --repo-id org/xnor_resnet18-digits
-    zoo cards                       # print the model index of cards/
-    zoo cards --from hub            # regenerate cards/ from published checkpoint folders
+    zoo cards                       # regenerate cards/ (index.md, index.html) and print the model index
+    zoo cards --from hub            # ... adding or updating the cards of published checkpoint folders
+    zoo cards --bench bench.json    # ... with each card's CPU latency from `zoo bench --json`
+    zoo cards --imagenet            # ... with the <model>-imagenet cards of the paper's reported accuracy
     zoo bench --json bench.json     # float vs packed XNOR speed (convs, models) and checkpoint sizes
 """
 
@@ -106,17 +108,36 @@ def _publish(argv: list[str]) -> None:
 
 
 def _cards(argv: list[str]) -> None:
+    from .hub.latency import BENCH_NAME, read_bench, with_latency
+    from .hub.paper_results import paper_card_configs
     from .hub.publish import collect_cards, write_cards
 
-    parser = argparse.ArgumentParser(prog="zoo cards", description="print (and regenerate) the model index")
+    parser = argparse.ArgumentParser(
+        prog="zoo cards", description="regenerate the cards, cards/index.md and the cards/index.html leaderboard"
+    )
     parser.add_argument("--from", dest="source", type=Path, default=None,
                         help="regenerate the cards from the checkpoint folders under this folder hub")
     parser.add_argument("--out", type=Path, default=Path("cards"), help="the cards folder (default: cards)")
+    parser.add_argument("--bench", type=Path, default=None,
+                        help="a `zoo bench --json` file giving each card its CPU latency (default: OUT/bench.json if "
+                             "it exists; without one, the latencies already in the cards are kept)")
+    parser.add_argument("--imagenet", action="store_true",
+                        help="(re)generate the <model>-imagenet cards: the paper's reported ImageNet accuracy next to "
+                             "the packed size measured on the architecture")
     args = parser.parse_args(argv)
-    configs = collect_cards(args.source or args.out)
-    if args.source is not None:
-        merged = {c.get("name", c["architecture"]): c for c in collect_cards(args.out) + configs}
-        configs = [merged[k] for k in sorted(merged)]
+    bench = args.bench if args.bench is not None else args.out / BENCH_NAME
+    if args.bench is not None and not bench.is_file():
+        parser.error(f"--bench {bench}: no such file")
+    configs = collect_cards(args.out) + (collect_cards(args.source) if args.source is not None else [])
+    if args.imagenet:
+        paper, skipped = paper_card_configs()
+        configs += paper
+        for architecture in skipped:
+            print(f"no {architecture} card: the zoo does not register {architecture}", file=sys.stderr)
+    merged = {c.get("name", c["architecture"]): c for c in configs}
+    configs = [merged[k] for k in sorted(merged)]
+    if bench.is_file():
+        configs = with_latency(configs, read_bench(bench))
     print(write_cards(configs, args.out), end="")
 
 

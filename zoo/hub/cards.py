@@ -1,8 +1,13 @@
 """Model cards, generated from a checkpoint's ``config.json`` (never written by hand).
 
 The card's YAML header is huggingface_hub's ``ModelCardData`` with a ``model-index`` of eval results (top-1 and
-top-5 on the named dataset and split); its body gives the packed and float sizes, the compression ratio, the
-recipe that produced the model, the training time and hardware, and the paper reference.
+top-5 on the named dataset and split) for accuracies measured here; its body gives the packed and float sizes, the
+compression ratio, the CPU latency (from a ``zoo bench`` JSON, see ``latency.py``), the recipe that produced the
+model, the training time and hardware, and the paper reference.
+
+A card may instead carry an accuracy the paper reports (``config["reported"]``, see ``paper_results.py``): its body,
+the index and the leaderboard label it "reported in the paper, not reproduced here", and it is left out of the
+``model-index``, which tools read as the model's own evaluation.
 """
 
 from __future__ import annotations
@@ -11,7 +16,18 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["model_card", "card_row", "index_table", "PAPER_URL", "CITATION"]
+__all__ = [
+    "model_card",
+    "card_row",
+    "row_text",
+    "index_table",
+    "latency_text",
+    "PAPER_URL",
+    "CITATION",
+    "MEASURED",
+    "REPORTED",
+    "ACCURACY_SOURCE_TEXT",
+]
 
 PAPER_URL = "https://arxiv.org/abs/1603.05279"
 CITATION = """@inproceedings{rastegari2016xnor,
@@ -20,6 +36,10 @@ CITATION = """@inproceedings{rastegari2016xnor,
   booktitle={European Conference on Computer Vision (ECCV)},
   year={2016}
 }"""
+
+MEASURED = "measured"
+REPORTED = "paper"
+ACCURACY_SOURCE_TEXT = {MEASURED: "measured here", REPORTED: "reported in the paper, not reproduced here"}
 
 
 def _mb(n: int | None) -> str:
@@ -30,34 +50,83 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
+def _shape(size: list[int] | None) -> str:
+    return "x".join(str(d) for d in size) if size else "n/a"
+
+
 def card_row(config: dict[str, Any]) -> dict[str, Any]:
-    """The figures a card shows, flat: for the index table and the card body."""
+    """The figures a card shows, flat: for the index table, the leaderboard and the card body.
+
+    ``accuracy_source`` is ``MEASURED`` when ``config["training"]`` holds a top-1 or top-5 from our own run,
+    ``REPORTED`` when the accuracy comes from ``config["reported"]`` (the paper), ``None`` when there is none.
+    """
     sizes = config.get("sizes", {})
     training = config.get("training", {})
+    reported = config.get("reported", {})
+    latency = config.get("cpu_latency") or {}
     packed, full = sizes.get("packed_bytes"), sizes.get("float_bytes")
+    if training.get("top1") is not None or training.get("top5") is not None:
+        accuracy, source = training, MEASURED
+    elif reported.get("top1") is not None or reported.get("top5") is not None:
+        accuracy, source = reported, REPORTED
+    else:
+        accuracy, source = {}, None
     return {
         "name": config.get("name", config["architecture"]),
         "architecture": config["architecture"],
         "scheme": config["scheme"]["name"],
-        "dataset": training.get("dataset", "n/a"),
-        "top1": training.get("top1"),
-        "top5": training.get("top5"),
+        "dataset": training.get("dataset") or reported.get("dataset") or "n/a",
+        "split": accuracy.get("split", training.get("split", "test")),
+        "top1": accuracy.get("top1"),
+        "top5": accuracy.get("top5"),
+        "accuracy_source": source,
         "packed_bytes": packed,
         "float_bytes": full,
         "compression": (full / packed) if packed and full else None,
+        "cpu_ms": latency.get("packed_ms"),
         "fit_seconds": training.get("fit_seconds"),
         "hardware": training.get("hardware", "n/a"),
     }
 
 
-def model_card(config: dict[str, Any]) -> ModelCard:
-    """The README.md of a checkpoint folder."""
-    row = card_row(config)
+def row_text(row: dict[str, Any]) -> dict[str, str]:
+    """The display text of a :func:`card_row`'s figures ("n/a" where missing), shared by every view of the cards."""
+    return {
+        "top1": _pct(row["top1"]),
+        "top5": _pct(row["top5"]),
+        "source": ACCURACY_SOURCE_TEXT.get(row["accuracy_source"], "n/a"),
+        "packed": _mb(row["packed_bytes"]),
+        "float": _mb(row["float_bytes"]),
+        "compression": "n/a" if row["compression"] is None else f"{row['compression']:.1f}x",
+        "latency": "n/a" if row["cpu_ms"] is None else f"{row['cpu_ms']:.1f} ms",
+        "fit": "n/a" if row["fit_seconds"] is None else f"{row['fit_seconds']:.0f} s",
+    }
+
+
+def latency_text(latency: dict[str, Any] | None) -> str:
+    """One line saying what the CPU latency is and what it was measured on, or "n/a"."""
+    if not latency or latency.get("packed_ms") is None:
+        return "n/a"
+    text = (
+        f"{latency['packed_ms']:.1f} ms packed at batch {latency.get('batch', 1)}, "
+        f"input {_shape(latency.get('input_size'))}, {latency.get('threads', '?')} threads, "
+        f"{latency.get('hardware', 'unknown hardware')}, torch {latency.get('torch', '?')}"
+    )
+    if latency.get("float_ms") is not None:
+        baseline = f"float `{latency['baseline']}`" if latency.get("baseline") else "float"
+        text += f"; {baseline} {latency['float_ms']:.1f} ms"
+        if latency.get("speedup") is not None:
+            text += f" ({latency['speedup']:.1f}x)"
+    return text
+
+
+def _eval_results(config: dict[str, Any]) -> list[EvalResult]:
+    """The ``model-index`` entries: only accuracies measured here (a paper's numbers are not this model's eval)."""
     training = config.get("training", {})
-    eval_results = []
+    results = []
     for key, metric in (("top1", "top-1 accuracy"), ("top5", "top-5 accuracy")):
         if training.get(key) is not None:
-            eval_results.append(
+            results.append(
                 EvalResult(
                     task_type="image-classification",
                     dataset_type=training.get("dataset", "unknown"),
@@ -68,16 +137,57 @@ def model_card(config: dict[str, Any]) -> ModelCard:
                     metric_value=round(100 * float(training[key]), 2),
                 )
             )
+    return results
+
+
+def _accuracy_lines(row: dict[str, Any], text: dict[str, str], config: dict[str, Any]) -> list[str]:
+    if row["accuracy_source"] != REPORTED:
+        return [f"| top-1 | {text['top1']} |", f"| top-5 | {text['top5']} |"]
+    source = config["reported"].get("source", "the paper")
+    label = f"{ACCURACY_SOURCE_TEXT[REPORTED]} ({source})"
+    return [f"| top-1 | {text['top1']}, {label} |", f"| top-5 | {text['top5']}, {label} |"]
+
+
+def _use_lines(row: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    if row["accuracy_source"] == REPORTED and not config.get("training"):
+        return [
+            "## Use",
+            "",
+            "No trained weights come with this card: the zoo has not trained this network on "
+            f"{row['dataset']}. The top-1 and top-5 above are the paper's figures for its own network "
+            f"({config['reported'].get('source', 'see the paper')}): {ACCURACY_SOURCE_TEXT[REPORTED]}. "
+            f"`{row['architecture']}` follows that network but may differ from it in details. The sizes are "
+            "measured on the zoo's architecture itself, saved packed. To build it (untrained) or train it:",
+            "",
+            "```python",
+            "import zoo",
+            f'model = zoo.create_model("{row["architecture"]}", num_classes={config.get("num_classes", 1000)})',
+            "```",
+        ]
+    return [
+        "## Use",
+        "",
+        "```python",
+        "import zoo",
+        f'model = zoo.from_pretrained("{config.get("repo_id", "path/to/this/folder")}")',
+        "logits = model(images)  # normalised with the mean and std above",
+        "```",
+    ]
+
+
+def model_card(config: dict[str, Any]) -> ModelCard:
+    """The README.md of a checkpoint folder (or of a card folder that only holds a config)."""
+    row = card_row(config)
+    text = row_text(row)
+    training = config.get("training", {})
     data = ModelCardData(
         library_name="xnor-zoo",
         license="apache-2.0",
         pipeline_tag="image-classification",
         tags=["binary-neural-network", "xnor-net", "image-classification", row["scheme"]],
         model_name=row["name"],
-        eval_results=eval_results or None,
+        eval_results=_eval_results(config) or None,
     )
-    compression = "n/a" if row["compression"] is None else f"{row['compression']:.1f}x"
-    fit = "n/a" if row["fit_seconds"] is None else f"{row['fit_seconds']:.0f} s"
     recipe = training.get("recipe")
     lines = [
         f"# {row['name']}",
@@ -87,23 +197,17 @@ def model_card(config: dict[str, Any]) -> ModelCard:
         "",
         "| | |",
         "|---|---|",
-        f"| dataset | {row['dataset']} ({training.get('split', 'test')} split) |",
-        f"| top-1 | {_pct(row['top1'])} |",
-        f"| top-5 | {_pct(row['top5'])} |",
-        f"| packed size (model.safetensors) | {_mb(row['packed_bytes'])} |",
-        f"| float size (float32 weights) | {_mb(row['float_bytes'])} |",
-        f"| compression | {compression} |",
-        f"| training time | {fit} |",
+        f"| dataset | {row['dataset']} ({row['split']} split) |",
+        *_accuracy_lines(row, text, config),
+        f"| packed size (model.safetensors) | {text['packed']} |",
+        f"| float size (float32 weights) | {text['float']} |",
+        f"| compression | {text['compression']} |",
+        f"| CPU latency | {latency_text(config.get('cpu_latency'))} |",
+        f"| training time | {text['fit']} |",
         f"| hardware | {row['hardware']} |",
         f"| input | {tuple(config.get('input_size', ()))}, mean {config.get('mean')}, std {config.get('std')} |",
         "",
-        "## Use",
-        "",
-        "```python",
-        "import zoo",
-        f'model = zoo.from_pretrained("{config.get("repo_id", "path/to/this/folder")}")',
-        "logits = model(images)  # normalised with the mean and std above",
-        "```",
+        *_use_lines(row, config),
     ]
     if recipe:
         lines += ["", "## Recipe", "", "Trained with `zoo fit --config` on this recipe:", "", "```yaml", recipe.strip(),
@@ -114,16 +218,16 @@ def model_card(config: dict[str, Any]) -> ModelCard:
 
 def index_table(configs: list[dict[str, Any]]) -> str:
     """A Markdown table of the given checkpoints, best top-1 first within each dataset."""
-    rows = sorted((card_row(c) for c in configs), key=lambda r: (r["dataset"], -(r["top1"] or 0.0)))
+    rows = sorted((card_row(c) for c in configs), key=lambda r: (r["dataset"], -(r["top1"] or 0.0), r["name"]))
     out = [
-        "| model | scheme | dataset | top-1 | top-5 | packed | float | compression | training time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | scheme | dataset | top-1 | top-5 | accuracy | packed | float | compression | CPU latency "
+        "| training time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        compression = "n/a" if r["compression"] is None else f"{r['compression']:.1f}x"
-        fit = "n/a" if r["fit_seconds"] is None else f"{r['fit_seconds']:.0f} s"
+        t = row_text(r)
         out.append(
-            f"| {r['name']} | {r['scheme']} | {r['dataset']} | {_pct(r['top1'])} | {_pct(r['top5'])} | "
-            f"{_mb(r['packed_bytes'])} | {_mb(r['float_bytes'])} | {compression} | {fit} |"
+            f"| {r['name']} | {r['scheme']} | {r['dataset']} | {t['top1']} | {t['top5']} | {t['source']} | "
+            f"{t['packed']} | {t['float']} | {t['compression']} | {t['latency']} | {t['fit']} |"
         )
     return "\n".join(out) + "\n"
