@@ -189,11 +189,15 @@ def model_card(config: dict[str, Any]) -> ModelCard:
         eval_results=_eval_results(config) or None,
     )
     recipe = training.get("recipe")
+    storage = (
+        "the full-precision baseline, stored in float32" if row["scheme"] == "fp"
+        else "stored bit-packed: 1 bit per binary weight"
+    )
     lines = [
         f"# {row['name']}",
         "",
         f"`{row['architecture']}` with the `{row['scheme']}` binarization scheme of XNOR-Net "
-        f"([Rastegari et al., 2016]({PAPER_URL})), stored bit-packed: 1 bit per binary weight.",
+        f"([Rastegari et al., 2016]({PAPER_URL})), {storage}.",
         "",
         "| | |",
         "|---|---|",
