@@ -53,3 +53,32 @@ def test_bad_arguments_name_the_problem():
         ZooClassifier("fp_resnet18", lr_schedule="linear")
     with pytest.raises(KeyError, match="known models"):
         ZooClassifier("xnor_alexnet9")
+
+
+def test_regime_sets_lr_and_weight_decay_at_each_epoch(tmp_path):
+    class Record(pl.Callback):
+        seen: list[tuple[float, float]] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            group = trainer.optimizers[0].param_groups[0]
+            self.seen.append((group["lr"], group["weight_decay"]))
+
+    regime = [(0, 1e-2, 5e-4), (2, 5e-3, 5e-4), (3, 1e-3, 0.0)]
+    module = ZooClassifier("fp_resnet18", optimizer="sgd", lr=1e-2, lr_schedule="regime", regime=regime)
+    trainer = pl.Trainer(
+        max_epochs=4, limit_train_batches=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()], default_root_dir=tmp_path,
+    )
+    trainer.fit(module, DigitsDataModule(image_size=8, batch_size=8))
+    assert Record.seen == [(1e-2, 5e-4), (1e-2, 5e-4), (5e-3, 5e-4), (1e-3, 0.0)]
+
+
+def test_regime_needs_rows_from_epoch_zero():
+    with pytest.raises(ValueError, match="go with lr_schedule='regime'"):
+        ZooClassifier("fp_resnet18", lr_schedule="regime")
+    with pytest.raises(ValueError, match="go with lr_schedule='regime'"):
+        ZooClassifier("fp_resnet18", regime=[(0, 1e-3, 0.0)])
+    with pytest.raises(ValueError, match="start at epoch 0 with strictly increasing"):
+        ZooClassifier("fp_resnet18", lr_schedule="regime", regime=[(0, 1e-3, 0.0), (5, 1e-4, 0.0), (5, 1e-5, 0.0)])
+    with pytest.raises(ValueError, match="start at epoch 0"):
+        ZooClassifier("fp_resnet18", lr_schedule="regime", regime=[(1, 1e-3, 0.0)])

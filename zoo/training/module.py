@@ -14,7 +14,7 @@ from ..models import create_model
 __all__ = ["ZooClassifier"]
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-_SCHEDULES = ("cosine", "step", "none")
+_SCHEDULES = ("cosine", "step", "regime", "none")
 
 
 class ZooClassifier(pl.LightningModule):
@@ -27,7 +27,11 @@ class ZooClassifier(pl.LightningModule):
         optimizer: ``"adam"`` (the paper's choice, sec. 4), ``"adamw"`` or ``"sgd"`` (momentum 0.9).
         lr, weight_decay: optimizer settings.
         lr_schedule: ``"cosine"`` (annealed to 0 per step over the whole run), ``"step"`` (x ``step_gamma``
-            every ``step_epochs`` epochs, the paper's schedule) or ``"none"``.
+            every ``step_epochs`` epochs), ``"regime"`` (see ``regime``) or ``"none"``.
+        regime: rows ``(first epoch, lr, weight_decay)``, epochs counted from 0: each epoch trains with the values of
+            the last row that has started. This is how the XNOR-Net authors' Torch code schedules training (its
+            ``paramsForEpoch``), weight decay included; the first row must start at epoch 0 and replaces ``lr`` and
+            ``weight_decay``.
         label_smoothing: cross-entropy label smoothing.
         channels_last: keep weights and inputs in channels-last memory format (faster convs on CPU).
     """
@@ -45,6 +49,7 @@ class ZooClassifier(pl.LightningModule):
         lr_schedule: str = "cosine",
         step_epochs: int = 30,
         step_gamma: float = 0.1,
+        regime: list[tuple[int, float, float]] | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = True,
     ):
@@ -53,6 +58,10 @@ class ZooClassifier(pl.LightningModule):
             raise ValueError(f"unknown optimizer {optimizer!r}; known optimizers: {', '.join(_OPTIMIZERS)}")
         if lr_schedule not in _SCHEDULES:
             raise ValueError(f"unknown lr_schedule {lr_schedule!r}; known schedules: {', '.join(_SCHEDULES)}")
+        if (lr_schedule == "regime") != bool(regime):
+            raise ValueError("regime rows (first epoch, lr, weight_decay) go with lr_schedule='regime', and only there")
+        if regime and ([row[0] for row in regime] != sorted({row[0] for row in regime}) or regime[0][0] != 0):
+            raise ValueError(f"regime must start at epoch 0 with strictly increasing epochs, got {regime}")
         self.save_hyperparameters()
         self.model = create_model(
             model_name, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **(model_kwargs or {})
@@ -102,7 +111,7 @@ class ZooClassifier(pl.LightningModule):
         hp = self.hparams
         kwargs = {"momentum": 0.9} if hp.optimizer == "sgd" else {}
         opt = _OPTIMIZERS[hp.optimizer](self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, **kwargs)
-        if hp.lr_schedule == "none":
+        if hp.lr_schedule in ("none", "regime"):
             return opt
         if hp.lr_schedule == "cosine":
             steps = max(1, int(self.trainer.estimated_stepping_batches))
@@ -110,3 +119,10 @@ class ZooClassifier(pl.LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_epochs, gamma=hp.step_gamma)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.lr_schedule == "regime":
+            _, lr, weight_decay = next(row for row in reversed(self.hparams.regime) if row[0] <= self.current_epoch)
+            for optimizer in self.trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group.update(lr=lr, weight_decay=weight_decay)
