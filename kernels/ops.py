@@ -19,13 +19,15 @@ Every op has a fake (meta) implementation, so they trace under ``torch.compile``
 
 Per-device kernels: the ops' implementation (registered for the CPU and CUDA dispatch keys) looks the kernel up
 by the input's device type. The CPU kernels (compiled, :mod:`zoo_kernels.cpu`, with the pure-PyTorch fallback) are
-registered below; another device plugs in with::
+registered below, and, when triton is installed, the Triton ``xnor_conv2d`` for CUDA (:mod:`zoo_kernels.triton_xnor`,
+imported on its first call); another device plugs in with::
 
-    register_device_kernel("xnor_conv2d", "cuda", my_triton_xnor_conv2d)   # same arguments as the op
+    register_device_kernel("xnor_conv2d", "xpu", my_xnor_conv2d)   # same arguments as the op
 
 (a device type other than cpu / cuda also gets the dispatch key registered). Without a kernel of their own,
 ``pack_signs``, ``pack_signs_absmean`` and ``input_scale`` run pure PyTorch and ``xnor_conv2d`` raises
-``NotImplementedError`` naming the device.
+``NotImplementedError`` naming the device. :func:`has_kernel` asks whether a device has a kernel;
+:func:`use_kernel` swaps one in for a ``with`` block (e.g. the Triton kernel on CPU tensors under its interpreter).
 
 :func:`xnor_conv2d` is the float-input form used at inference: it packs the activations, computes XNOR-Net's input
 scale ``K = conv2d(mean_c |x|, 1 / (kh kw))`` (box filter, same stride / padding / dilation, zero padding counted
@@ -34,7 +36,9 @@ as 0) when asked, and calls the op.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import importlib.util
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +51,11 @@ from .reference import conv_output_size
 
 __all__ = [
     "NAMESPACE",
+    "has_kernel",
     "pack_signs",
     "pack_signs_absmean",
     "register_device_kernel",
+    "use_kernel",
     "xnor_conv2d",
     "xnor_input_scale",
     "xnor_conv2d_packed",
@@ -77,6 +83,34 @@ def register_device_kernel(op: str, device_type: str, fn: Callable[..., object])
     device_type = torch.device(device_type).type
     _register_dispatch_key(device_type.upper())  # e.g. "xpu" -> "XPU"; CPU and CUDA are registered already
     _KERNELS[op][device_type] = fn
+
+
+def has_kernel(op: str, device_type: str) -> bool:
+    """Whether ``zoo_xnor::<op>`` has a kernel for tensors of ``device_type`` (else it runs pure PyTorch or, for
+    ``xnor_conv2d``, raises ``NotImplementedError``)."""
+    if op not in _KERNELS:
+        raise ValueError(f"unknown op {op!r}; expected one of {sorted(_KERNELS)}")
+    return torch.device(device_type).type in _KERNELS[op]
+
+
+@contextlib.contextmanager
+def use_kernel(op: str, device_type: str, fn: Callable[..., object]) -> Iterator[None]:
+    """Route ``zoo_xnor::<op>`` on ``device_type`` to ``fn`` inside the ``with`` block, then restore the previous
+    kernel (or none). Process-wide, not thread-local; e.g. the Triton kernel on CPU tensors under its interpreter::
+
+        with use_kernel("xnor_conv2d", "cpu", zoo_kernels.triton_xnor.xnor_conv2d_triton): ...
+    """
+    device_type = torch.device(device_type).type
+    missing = object()
+    previous = _KERNELS.get(op, {}).get(device_type, missing)
+    register_device_kernel(op, device_type, fn)
+    try:
+        yield
+    finally:
+        if previous is missing:
+            del _KERNELS[op][device_type]
+        else:
+            _KERNELS[op][device_type] = previous
 
 
 def _pair(v: int | Sequence[int], name: str) -> list[int]:
@@ -314,6 +348,16 @@ register_device_kernel("pack_signs", "cpu", lambda x: cpu.pack_signs_cpu(x)[0])
 register_device_kernel("pack_signs_absmean", "cpu", lambda x: cpu.pack_signs_cpu(x, absmean=True))
 register_device_kernel("input_scale", "cpu", cpu.input_scale_cpu)
 register_device_kernel("xnor_conv2d", "cpu", cpu.xnor_conv2d_cpu)
+
+
+def _xnor_conv2d_triton(*args: object) -> Tensor:
+    from .triton_xnor import xnor_conv2d_triton  # imported on the first CUDA call: CPU-only use never loads triton
+
+    return xnor_conv2d_triton(*args)
+
+
+if importlib.util.find_spec("triton") is not None:
+    register_device_kernel("xnor_conv2d", "cuda", _xnor_conv2d_triton)
 
 
 # ------------------------------------------------------------------------------------------ float-input wrapper

@@ -15,6 +15,11 @@ HUB_SERVER: HubServer = reserve_endpoint()
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Without a GPU the Triton kernels run on CPU tensors in Triton's interpreter. Triton reads TRITON_INTERPRET when
+# @triton.jit decorates a kernel, i.e. when a test module first imports zoo_kernels.triton_xnor, after this file.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(autouse=True)
 def _seed():

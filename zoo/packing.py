@@ -5,9 +5,10 @@ word ``c // 32`` (LSB first), bit 1 for ``W >= 0`` (``sign(0) = +1``), padding b
 ``(O, C, kh, kw)`` packs to ``(O, kh, kw, ceil(C / 32))``, a linear weight ``(O, F)`` to ``(O, ceil(F / 32))``.
 
 A packed layer computes what its trainable layer computes in eval mode. A packed XNOR conv (sign inputs, groups 1)
-runs on bit operations: ``alpha * K * (n - 2 * popcount(x XOR w))`` (``zoo_kernels.ops.xnor_conv2d``, the compiled
-CPU kernel or its exact reference); other packed layers rebuild ``alpha * sign(W)`` from the bits and use a float
-conv. ``unpack(pack(model))`` has identical binarized weights and can be fine-tuned.
+runs on bit operations: ``alpha * K * (n - 2 * popcount(x XOR w))`` (``zoo_kernels.ops.xnor_conv2d``: the compiled
+CPU kernel or its exact reference, the Triton kernel on CUDA; whichever kernel the input's device has, else the float
+path); other packed layers rebuild ``alpha * sign(W)`` from the bits and use a float conv. ``unpack(pack(model))``
+has identical binarized weights and can be fine-tuned.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import copy
 
 import torch
 from torch import nn
+from zoo_kernels.ops import has_kernel
 from zoo_kernels.ops import xnor_conv2d as popcount_conv2d
 from zoo_kernels.packing import pack_weight_signs, unpack_signs
 
@@ -90,7 +92,8 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
         return name in ("bin_activ", "ste_sign") and self.groups == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.runs_on_bits and x.dim() == 4 and x.device.type == "cpu" and not x.requires_grad:
+        on_bits = self.runs_on_bits and x.dim() == 4 and not x.requires_grad
+        if on_bits and has_kernel("xnor_conv2d", x.device.type):
             return popcount_conv2d(
                 x, self.weight_bits, self.alpha, self.in_channels, self.kernel_size, self.stride, self.padding,
                 self.dilation, input_scale=self.input_scale, bias=self.bias,
