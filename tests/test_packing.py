@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -96,24 +98,39 @@ def test_fp_model_packs_to_itself():
         assert torch.equal(packed(x), model(x))
 
 
-@pytest.mark.parametrize("backend", ["compiled", "reference"])
+@pytest.mark.parametrize("backend", ["compiled", "reference", "triton"])
 def test_packed_xnor_model_runs_on_bits_on_each_backend(trained_xnor, digits_batch, backend, monkeypatch):
-    from zoo_kernels import cpu
+    from zoo_kernels import cpu, ops
 
+    images, _ = digits_batch
+    device, kernel_route, triton_calls = "cpu", contextlib.nullcontext(), []
     if backend == "compiled" and not cpu.cpu_kernel_available():
         pytest.skip("the C++ extension could not be built here")
     if backend == "reference":
         monkeypatch.setattr(cpu, "load_extension", lambda: False)
-    images, _ = digits_batch
-    packed = pack(trained_xnor)
+    if backend == "triton":
+        pytest.importorskip("triton")
+        from zoo_kernels import triton_xnor
+
+        # compiled on a GPU; else Triton's interpreter runs it on CPU tensors (tests/conftest.py), slowly: 16 images
+        device = "cpu" if triton_xnor.INTERPRETED else "cuda"
+        if device == "cuda" and not torch.cuda.is_available():
+            pytest.skip("no GPU, and zoo_kernels.triton_xnor was imported without TRITON_INTERPRET=1")
+        if device == "cpu":
+            images = images[:16]
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the float stem on CUDA, held to 1e-4
+        kernel_route = ops.use_kernel(
+            "xnor_conv2d", device, lambda *a: triton_calls.append(1) or triton_xnor.xnor_conv2d_triton(*a)
+        )
+    packed = pack(trained_xnor).to(device)
     layers = [m for m in packed.modules() if isinstance(m, PackedBinaryConv2d)]
     assert layers and all(m.runs_on_bits for m in layers)
     calls = []
     kernel = zoo.packing.popcount_conv2d
     monkeypatch.setattr(zoo.packing, "popcount_conv2d", lambda *a, **k: calls.append(1) or kernel(*a, **k))
-    with torch.no_grad():
-        ref, out = trained_xnor(images), packed(images)
-    assert len(calls) == len(layers)
+    with torch.no_grad(), kernel_route:
+        ref, out = trained_xnor(images), packed(images.to(device)).cpu()
+    assert len(calls) == len(layers) and len(triton_calls) == (len(layers) if backend == "triton" else 0)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
     assert torch.equal(out.argmax(1), ref.argmax(1))
 
