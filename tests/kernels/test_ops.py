@@ -1,5 +1,7 @@
 """The zoo_xnor torch.library ops and the float-input xnor_conv2d: results, validation, edge cases, tracing."""
 
+import importlib.util
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -167,6 +169,29 @@ def test_device_dispatch_hook(monkeypatch):
     assert len(calls) == 1 and out.shape == (1, 2, 4, 4)
     with pytest.raises(ValueError, match="unknown op"):
         ops.register_device_kernel("conv", "cuda", print)
+
+
+def test_has_kernel_and_use_kernel_restores_the_previous_kernel():
+    assert ops.has_kernel("xnor_conv2d", "cpu") and ops.has_kernel("pack_signs", torch.device("cpu"))
+    assert ops.has_kernel("xnor_conv2d", "cuda") == (importlib.util.find_spec("triton") is not None)
+    assert not ops.has_kernel("xnor_conv2d", "meta")
+    with pytest.raises(ValueError, match="unknown op"):
+        ops.has_kernel("conv", "cpu")
+    x, w = torch.randn(1, 8, 4, 4), torch.randn(2, 8, 3, 3)
+    args = (x, pack_weight_signs(w), weight_scale(w), 8, 3, 1, 1)
+    ref = ops.xnor_conv2d(*args)
+    calls = []
+    fake = lambda *a: calls.append(a) or torch.full((1, 2, 4, 4), 7.0)  # noqa: E731
+    with ops.use_kernel("xnor_conv2d", "cpu", fake):
+        assert torch.equal(ops.xnor_conv2d(*args), torch.full((1, 2, 4, 4), 7.0)) and len(calls) == 1
+    assert torch.equal(ops.xnor_conv2d(*args), ref) and len(calls) == 1  # the CPU kernel is back
+    with pytest.raises(RuntimeError, match="inside"), ops.use_kernel("xnor_conv2d", "cpu", fake):
+        raise RuntimeError("inside")
+    assert torch.equal(ops.xnor_conv2d(*args), ref) and len(calls) == 1
+    assert not ops.has_kernel("xnor_conv2d", "xpu")  # a device type without a kernel has none again afterwards
+    with ops.use_kernel("xnor_conv2d", "xpu", fake):
+        assert ops.has_kernel("xnor_conv2d", "xpu")
+    assert not ops.has_kernel("xnor_conv2d", "xpu")
 
 
 class _Block(torch.nn.Module):
