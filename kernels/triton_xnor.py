@@ -16,23 +16,27 @@ padding); ``scale`` and ``bias`` are optional (1 and 0).
 
 Algorithm: an implicit GEMM
 ---------------------------
-Rows are the ``M = N * Ho * Wo`` output pixels ``p = (n * Ho + y) * Wo + x``, columns the ``O`` filters, and the
-reduction runs over ``K = kh * kw * Cw`` words, never materialising the im2col matrix. A program owns a
-``BLOCK_M x BLOCK_N`` tile of ``int`` in registers and walks one flat loop over (tap, block of ``BLOCK_K`` words):
-for each step it gathers the ``BLOCK_M x BLOCK_K`` activation words of its pixels at that tap (NHWC: one pixel's
-words are contiguous, so a row of the tile is one short contiguous read) and the ``BLOCK_K x BLOCK_N`` weight words
-of the tap, then adds that step's contribution to ``int``. One flat loop rather than nested (ky, kx, word) loops lets
-Triton software-pipeline the loads across taps, which matters because ``Cw`` is small (2 words for 64 channels).
+The GEMM's dimensions are the ``M = N * Ho * Wo`` output pixels ``p = (n * Ho + y) * Wo + x``, the ``O`` filters and
+the reduction over ``K = kh * kw * Cw`` words; the im2col matrix is never materialised. A program owns a tile of
+``BLOCK_M`` pixels x ``BLOCK_N`` filters of ``int`` in registers, held as (filters, pixels): Triton spreads a warp's
+lanes over the last dimension, so each thread keeps one or two pixels' addresses and validity rather than one per
+tile row (on sm_90 this took the tiles from 255 registers with spills to 130-240 without). It walks one flat loop
+over (tap, block of ``BLOCK_K`` words): each step gathers the ``BLOCK_K x BLOCK_M`` activation words of its pixels at
+that tap (NHWC: one pixel's words are contiguous) and the ``BLOCK_N x BLOCK_K`` weight words of the tap, then adds
+that step's contribution to ``int``. One flat loop rather than nested (ky, kx, word) loops lets Triton
+software-pipeline the loads across taps, which matters because ``Cw`` is small (2 words for 64 channels). The output
+store is coalesced: consecutive pixels are consecutive floats of an NCHW row.
 
 Two routes compute a step's contribution; both give the exact integer:
 
-* ``popcount``: ``xor = a[:, :, None] ^ w[None, :, :]`` (BLOCK_M, BLOCK_K, BLOCK_N), ``D = sum_k popcount(xor)``, and
+* ``popcount``: ``xor = w[:, :, None] ^ a[None, :, :]`` (BLOCK_N, BLOCK_K, BLOCK_M), ``D = sum_k popcount(xor)``, and
   the step adds ``c_step - 2 * D`` where ``c_step`` = the real channels among its ``32 * BLOCK_K`` bit positions.
   Padding bits and the masked words past ``Cw`` are 0 in both operands, so they never count in ``D``.
-* ``dot``: both tiles are unpacked to int8 (bit ``j`` of word ``k`` goes to column ``32k + j``, value ``2 * bit - 1``)
-  and multiplied with ``tl.dot`` (int8 x int8 -> int32: tensor cores on the GPU). The activation tile is 0, not
-  -1, where the channel ``32k + j >= C`` (padding bits, masked words) or the tap is off the image, so the product is
-  exactly the sum of ``sign(x) * sign(w)`` over the real channels of the valid taps; no correction is needed.
+* ``dot``: both tiles are unpacked to int8 (bit ``j`` of word ``k`` goes to row / column ``32k + j``, value
+  ``2 * bit - 1``) and multiplied with ``tl.dot`` (int8 x int8 -> int32: tensor cores, wgmma on Hopper). The
+  activation tile is 0, not -1, where the channel ``32k + j >= C`` (padding bits, masked words) or the tap is off the
+  image, so the product is exactly the sum of ``sign(x) * sign(w)`` over the real channels of the valid taps; no
+  correction is needed.
 
 Padding correction: a tap whose input position lies on the zero padding contributes 0 (``tl.where`` on the step's
 contribution in the popcount route; zero activations in the dot route). Reading the padding as packed 0 words would
@@ -55,12 +59,14 @@ Checks: ``tests/kernels/test_triton_xnor.py`` (interpreter on CPU, or the GPU wh
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+import triton.testing
 
 from .ops import _check_conv_args
 
@@ -97,7 +103,14 @@ def _popcount32(v, POPC_ASM: tl.constexpr):
     return count
 
 
-@triton.jit
+# Sizes and large strides vary with the image and batch size: not specialising on them (divisibility by 16) spares a
+# recompilation per layer shape. The unit strides (sx_c, sw_c, ss_w, so_w == 1) stay specialised: contiguous loads.
+_UNSPECIALIZED = (
+    "M", "H", "W", "Ho", "Wo", "sx_n", "sx_h", "sx_w", "sw_o", "sw_h", "sw_w", "ss_n", "ss_h", "so_n", "so_o", "so_h",
+)
+
+
+@triton.jit(do_not_specialize=_UNSPECIALIZED)
 def _xnor_conv2d_kernel(
     # pointers
     x_ptr, w_ptr, alpha_ptr, scale_ptr, bias_ptr, out_ptr,
@@ -133,7 +146,8 @@ def _xnor_conv2d_kernel(
     w_fil = w_ptr + offs_n.to(tl.int64) * sw_o
     bit = tl.arange(0, 32)  # bit j of a word (dot route)
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    # (filters, pixels) tiles: a warp's lanes go along the pixels, see the module docstring
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
     k_steps = tl.cdiv(Cw, BLOCK_K)
     for step in range(0, KH * KW * k_steps):
         tap = step // k_steps
@@ -146,37 +160,37 @@ def _xnor_conv2d_kernel(
         k = k0 + offs_k
         k_ok = k < Cw
         a = tl.load(
-            (x_pix + iy * sx_h + ix * sx_w)[:, None] + k[None, :] * sx_c,
-            mask=valid[:, None] & k_ok[None, :], other=0,
-        )  # (BLOCK_M, BLOCK_K)
+            (x_pix + iy * sx_h + ix * sx_w)[None, :] + k[:, None] * sx_c,
+            mask=k_ok[:, None] & valid[None, :], other=0,
+        )  # (BLOCK_K, BLOCK_M)
         b = tl.load(
-            (w_fil + ky * sw_h + kx * sw_w)[None, :] + k[:, None] * sw_c,
-            mask=k_ok[:, None] & n_ok[None, :], other=0,
-        )  # (BLOCK_K, BLOCK_N)
+            (w_fil + ky * sw_h + kx * sw_w)[:, None] + k[None, :] * sw_c,
+            mask=n_ok[:, None] & k_ok[None, :], other=0,
+        )  # (BLOCK_N, BLOCK_K)
         if USE_DOT:
-            # column 32k + j of the unpacked tiles is bit j of word k (channel 32 (k0 + k) + j)
+            # row / column 32k + j of the unpacked tiles is bit j of word k (channel 32 (k0 + k) + j)
             real = (32 * k[:, None] + bit[None, :]) < C  # (BLOCK_K, 32): a real channel, not a padding bit
-            a_bits = (a[:, :, None] >> bit[None, None, :]) & 1
-            a_sign = tl.where(valid[:, None, None] & real[None, :, :], 2 * a_bits - 1, 0)
-            b_bits = (b[:, None, :] >> bit[None, :, None]) & 1
-            a8 = tl.reshape(a_sign, (BLOCK_M, BLOCK_K * 32)).to(tl.int8)
-            b8 = tl.reshape(2 * b_bits - 1, (BLOCK_K * 32, BLOCK_N)).to(tl.int8)
-            acc = tl.dot(a8, b8, acc, out_dtype=tl.int32)
+            b_bits = (b[:, :, None] >> bit[None, None, :]) & 1
+            a_bits = (a[:, None, :] >> bit[None, :, None]) & 1
+            a_sign = tl.where(real[:, :, None] & valid[None, None, :], 2 * a_bits - 1, 0)
+            b8 = tl.reshape(2 * b_bits - 1, (BLOCK_N, BLOCK_K * 32)).to(tl.int8)
+            a8 = tl.reshape(a_sign, (BLOCK_K * 32, BLOCK_M)).to(tl.int8)
+            acc = tl.dot(b8, a8, acc, out_dtype=tl.int32)
         else:
-            d = tl.sum(_popcount32(a[:, :, None] ^ b[None, :, :], POPC_ASM), axis=1)  # (BLOCK_M, BLOCK_N)
+            d = tl.sum(_popcount32(b[:, :, None] ^ a[None, :, :], POPC_ASM), axis=1)  # (BLOCK_N, BLOCK_M)
             c_step = tl.minimum(C - 32 * k0, 32 * BLOCK_K)  # real channels among this step's bits
-            acc += tl.where(valid[:, None], c_step - 2 * d, 0)
+            acc += tl.where(valid[None, :], c_step - 2 * d, 0)
 
     # fused epilogue: out = alpha[o] * scale[n, 0, y, x] * int + bias[o]
-    res = acc.to(tl.float32) * tl.load(alpha_ptr + offs_n, mask=n_ok, other=0.0)[None, :]
+    res = acc.to(tl.float32) * tl.load(alpha_ptr + offs_n, mask=n_ok, other=0.0)[:, None]
     if HAS_SCALE:
         scale = tl.load(scale_ptr + img.to(tl.int64) * ss_n + oy * ss_h + ox * ss_w, mask=m_ok, other=0.0)
-        res = res * scale[:, None]
+        res = res * scale[None, :]
     if HAS_BIAS:
-        res = res + tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0)[None, :]
+        res = res + tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0)[:, None]
     out_pix = img.to(tl.int64) * so_n + oy * so_h + ox * so_w
-    out_ptrs = out_ptr + out_pix[:, None] + offs_n.to(tl.int64)[None, :] * so_o
-    tl.store(out_ptrs, res, mask=m_ok[:, None] & n_ok[None, :])
+    out_ptrs = out_ptr + offs_n.to(tl.int64)[:, None] * so_o + out_pix[None, :]
+    tl.store(out_ptrs, res, mask=n_ok[:, None] & m_ok[None, :])
 
 
 # Under the interpreter @triton.jit returns an InterpretedFunction rather than a JITFunction.
@@ -217,15 +231,17 @@ class TritonXnorConfig:
         return triton.Config(self.meta(), num_warps=self.num_warps, num_stages=self.num_stages)
 
 
-# Candidates for the autotuner on the GPU: popcount tiles keep BLOCK_M * BLOCK_K * BLOCK_N xor words in registers,
-# so they are smaller; dot tiles reduce 32 * BLOCK_K int8 channels per tl.dot.
+# Candidates for the autotuner on the GPU: popcount tiles keep BLOCK_N * BLOCK_K * BLOCK_M xor words in registers,
+# so they are smaller; dot tiles reduce 32 * BLOCK_K int8 channels per tl.dot. None spills registers on sm_90
+# (ptxas -v of the ahead-of-time compiled kernel).
 AUTOTUNE_CONFIGS: tuple[TritonXnorConfig, ...] = (
     TritonXnorConfig("popcount", 64, 64, 1, 4, 2),
     TritonXnorConfig("popcount", 64, 64, 2, 4, 2),
-    TritonXnorConfig("popcount", 128, 64, 2, 8, 2),
+    TritonXnorConfig("popcount", 128, 64, 1, 8, 2),
     TritonXnorConfig("popcount", 64, 32, 4, 4, 2),
     TritonXnorConfig("dot", 64, 64, 2, 4, 3),
     TritonXnorConfig("dot", 128, 64, 2, 4, 3),
+    TritonXnorConfig("dot", 256, 64, 2, 8, 3),
     TritonXnorConfig("dot", 128, 128, 2, 8, 3),
     TritonXnorConfig("dot", 128, 64, 4, 8, 3),
 )
@@ -238,12 +254,15 @@ def _prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> 
     return kept or configs
 
 
-# One autotuner over both routes, and one per route (they share the compiled kernels of _xnor_conv2d_kernel).
+# One autotuner over both routes, and one per route (they share the compiled kernels of _xnor_conv2d_kernel). Each
+# candidate is timed for 25 ms rather than Triton's default 100 ms: enough for kernels of microseconds, and the first
+# call of each layer shape (which autotunes) returns sooner.
 _AUTOTUNED = {
     route: triton.autotune(
         configs=[c.to_triton() for c in AUTOTUNE_CONFIGS if route is None or c.route == route],
         key=["M", "O", "Cw", "KH", "KW", "stride_h", "stride_w"],
         prune_configs_by={"early_config_prune": _prune},
+        do_bench=functools.partial(triton.testing.do_bench, warmup=5, rep=25),
     )(_xnor_conv2d_kernel)
     for route in (None, *ROUTES)
 }
