@@ -75,6 +75,7 @@ __all__ = [
     "INTERPRETED",
     "ROUTES",
     "TritonXnorConfig",
+    "candidate_configs",
     "interpreter_config",
     "xnor_conv2d_triton",
 ]
@@ -247,11 +248,22 @@ AUTOTUNE_CONFIGS: tuple[TritonXnorConfig, ...] = (
 )
 
 
+def _useful(block_k: int, cw: int) -> bool:
+    """Whether ``block_k`` words per step suit ``Cw`` words: not beyond ``Cw`` rounded up to a power of two (more
+    would be masked, wasted work)."""
+    return block_k <= triton.next_power_of_2(cw)
+
+
+def candidate_configs(cw: int, route: str | None = None) -> list[TritonXnorConfig]:
+    """The :data:`AUTOTUNE_CONFIGS` (of ``route``, if given) that the autotuner times for ``Cw`` words: the useful
+    ones, or all of them if none is."""
+    configs = [c for c in AUTOTUNE_CONFIGS if route is None or c.route == route]
+    return [c for c in configs if _useful(c.block_k, cw)] or configs
+
+
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
-    """Drop the configs whose words per step exceed ``Cw`` rounded up to a power of two (masked, wasted work)."""
-    cw = triton.next_power_of_2(named_args["Cw"])
-    kept = [c for c in configs if c.kwargs["BLOCK_K"] <= cw]
-    return kept or configs
+    """The autotuner's early pruning, as in :func:`candidate_configs`."""
+    return [c for c in configs if _useful(c.kwargs["BLOCK_K"], named_args["Cw"])] or configs
 
 
 # One autotuner over both routes, and one per route (they share the compiled kernels of _xnor_conv2d_kernel). Each

@@ -93,12 +93,14 @@ def test_extreme_words(route):
         tx.TritonXnorConfig("popcount", block_m=32, block_n=16, block_k=4),
         tx.TritonXnorConfig("dot", block_m=16, block_n=16, block_k=1),
         tx.TritonXnorConfig("dot", block_m=32, block_n=16, block_k=4),
+        *tx.AUTOTUNE_CONFIGS,
     ],
-    ids=lambda c: f"{c.route}-{c.block_m}x{c.block_n}x{c.block_k}",
+    ids=lambda c: f"{c.route}-{c.block_m}x{c.block_n}x{c.block_k}-w{c.num_warps}",
 )
-def test_several_and_partial_tiles(config):
-    # M = 2 * 5 * 4 = 40 pixels and O = 20 filters: several tiles with a partial last one in both directions;
-    # Cw = 3 words: 3 steps of 1 word per tap, or 1 step of 4 with a masked word
+def test_tiles_and_every_autotune_config(config):
+    # M = 2 * 5 * 4 = 40 pixels and O = 20 filters: with the small tiles, several tiles with a partial last one in
+    # both directions; with the GPU's, one partial tile. Cw = 3 words: 3 steps of 1 word per tap, 2 steps of 2 with a
+    # masked word in the second, or 1 step of 4 with a masked word.
     x, w = signed_inputs(2, 70, 20, (1, 3), h=5, w=4)
     xp, wp = pack_signs(x), pack_weight_signs(w)
     ref = xnor_conv2d_reference(xp, wp, 70, 1, (0, 1), 1)
