@@ -1,6 +1,9 @@
 """The zoo_xnor torch.library ops and the float-input xnor_conv2d: results, validation, edge cases, tracing."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -192,6 +195,28 @@ def test_has_kernel_and_use_kernel_restores_the_previous_kernel():
     with ops.use_kernel("xnor_conv2d", "xpu", fake):
         assert ops.has_kernel("xnor_conv2d", "xpu")
     assert not ops.has_kernel("xnor_conv2d", "xpu")
+
+
+def test_cpu_ops_work_without_triton():
+    # A fresh interpreter where `import triton` fails: no CUDA kernel is registered, the CPU op still runs exactly.
+    code = """if True:
+        import sys
+        sys.modules["triton"] = None
+        import torch
+        import torch.nn.functional as F
+        from zoo_kernels import ops
+        from zoo_kernels.packing import pack_weight_signs
+        assert not ops.has_kernel("xnor_conv2d", "cuda") and ops.has_kernel("xnor_conv2d", "cpu")
+        x, w = torch.randn(2, 33, 5, 5), torch.randn(4, 33, 3, 3)
+        out = ops.xnor_conv2d(x, pack_weight_signs(w), torch.ones(4), 33, 3, 1, 1)
+        sign = lambda t: torch.where(t >= 0, 1.0, -1.0).double()
+        assert torch.equal(out.double(), F.conv2d(sign(x), sign(w), None, 1, 1))
+        assert sys.modules["triton"] is None
+        print("ok")
+    """
+    env = {**os.environ, "ZOO_KERNELS_DISABLE_CPP": "1"}  # the reference CPU kernel: no build of the extension
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 class _Block(torch.nn.Module):
