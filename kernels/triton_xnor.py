@@ -284,8 +284,8 @@ _MAX_BLOCK_NUMEL = 1 << 20  # Triton's limit on the elements of one block tensor
 
 def interpreter_config(m: int, o: int, cw: int, route: str = "popcount") -> TritonXnorConfig:
     """Tiles for Triton's interpreter, where every loop step of every program costs milliseconds of Python whatever
-    its size: the fewest programs and steps that keep each block tensor (the (BLOCK_M, BLOCK_K, BLOCK_N) xor words,
-    or the unpacked (BLOCK_M, 32 * BLOCK_K) int8 tile) within Triton's limit."""
+    its size: the fewest programs and steps that keep each block tensor (the (BLOCK_N, BLOCK_K, BLOCK_M) xor words,
+    or the unpacked (32 * BLOCK_K, BLOCK_M) activation tile) within Triton's limit of 2**20 elements."""
     block_k = min(triton.next_power_of_2(cw), 16)
     block_n = max(16, min(triton.next_power_of_2(o), 256))
     per_row = block_k * (32 if route == "dot" else block_n)
