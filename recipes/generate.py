@@ -40,6 +40,23 @@ ARCHITECTURES = {
 }
 MODELS = {f"{scheme}_{arch}": (scheme, arch) for scheme in SCHEMES for arch in ARCHITECTURES}
 
+# The paper's ablations beyond the four schemes (arXiv:1603.05279 sec. 3.2 and 4.3), on digits for ResNet-18:
+# recipes/<data set>/ablations/<name>.yaml, each published as <name>-<data set>. name -> (model, what, changes).
+ABLATIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "xnor_resnet18-binary_gradient": (
+        "xnor_resnet18",
+        "XNOR-Net ResNet-18 trained with the paper's binary gradient (sec. 3.2: the gradient of each binary layer "
+        "is itself binarized, sign(g) * max|g|)",
+        {"model": {"model_kwargs": {"binary_gradient": True}}},
+    ),
+    "w1a2_resnet18": (
+        "w1a2_resnet18",
+        "ResNet-18 with binary weights and 2-bit inputs (the k-bit input ablation of sec. 4.3)",
+        {},
+    ),
+}
+_ABLATION_SCHEMES = {"w1a2_resnet18": ("w1a2", "resnet18")}
+
 AUTHORS_CODE = "github.com/allenai/XNOR-Net"
 # train.lua's 55-epoch table, rows (first epoch counted from 0, lr, weight decay); under Adam train.lua uses a tenth
 # of each learning rate.
@@ -139,6 +156,7 @@ _BINARY_INPUTS_LR = {"model": {"lr": 1e-2}}
 OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ("digits", "xnor"): _BINARY_INPUTS_LR,
     ("digits", "xnor_nobeta"): _BINARY_INPUTS_LR,
+    ("digits", "w1a2"): _BINARY_INPUTS_LR,
     ("cifar10", "xnor"): {"model": {"lr": 3e-3}},
     ("cifar10", "xnor_nobeta"): {"model": {"lr": 3e-3}},
     ("imagenet", "fp"): {
@@ -185,25 +203,30 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 def settings(dataset: str, model: str) -> dict[str, Any]:
     """The merged table entries for one recipe: the data set's, then its scheme's override, then the model's."""
-    scheme, _ = MODELS[model]
+    scheme, _ = MODELS.get(model) or _ABLATION_SCHEMES[model]
     out = DATASETS[dataset]
     for key in (scheme, model):
         out = _merge(out, OVERRIDES.get((dataset, key), {}))
     return out
 
 
-def recipe(dataset: str, model: str) -> dict[str, Any]:
-    """The recipe of ``model`` on ``dataset`` as the CLI reads it."""
+def recipe(dataset: str, model: str, ablation: str | None = None) -> dict[str, Any]:
+    """The recipe of ``model`` on ``dataset`` (or of the named ablation) as the CLI reads it."""
     s = settings(dataset, model)
-    run = f"runs/{dataset}/{model}"
-    logger = {"project": "xnor-zoo", "name": f"{dataset}-{model}", "save_dir": run}
+    if ablation is not None:
+        s = _merge(s, ABLATIONS[ablation][2])
+    run = f"runs/{dataset}/{ablation or model}"
+    logger = {"project": "xnor-zoo", "name": f"{dataset}-{ablation or model}", "save_dir": run}
     trainer = {
         **s["trainer"],
         "default_root_dir": run,
         "enable_progress_bar": False,
         "logger": {"class_path": "zoo.training.loggers.ZooWandbLogger", "init_args": logger},
     }
-    return {"seed_everything": 0, "trainer": trainer, "model": {"model_name": model, **s["model"]}, "data": s["data"]}
+    out = {"seed_everything": 0, "trainer": trainer, "model": {"model_name": model, **s["model"]}, "data": s["data"]}
+    if ablation is not None:
+        out["publish"] = {"name": f"{ablation}-{dataset}"}
+    return out
 
 
 def _comment(text: str) -> list[str]:
@@ -233,14 +256,26 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(list, _Dumper.represent_list)
 
 
+def ablation_header(dataset: str, name: str) -> str:
+    lines = _comment(f"{ABLATIONS[name][1]} on {DATASETS[dataset]['about']}.")
+    lines.append(f"# Train and test:  zoo fit --config recipes/{dataset}/ablations/{name}.yaml")
+    return "\n".join(lines) + "\n"
+
+
+def _dump(config: dict[str, Any]) -> str:
+    return yaml.dump(config, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
 def render() -> dict[str, str]:
     """Every recipe's text by path relative to ``recipes/`` (``"digits/xnor_resnet18.yaml"``)."""
-    return {
-        f"{dataset}/{model}.yaml": header(dataset, model)
-        + yaml.dump(recipe(dataset, model), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    out = {
+        f"{dataset}/{model}.yaml": header(dataset, model) + _dump(recipe(dataset, model))
         for dataset in DATASETS
         for model in sorted(MODELS)
     }
+    for name, (model, _, _) in ABLATIONS.items():
+        out[f"digits/ablations/{name}.yaml"] = ablation_header("digits", name) + _dump(recipe("digits", model, name))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,22 @@ def test_packed_linear_round_trip():
     assert torch.equal(packed.to_binary().quantized_weight(), layer.quantized_weight())
 
 
+def test_packed_xnor_linear_runs_on_bits_against_a_float64_reference():
+    layer = BinaryLinear(70, 5, bias=True, input_quantizer="bin_activ", input_scale=True)
+    with torch.no_grad():
+        layer.bias.normal_()
+    packed = PackedBinaryLinear.from_binary(layer).eval()
+    assert packed.runs_on_bits
+    x = torch.randn(4, 70, dtype=torch.float64)
+    sx, sw = torch.where(x >= 0, 1.0, -1.0), torch.where(layer.weight.double() >= 0, 1.0, -1.0)
+    alpha = layer.weight.double().abs().mean(dim=1)
+    expected = (sx @ sw.T) * alpha * x.abs().mean(dim=1, keepdim=True) + layer.bias.double()
+    with torch.no_grad():
+        got = packed(x.float())
+        assert packed(torch.empty(0, 70)).shape == (0, 5)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_pack_needs_a_binarized_model():
     with pytest.raises(ValueError, match="binarized model"):
         pack(nn.Sequential(nn.Conv2d(1, 2, 3)))

@@ -46,7 +46,7 @@ def parser():
 
 
 def test_checked_in_recipes_are_the_generators_output():
-    on_disk = {str(p.relative_to(RECIPES)): p.read_text() for p in sorted(RECIPES.glob("*/*.yaml"))}
+    on_disk = {str(p.relative_to(RECIPES)): p.read_text() for p in sorted(RECIPES.glob("**/*.yaml"))}
     assert sorted(on_disk) == sorted(RENDERED), "run `python recipes/generate.py` (and delete stale recipes)"
     stale = [path for path, text in RENDERED.items() if on_disk[path] != text]
     assert not stale, f"edited by hand or not regenerated: {stale}; run `python recipes/generate.py`"
@@ -57,10 +57,13 @@ def test_every_model_has_a_recipe_on_every_dataset():
     models = {m for scheme in generate.SCHEMES for m in list_models(f"{scheme}_*")}
     assert set(generate.MODELS) == models and len(models) == 20
     assert {path.split("/")[0] for path in RENDERED} == set(DATA_CLASSES)
-    assert len(RENDERED) == 3 * 20
+    assert len(RENDERED) == 3 * 20 + len(generate.ABLATIONS)
 
 
-@pytest.mark.parametrize("path", sorted(RENDERED), ids=lambda p: p.removesuffix(".yaml"))
+MODEL_RECIPES = sorted(p for p in RENDERED if "/ablations/" not in p)
+
+
+@pytest.mark.parametrize("path", MODEL_RECIPES, ids=lambda p: p.removesuffix(".yaml"))
 def test_recipe_parses_with_the_zoo_cli(path, parser):
     dataset, model = path.removesuffix(".yaml").split("/")
     config = parser.parse_args(["--config", str(RECIPES / path)])
@@ -103,4 +106,16 @@ def test_imagenet_recipes_follow_the_authors_code():
 def test_overrides_name_known_datasets_and_models():
     for dataset, key in generate.OVERRIDES:
         assert dataset in generate.DATASETS
-        assert key in generate.SCHEMES or key in generate.MODELS, f"override for unknown scheme or model {key!r}"
+        known = key in generate.SCHEMES or key in generate.MODELS or key == "w1a2"
+        assert known, f"override for unknown scheme or model {key!r}"
+
+
+@pytest.mark.parametrize("name", sorted(generate.ABLATIONS))
+def test_ablation_recipes_change_one_thing_of_the_resnet18_recipe(name, parser):
+    config = parser.parse_args(["--config", str(RECIPES / "digits" / "ablations" / f"{name}.yaml")])
+    base = parser.parse_args(["--config", str(RECIPES / "digits" / "xnor_resnet18.yaml")])
+    assert is_model(config.model.model_name) and config.publish.name == f"{name}-digits"
+    assert config.trainer.default_root_dir == f"runs/digits/{name}"
+    assert (config.model.lr, config.trainer.max_epochs, config.data) == (base.model.lr, 25, base.data)
+    changed = {k for k in vars(base.model) if getattr(config.model, k) != getattr(base.model, k)}
+    assert changed == ({"model_kwargs"} if name.endswith("binary_gradient") else {"model_name"})

@@ -135,6 +135,21 @@ class PackedBinaryLinear(_PackedWeight, BinaryLinear):
     def _signs(self) -> torch.Tensor:
         return unpack_signs(self.weight_bits[:, None, None, :], self.in_features).flatten(1)
 
+    @property
+    def runs_on_bits(self) -> bool:
+        """Whether inference uses the XNOR-popcount kernel: sign-binarized inputs."""
+        return getattr(self.input_quantizer, "quantizer_name", None) in ("bin_activ", "ste_sign")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A fully connected layer is a 1x1 conv over a 1x1 image: K = mean_j |x_j| per sample, as in BinaryLinear.
+        if self.runs_on_bits and x.dim() == 2 and not x.requires_grad and has_kernel("xnor_conv2d", x.device.type):
+            y = popcount_conv2d(
+                x[:, :, None, None], self.weight_bits[:, None, None, :], self.alpha, self.in_features, 1,
+                input_scale=self.input_scale, bias=self.bias,
+            )
+            return y.flatten(1)
+        return super().forward(x)
+
     def to_binary(self) -> BinaryLinear:
         new = BinaryLinear(
             self.in_features, self.out_features, self.bias is not None, kernel_quantizer="scaled_sign",
