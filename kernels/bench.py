@@ -81,7 +81,6 @@ def _variants(
     return fns
 
 
-@torch.inference_mode()
 def benchmark_conv(
     shapes: list[tuple[int, int]] = RESNET18_3X3,
     batches: tuple[int, ...] = (1, 16),
@@ -91,6 +90,9 @@ def benchmark_conv(
     check: bool = True,
 ) -> list[dict[str, float]]:
     """Time the float conv, the XNOR conv and the XNOR conv with input scale; one row per (batch, shape).
+
+    Not under ``torch.inference_mode``: the packed weights are then ordinary tensors, whose re-laid-out form the CPU
+    kernel caches as it does for a model's weights (nothing here requires grad, so no autograd graph is recorded).
 
     A row has ``batch``, ``channels``, ``size``, ``<variant>_ms`` (median) and ``<variant>_min_ms`` for the variants
     ``float``, ``xnor``, ``xnor_k``, and ``speedup`` = float / xnor, ``speedup_k`` = float / xnor_k (medians).

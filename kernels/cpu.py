@@ -1,15 +1,18 @@
-"""CPU kernels of the packed XNOR convolution: build, load and call ``cpu_popcount.cpp``, with a clean fallback.
+"""CPU kernels of the packed XNOR convolution: build, load and call ``cpu_popcount.cpp`` and ``cpu_pack.cpp``, with
+a clean fallback.
 
-The algorithm and memory access are described at the top of ``cpu_popcount.cpp``: an implicit GEMM over 64-bit
-packed words, ``D[p, o] = sum_k popcount(A[p, k] ^ B[o, k])`` for output pixels ``p`` and filters ``o``, tiled
-over torch's intra-op threads; with AVX2 the popcounts are nibble-table lookups (``vpshufb``), otherwise 64-bit
-``popcnt``; then the padding correction and the fused epilogue
-``out = alpha[o] * K[n, y, x] * (valid_taps * C - 2 * popcount) + bias[o]`` (float32).
+The algorithm and memory access are described at the top of ``cpu_popcount.cpp``: ``D[p, o] = sum popcount(a ^ w)``
+over the valid taps of output pixel ``p`` and filter ``o``, tiled over torch's intra-op threads, through an
+indirection buffer (no im2col copy); with AVX2 the popcounts are nibble-table lookups (``vpshufb``) against weight
+panels re-laid out once per weight tensor and cached, otherwise 64-bit ``popcnt``; then the fused epilogue
+``out = alpha[o] * K[n, y, x] * (valid_taps * C - 2 * D) + bias[o]`` (float32, channels_last). ``cpu_pack.cpp`` packs
+signs, optionally of ``x * scale[c] + shift[c]`` (an inference BatchNorm fused into the packing pass) and with the
+channel mean of ``|x|``, and computes the input scale K.
 
 Build: the first call compiles the extension with ``torch.utils.cpp_extension.load`` (ninja; ``-O3``, ``-fopenmp``
 so that ``at::parallel_for`` runs on ``torch.get_num_threads()`` threads, ``-mavx2 -mpopcnt -mfma`` when torch
 reports an AVX2 CPU) into ``cpu-<hash>`` under ``$ZOO_KERNELS_CACHE``, else ``$XDG_CACHE_HOME/zoo_kernels``, else
-``~/.cache/zoo_kernels``; the hash covers the source, the flags and the torch / Python versions, so later processes
+``~/.cache/zoo_kernels``; the hash covers the sources, the flags and the torch / Python versions, so later processes
 only load the library (well under a second). The library registers private ops ``torch.ops.zoo_xnor_cpu.*``; the
 public ops are in :mod:`zoo_kernels.ops`.
 
@@ -35,6 +38,7 @@ from .packing import pack_signs as _pack_signs_torch
 from .reference import xnor_conv2d_reference
 
 __all__ = [
+    "cached_weights",
     "cpu_kernel_available",
     "input_scale_cpu",
     "kernel_info",
@@ -43,7 +47,7 @@ __all__ = [
     "xnor_conv2d_cpu",
 ]
 
-_SOURCE = Path(__file__).with_name("cpu_popcount.cpp")
+_SOURCES = [Path(__file__).with_name(name) for name in ("cpu_popcount.cpp", "cpu_pack.cpp")]
 _VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2}
 
 _lock = threading.Lock()
@@ -72,13 +76,14 @@ def _build() -> None:
     from torch.utils import cpp_extension
 
     flags = _flags()
-    key = "\n".join([_SOURCE.read_text(), " ".join(flags), torch.__version__, sys.version, platform.machine()])
+    key = "\n".join([*(s.read_text() for s in _SOURCES), " ".join(flags), torch.__version__, sys.version,
+                     platform.machine()])
     tag = hashlib.sha256(key.encode()).hexdigest()[:16]
     build_dir = _cache_dir(tag)
     build_dir.mkdir(parents=True, exist_ok=True)
     cpp_extension.load(
         name=f"zoo_xnor_cpu_{tag}",
-        sources=[str(_SOURCE)],
+        sources=[str(s) for s in _SOURCES],
         extra_cflags=flags,
         extra_ldflags=["-fopenmp"],
         build_directory=str(build_dir),
@@ -133,15 +138,24 @@ def kernel_info() -> str:
     return f"xnor_conv2d: pure-PyTorch reference fallback ({_state['error']})"
 
 
-def pack_signs_cpu(x: torch.Tensor, absmean: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def pack_signs_cpu(
+    x: torch.Tensor, absmean: bool = False, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sign packing ``(N, C, H, W)`` float -> ``(N, H, W, Cw)`` int32, and optionally ``mean_c |x|`` (N, 1, H, W).
 
-    Same words as :func:`zoo_kernels.packing.pack_signs`, any memory layout of ``x``. ``absmean`` is float32
-    (summed in float32 per 32 channels, then in float64), or None when not asked for.
+    Same words as :func:`zoo_kernels.packing.pack_signs`, any memory layout of ``x``. With ``scale`` and ``shift``
+    ((C,) float32, both or neither) the packed values are ``y = x * scale[c] + shift[c]`` (one rounding, ``fma``, as
+    torch's CPU BatchNorm computes it) instead of ``x``. ``absmean`` (of ``|y|``) is float32, or None when not asked
+    for.
     """
+    if (scale is None) != (shift is None):
+        raise ValueError("pack_signs_cpu: give both scale and shift, or neither")
     if load_extension():
-        packed, am = _ops["pack_signs"](x, absmean)
+        packed, am = _ops["pack_signs"](x, absmean, scale, shift)
         return packed, (am if absmean else None)
+    if scale is not None:
+        y = x.double() * scale.double().view(1, -1, 1, 1) + shift.double().view(1, -1, 1, 1)
+        x = y.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     packed = _pack_signs_torch(x)
     return packed, (x.float().abs().mean(dim=1, keepdim=True) if absmean else None)
 
@@ -174,7 +188,8 @@ def xnor_conv2d_cpu(
     dilation: Sequence[int],
     variant: str = "auto",
 ) -> torch.Tensor:
-    """``out[n, o, y, x] = alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]``, float32 (N, O, Ho, Wo).
+    """``out[n, o, y, x] = alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]``, float32 (N, O, Ho, Wo) in
+    channels_last memory.
 
     ``int`` is the exact XNOR-popcount conv of :func:`zoo_kernels.reference.xnor_conv2d_reference`; ``scale``
     (N, 1, Ho, Wo) and ``bias`` (O,) are optional (1 and 0 when None). ``variant`` picks the compiled inner loop
@@ -190,4 +205,9 @@ def xnor_conv2d_cpu(
         out = out * scale.float().reshape(out.shape[0], 1, out.shape[2], out.shape[3])
     if bias is not None:
         out = out + bias.float().view(1, -1, 1, 1)
-    return out
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+def cached_weights() -> int:
+    """How many weight tensors have their re-laid-out panels in the compiled kernel's cache (0 without it)."""
+    return torch.ops.zoo_xnor_cpu.cached_weights() if load_extension() else 0

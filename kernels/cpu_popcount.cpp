@@ -1,4 +1,4 @@
-// Bit-packed XNOR-popcount convolution and sign packing on the CPU (zoo_kernels; built and loaded by cpu.py).
+// Bit-packed XNOR-popcount convolution on the CPU (zoo_kernels; built with cpu_pack.cpp and loaded by cpu.py).
 //
 // Packed format (see packing.py): int32 words, 32 channels per word, bit j (LSB = 0) of word k holds channel
 // 32 * k + j, 1 iff value >= 0. Padding bits past C are 0. Activations are (N, H, W, Cw), weights (O, kh, kw, Cw).
@@ -8,8 +8,7 @@
 // Flatten the output pixels p = (n, y, x) (P = N * Ho * Wo of them) and the filter taps t = (ky, kx) (T = kh * kw).
 // Row p of the "im2col" matrix A is the concatenation over taps of the Cw words of activation pixel (iy, ix), or
 // Cw zero words when the tap falls on the padding; row o of B is filter o flattened the same way. Both rows hold
-// K32 = T * Cw words, read as K64 = ceil(K32 / 2) 64-bit words (a final zero word when K32 is odd: 0 ^ 0 has no
-// set bit). Then
+// U = T * Cw words (and a final zero word when U is odd: the rows are read in pairs). Then
 //
 //     D[p, o]   = sum_k popcount(A[p, k] ^ B[o, k])
 //     int[p, o] = sum over valid taps t of (C - 2 * popcount(a_t ^ w_t))
@@ -19,41 +18,44 @@
 // Padding correction: a tap on the padding was read as zero words, i.e. as C activations of -1, which added
 // popcount(w[o, t]) to D; it is subtracted again, so that the padding contributes 0, as zeros do in F.conv2d.
 //
-// Inner loop (AVX2): nibble tables. popcount(a ^ b) is the sum over the 16 nibbles s of a 64-bit word of
+// Inner loop (AVX2): nibble tables. popcount(a ^ b) is the sum over the nibbles s of a word of
 // table[nib_s(a)][nib_s(b)], table[u][v] = popcount(u ^ v). One vpshufb looks up 32 bytes in a 16-byte table: the
-// table row of one pixel's nibble, indexed by that nibble of 32 output channels' weights, counts 32 x 4 binary
-// products; a vpaddb accumulates them (uint8, at most 63 steps, then widened to uint16). A register block is
-// MR = 4 pixels x 64 channels (8 accumulators); per nibble step it loads the 2 weight vectors once and 4 table
-// rows (movzx of the pixel's pre-scaled nibble + vbroadcasti128), then issues 8 vpshufb + 8 vpaddb.
-// Without AVX2 (or with variant "scalar") the same tiling runs a 4 pixel x 8 channel block of 64-bit popcounts.
+// table row of one pixel's nibble (broadcast to both 128-bit lanes), indexed by that nibble of 32 filters' weights,
+// counts 32 x 4 binary products; a vpaddb accumulates them (uint8, at most 63 steps, then added to uint16 sums). A
+// register block is MR pixels x NV vectors of 32 filters: 2 x 128 (NV = 4), or 4 x 64 (NV = 2) for 64-filter
+// layers; per nibble step it loads NV weight vectors and MR table rows (movzx of the pixel's pre-scaled nibble +
+// vbroadcasti128), then issues MR * NV vpshufb + vpaddb, the bound of the loop (2 vpshufb per cycle on Zen 3 and
+// recent Intel cores). These two blocks are inline assembly: GCC spills the accumulators of the intrinsics form.
+// Without AVX2 (or with variant "scalar") the same tiles run 64-bit popcounts.
 //
-// Tiling and memory access: tiles of TP <= 64 pixels x TO = 64 output channels are distributed over torch's
-// intra-op threads (at::parallel_for, consecutive tiles per thread). A tile builds its TP rows of A -- for AVX2
-// directly as nibble offsets, KN = 16 * K64 bytes per pixel, copied from the NHWC activation words -- unless the
-// previous tile had the same pixels, then sweeps its pixels over 256 nibble steps at a time, so that the slice of
-// the weight panel (256 x 64 bytes, contiguous) and of the pixels' offsets stay in L1. The weights are re-laid out
-// once per call: panels of 64 channels holding one byte per (nibble step, channel), built with 16 x 16 byte
-// transposes. D is channel-major, so the epilogue reads and writes whole output rows out[n, o, y, x0 .. x1].
+// Weights: re-laid out once per weight tensor and cached. The panels hold 128 filters (the last one 32 * NV,
+// NV = 1..4), one byte nib_s(w[o]) per (nibble step, filter), 32 filters per vector, built with 16 x 16 byte
+// transposes; with them popw[t, o] = popcount(w[o, t, :]) for the padding correction. The cache is keyed by the
+// tensor's storage, offset, shape, strides and version counter (an in-place change of the weights is seen) and drops
+// entries whose storage was freed. Inference tensors have no version counter: their weights are re-laid out per call.
 //
-// Sign packing: activations in NCHW are read one image row at a time; for each group of 32 channels the W words of
-// the row are built by OR-ing (x >= 0) << j over the 32 channel rows (contiguous, vectorised loads), then written
-// to the NHWC words. A channels_last input is packed 32 contiguous channels at a time (AVX2 compare + movemask).
-// The optional channel mean of |x| (the A of XNOR-Net's input scale K) is accumulated in the same pass; K itself
-// (A convolved with a box filter) is a small separate kernel, input_scale.
+// Tiling and memory access: tiles of TP pixels x one panel are distributed over torch's intra-op threads
+// (at::parallel_for, consecutive tiles per thread, pixel-major so that a thread's consecutive tiles share the rows of
+// A, built once: KN = 16 * ceil(U / 2) bytes per pixel, nibble offsets expanded from the NHWC activation words). A
+// tile sweeps the steps in chunks of kChunkSteps, so that the chunk of the panel (kChunkSteps x 32 NV bytes), of the
+// rows of A and the tile's uint16 sums stay in L1 while every register block of the tile passes over them. The output
+// is channels_last: a pixel's filters are contiguous, so the epilogue writes whole vectors, and the next layer's
+// sign packing reads 32 contiguous channels per word.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/Storage.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
-#include <tuple>
-#include <type_traits>
+#include <utility>
 #include <vector>
 
 #ifdef __AVX2__
@@ -63,172 +65,15 @@
 namespace {
 
 constexpr int64_t kWordBits = 32;
-constexpr int64_t MR = 4;  // pixels per register block
-constexpr int64_t NR = 8;  // output channels per scalar register block (weights of the scalar path in panels of NR)
-
-constexpr int64_t kMinPackWork = 1 << 18;  // floats per thread, at least, when packing
-constexpr int64_t kMinConvWork = 1 << 24;  // binary products per thread, at least, in the convolution
+constexpr int64_t kMinConvWork = 1 << 24;  // binary products per thread, at least
+constexpr int64_t kNibbleSteps = 63;       // 63 * 4 < 256: uint8 counts
+constexpr int64_t kChunkSteps = 2 * kNibbleSteps;
+constexpr int64_t kMaxSumSteps = 16383;    // 16383 * 4 < 65536: uint16 sums, then added to int32
+constexpr int64_t kPanel = 128;            // filters per weight panel
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 inline int popcount64(uint64_t v) { return __builtin_popcountll(v); }
-
-// ------------------------------------------------------------------------------------------------ sign packing
-
-// x (N, C, H, W) contiguous -> out (N, H, W, Cw); absmean (N, H, W) = mean_c |x| if not null.
-template <typename scalar_t>
-void pack_nchw(const scalar_t* x, int32_t* out, float* absmean, int64_t N, int64_t C, int64_t H, int64_t W) {
-  const int64_t Cw = ceil_div(C, kWordBits);
-  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, C * W));
-  at::parallel_for(0, N * H, grain, [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> words(W);
-    std::vector<scalar_t> part(W);
-    std::vector<double> total(absmean ? W : 0);
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / H, h = r % H;
-      const scalar_t* row0 = x + (n * C * H + h) * W;  // x[n, 0, h, :]
-      if (absmean) std::fill(total.begin(), total.end(), 0.0);
-      for (int64_t k = 0; k < Cw; ++k) {
-        std::fill(words.begin(), words.end(), 0u);
-        std::fill(part.begin(), part.end(), scalar_t(0));
-        const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
-        for (int64_t j = 0; j < jn; ++j) {
-          const scalar_t* src = row0 + (k * kWordBits + j) * H * W;
-          const uint32_t bit = 1u << j;
-          uint32_t* wd = words.data();
-          for (int64_t i = 0; i < W; ++i) wd[i] |= (src[i] >= scalar_t(0)) ? bit : 0u;  // NaN >= 0 is false
-          if (absmean) {
-            scalar_t* pp = part.data();
-            for (int64_t i = 0; i < W; ++i) pp[i] += std::fabs(src[i]);
-          }
-        }
-        int32_t* dst = out + r * W * Cw + k;
-        for (int64_t i = 0; i < W; ++i) dst[i * Cw] = static_cast<int32_t>(words[i]);
-        if (absmean)
-          for (int64_t i = 0; i < W; ++i) total[i] += part[i];
-      }
-      if (absmean)
-        for (int64_t i = 0; i < W; ++i) absmean[r * W + i] = static_cast<float>(total[i] / static_cast<double>(C));
-    }
-  });
-}
-
-// x (N, C, H, W) in channels_last memory, i.e. (N * H * W, C) rows -> out (N * H * W, Cw).
-template <typename scalar_t>
-void pack_nhwc(const scalar_t* x, int32_t* out, float* absmean, int64_t pixels, int64_t C) {
-  const int64_t Cw = ceil_div(C, kWordBits);
-  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, C));
-  at::parallel_for(0, pixels, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const scalar_t* src = x + p * C;
-      int32_t* dst = out + p * Cw;
-      for (int64_t k = 0; k < Cw; ++k) {
-        const scalar_t* s = src + k * kWordBits;
-        const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
-        uint32_t word = 0;
-#ifdef __AVX2__
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          if (jn == kWordBits) {
-            const __m256 zero = _mm256_setzero_ps();
-            for (int q = 0; q < 4; ++q) {
-              const __m256 ge = _mm256_cmp_ps(_mm256_loadu_ps(s + 8 * q), zero, _CMP_GE_OQ);  // NaN -> false
-              word |= static_cast<uint32_t>(_mm256_movemask_ps(ge)) << (8 * q);  // lane i -> bit 8q + i
-            }
-            dst[k] = static_cast<int32_t>(word);
-            continue;
-          }
-        }
-#endif
-        for (int64_t j = 0; j < jn; ++j) word |= (s[j] >= scalar_t(0)) ? (1u << j) : 0u;
-        dst[k] = static_cast<int32_t>(word);
-      }
-      if (absmean) {
-        double total = 0.0;
-        for (int64_t k = 0; k < Cw; ++k) {
-          scalar_t part = 0;
-          const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
-          for (int64_t j = 0; j < jn; ++j) part += std::fabs(src[k * kWordBits + j]);
-          total += part;
-        }
-        absmean[p] = static_cast<float>(total / static_cast<double>(C));
-      }
-    }
-  });
-}
-
-std::tuple<at::Tensor, at::Tensor> pack_signs_cpu(const at::Tensor& x_in, bool with_absmean) {
-  TORCH_CHECK(x_in.dim() == 4, "pack_signs: expected a 4D (N, C, H, W) tensor, got ", x_in.dim(), "D");
-  TORCH_CHECK(x_in.is_floating_point(), "pack_signs: expected a floating-point tensor, got ", x_in.scalar_type());
-  TORCH_CHECK(x_in.device().is_cpu(), "pack_signs: expected a CPU tensor");
-  // float32 or float64 as is; half / bfloat16 widen to float32 exactly (signs, zeros and NaN are kept). (float64
-  // is not narrowed: a tiny negative double would round to -0.0f, which is >= 0.)
-  const at::Tensor x = x_in.scalar_type() == at::kDouble ? x_in : x_in.to(at::kFloat);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK(C > 0, "pack_signs: zero channels");
-  const int64_t Cw = ceil_div(C, kWordBits);
-  at::Tensor out = at::empty({N, H, W, Cw}, x.options().dtype(at::kInt));
-  at::Tensor am = at::empty({with_absmean ? N : 0, 1, H, W}, x.options().dtype(at::kFloat));
-  if (x.numel() == 0) return {out, am};
-  float* am_ptr = with_absmean ? am.data_ptr<float>() : nullptr;
-  const bool nhwc = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor xc = nhwc ? x : x.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "pack_signs", [&] {
-    if (nhwc)
-      pack_nhwc(xc.data_ptr<scalar_t>(), out.data_ptr<int32_t>(), am_ptr, N * H * W, C);
-    else
-      pack_nchw(xc.data_ptr<scalar_t>(), out.data_ptr<int32_t>(), am_ptr, N, C, H, W);
-  });
-  return {out, am};
-}
-
-// ------------------------------------------------------------------------------------------ input scale K
-
-// K[n, 0, y, x] = (1 / (kh * kw)) * sum over the taps inside the image of A[n, 0, iy, ix]: XNOR-Net's K = A * k,
-// conv2d of A with a box filter, zero padding counted as 0. Direct sum, kh * kw taps per output: cheap next to the
-// convolution, and without the overhead of a one-channel oneDNN conv.
-at::Tensor input_scale_cpu(const at::Tensor& absmean, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                           at::IntArrayRef padding, at::IntArrayRef dilation) {
-  TORCH_CHECK(absmean.dim() == 4 && absmean.size(1) == 1 && absmean.scalar_type() == at::kFloat &&
-                  absmean.device().is_cpu(),
-              "input_scale: expected a float32 CPU tensor (N, 1, H, W)");
-  TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-              "input_scale: kernel_size, stride, padding and dilation must have 2 elements");
-  const int64_t N = absmean.size(0), H = absmean.size(2), W = absmean.size(3);
-  const int64_t kh = kernel_size[0], kw = kernel_size[1], sh = stride[0], sw = stride[1];
-  const int64_t ph = padding[0], pw = padding[1], dh = dilation[0], dw = dilation[1];
-  TORCH_CHECK(kh > 0 && kw > 0 && sh > 0 && sw > 0 && dh > 0 && dw > 0 && ph >= 0 && pw >= 0,
-              "input_scale: kernel, stride and dilation must be positive, padding non-negative");
-  const int64_t Ho = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1, Wo = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
-  TORCH_CHECK(Ho > 0 && Wo > 0, "input_scale: output size ", Ho, "x", Wo, " is not positive");
-  at::Tensor out = at::empty({N, 1, Ho, Wo}, absmean.options());
-  if (out.numel() == 0) return out;
-  const at::Tensor a = absmean.contiguous();
-  const float* src = a.data_ptr<float>();
-  float* dst = out.data_ptr<float>();
-  const float inv = 1.0f / static_cast<float>(kh * kw);
-  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, Wo * kh * kw));
-  at::parallel_for(0, N * Ho, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / Ho, y = r % Ho;
-      const float* img = src + n * H * W;
-      for (int64_t x = 0; x < Wo; ++x) {
-        float sum = 0.0f;
-        for (int64_t ky = 0; ky < kh; ++ky) {
-          const int64_t iy = y * sh - ph + ky * dh;
-          if (iy < 0 || iy >= H) continue;
-          for (int64_t kx = 0; kx < kw; ++kx) {
-            const int64_t ix = x * sw - pw + kx * dw;
-            if (ix >= 0 && ix < W) sum += img[iy * W + ix];
-          }
-        }
-        dst[r * Wo + x] = sum * inv;
-      }
-    }
-  });
-  return out;
-}
-
-// ------------------------------------------------------------------------------------------------- convolution
 
 struct Geometry {
   int64_t N, H, W, C, Cw, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo;
@@ -237,7 +82,23 @@ struct Geometry {
   int64_t K64() const { return ceil_div(kh * kw * Cw, 2); }
 };
 
-// Taps (ky, kx) of an output pixel whose input (iy0 + ky * dh, ix0 + kx * dw) is inside the image.
+// Filters o0 .. o0 + 32 * nv - 1 (those >= O are padding); its bytes start at offset in the panel buffer.
+struct Panel {
+  int64_t o0, nv;
+  size_t offset;
+};
+
+std::vector<Panel> make_panels(int64_t O, int64_t steps) {
+  std::vector<Panel> panels;
+  size_t offset = 0;
+  for (int64_t o0 = 0; o0 < O; o0 += kPanel) {
+    const int64_t nv = ceil_div(std::min(kPanel, O - o0), 32);
+    panels.push_back({o0, nv, offset});
+    offset += static_cast<size_t>(steps * nv * 32);
+  }
+  return panels;
+}
+
 struct TapRange {
   int64_t ky_lo, ky_hi, kx_lo, kx_hi;  // inclusive; empty when lo > hi
   int64_t count() const { return std::max<int64_t>(0, ky_hi - ky_lo + 1) * std::max<int64_t>(0, kx_hi - kx_lo + 1); }
@@ -311,44 +172,26 @@ struct EmitWords {
   void zero(int64_t i, int64_t pos, int64_t count) { std::memset(A + i * row_words + pos, 0, count * 4); }
 };
 
-// Scalar register block: D[j, i] = sum_k popcount(A[i, k] ^ B[k, j]), i < MR pixels, j < NR channels, B one panel
-// (K64 x NR words), D channel-major with row stride ldd (so the epilogue reads and writes whole output rows).
-void block_scalar(const uint64_t* A, const uint64_t* B, int64_t K64, int32_t* D, int64_t ldd) {
-  for (int64_t i = 0; i < MR; ++i) {
-    const uint64_t* a = A + i * K64;
-    for (int64_t j0 = 0; j0 < NR; j0 += 4) {
-      int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-      for (int64_t k = 0; k < K64; ++k) {
-        const uint64_t av = a[k];
-        const uint64_t* b = B + k * NR + j0;
-        c0 += popcount64(av ^ b[0]);
-        c1 += popcount64(av ^ b[1]);
-        c2 += popcount64(av ^ b[2]);
-        c3 += popcount64(av ^ b[3]);
+// D[i * ldd + j] = sum_k popcount(A[i, k] ^ B[j, k]) for the rows i of A and filters j < oe of B (K64 words each).
+void block_scalar(const uint64_t* A, int64_t rows, const uint64_t* B, int64_t oe, int64_t K64, int32_t* D,
+                  int64_t ldd) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < oe; ++j) {
+      const uint64_t* a = A + i * K64;
+      const uint64_t* b = B + j * K64;
+      int64_t c0 = 0, c1 = 0, k = 0;
+      for (; k + 2 <= K64; k += 2) {  // two independent popcount chains
+        c0 += popcount64(a[k] ^ b[k]);
+        c1 += popcount64(a[k + 1] ^ b[k + 1]);
       }
-      int32_t* d = D + j0 * ldd + i;
-      d[0] = static_cast<int32_t>(c0);
-      d[ldd] = static_cast<int32_t>(c1);
-      d[2 * ldd] = static_cast<int32_t>(c2);
-      d[3 * ldd] = static_cast<int32_t>(c3);
+      if (k < K64) c0 += popcount64(a[k] ^ b[k]);
+      D[i * ldd + j] = static_cast<int32_t>(c0 + c1);
     }
-  }
 }
 
-// Nibble tables (see the top of the file). Aoff: per pixel, KN = 16 * K64 bytes, byte s = 16 * nib_s(A row), the
-// offset of that nibble's table row; Bn: panels of 64 (last: 32) channels, one byte nib_s(w[o]) per (step s,
-// channel), 32 channels per vector. vpunpck{l,h}bw, which widens the uint8 counts, works within 128-bit lanes, so
-// channel c of a vector is stored at byte byte_slot(c): the unpacked 16-bit lanes are then channels 0..15, 16..31.
-constexpr int64_t kNibbleSteps = 63;      // 63 * 4 < 256: uint8 counts
-constexpr int64_t kStepsPerSweep = 256;   // < 16384 (16383 * 4 < 65536): uint16 sums of one block_tables call
-constexpr int64_t kMaxTilePixels = 64;
-constexpr int64_t kTileBytes = 128 * 1024;
-
-inline int64_t byte_slot(int64_t c) {  // byte position of channel c (0..31) in a 32-channel vector; an involution
-  return c < 8 ? c : c < 16 ? c + 8 : c < 24 ? c - 8 : c;
-}
-
+// ------------------------------------------------------------------------------------------ AVX2 kernels
 #ifdef __AVX2__
+
 struct alignas(64) NibbleTable {
   uint8_t v[256];  // v[16 * u + w] = popcount(u ^ w)
 };
@@ -361,7 +204,8 @@ constexpr NibbleTable make_nibble_table() {
 constexpr NibbleTable kNibbleTable = make_nibble_table();
 
 // Rows of A as nibble offsets (AVX2 path): word w of a row becomes bytes 8w .. 8w + 7 of the row, byte 8w + q =
-// 16 * (nibble q of the word), the offset of that nibble's row of kNibbleTable. KN = 16 * K64 bytes per row.
+// 16 * (nibble q of the word), the offset of that nibble's row of kNibbleTable. KN = 16 * K64 bytes per row: the
+// nibble steps s of the panels.
 struct EmitNibbles {
   uint8_t* Aoff;
   int64_t row_bytes;  // KN
@@ -388,6 +232,12 @@ struct EmitNibbles {
   }
 };
 
+inline int64_t byte_slot(int64_t c) {  // byte position of filter c (0..31) in a 32-filter vector; an involution
+  // vpunpck{l,h}bw, which widens the uint8 counts, works within 128-bit lanes: with this order the widened 16-bit
+  // lanes are filters 0..15 (low) and 16..31 (high).
+  return c < 8 ? c : c < 16 ? c + 8 : c < 24 ? c - 8 : c;
+}
+
 // 16 x 16 byte transpose: out row c = byte c of rows 0..15.
 inline void transpose16x16(const __m128i r[16], __m128i out[16]) {
   __m128i t[16], u[16], v[16];
@@ -412,25 +262,28 @@ inline void transpose16x16(const __m128i r[16], __m128i out[16]) {
   }
 }
 
-// Bn: for each panel of 64 (last: 32) channels, Bn[panel][s][32 v + byte_slot(c)] = nib_s(w[64 panel + 32 v + c]);
-// built 16 channels x one 64-bit word (16 nibbles) at a time with a byte transpose. Zero for padded channels.
-void build_weight_panels(const int32_t* w, int64_t O, int64_t Opad, int64_t K32, int64_t K64, int64_t TO,
-                         uint8_t* Bn) {
-  const int64_t KN = 16 * K64;
-  at::parallel_for(0, ceil_div(Opad, 16), std::max<int64_t>(1, 16384 / K64), [&](int64_t begin, int64_t end) {
+// Panel bytes: Bn[panel.offset + (s * nv + v) * 32 + byte_slot(c)] = nib_s(w[o0 + 32 v + c]) for the nibble steps
+// s = 8 u + q (word u of the flattened filter, nibble q); built 16 filters x two words (16 nibbles) at a time.
+// Padded filters and the steps of a missing odd last word are 0 (as the odd last word of the rows of A).
+void build_panels(const int32_t* w, int64_t O, int64_t U, const std::vector<Panel>& panels, uint8_t* Bn) {
+  const int64_t pairs = ceil_div(U, 2);
+  std::vector<std::pair<int64_t, int64_t>> jobs;  // (panel, 16-filter half-vector)
+  for (int64_t pi = 0; pi < static_cast<int64_t>(panels.size()); ++pi)
+    for (int64_t h = 0; h < 2 * panels[pi].nv; ++h) jobs.emplace_back(pi, h);
+  at::parallel_for(0, static_cast<int64_t>(jobs.size()), std::max<int64_t>(1, 8192 / pairs), [&](int64_t b, int64_t e) {
     const __m128i low = _mm_set1_epi8(0x0f);
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t q0 = blk * 16, o0 = q0 / TO * TO, nv = std::min<int64_t>(TO, Opad - o0) / 32;
-      const int64_t v = (q0 - o0) / 32, half = (q0 % 32) / 16;  // the 16 byte slots 16 half .. of vector v
-      uint8_t* dst = Bn + o0 * KN + v * 32 + half * 16;
-      const int32_t* rows[16];  // filter of each slot, or null past O
+    for (int64_t job = b; job < e; ++job) {
+      const Panel& pn = panels[jobs[job].first];
+      const int64_t v = jobs[job].second / 2, half = jobs[job].second % 2;
+      uint8_t* dst = Bn + pn.offset + v * 32 + half * 16;
+      const int32_t* rows[16];  // filter of each byte slot, or null past O
       for (int q = 0; q < 16; ++q) {
-        const int64_t o = o0 + v * 32 + byte_slot(16 * half + q);
-        rows[q] = o < O ? w + o * K32 : nullptr;
+        const int64_t o = pn.o0 + v * 32 + byte_slot(16 * half + q);
+        rows[q] = o < O ? w + o * U : nullptr;
       }
-      for (int64_t k = 0; k < K64; ++k) {
+      for (int64_t k = 0; k < pairs; ++k) {
         __m128i r[16], c[16];
-        const bool pair = 2 * k + 1 < K32;  // else the odd last word, paired with a zero word
+        const bool pair = 2 * k + 1 < U;  // else the odd last word, paired with a zero word
         for (int q = 0; q < 16; ++q) {
           uint64_t word = 0;
           if (rows[q] != nullptr) {
@@ -443,69 +296,186 @@ void build_weight_panels(const int32_t* w, int64_t O, int64_t Opad, int64_t K32,
           r[q] = _mm_unpacklo_epi8(_mm_and_si128(x, low), _mm_and_si128(_mm_srli_epi16(x, 4), low));  // nibbles
         }
         transpose16x16(r, c);
-        for (int m = 0; m < 16; ++m) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (16 * k + m) * nv * 32), c[m]);
+        for (int m = 0; m < 16; ++m)
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (16 * k + m) * pn.nv * 32), c[m]);
       }
     }
   });
 }
 
-// D[j, i] (+)= sum_{s0 <= s < s1} table[nib_s(a_i)][nib_s(w_j)] for MR pixels, NV * 32 channels (one panel).
-template <int NV>
-void block_tables(const uint8_t* Aoff, int64_t lda, const uint8_t* Bn, int64_t s0, int64_t s1, int32_t* D,
-                  int64_t ldd, bool accumulate) {
+// One nibble step: acc[i][v] += vpshufb(kNibbleTable row off[i] of pixel i, weight vector v of b). The general
+// form is intrinsics; the two blocks that do nearly all the work (2 x 4 and 4 x 2) are inline assembly.
+template <int MR, int NV>
+inline __attribute__((always_inline)) void step(__m256i (&acc)[MR][NV], const uint64_t* off, const uint8_t* b) {
+  __m256i w[NV];
+  for (int v = 0; v < NV; ++v) w[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + v * 32));
+  for (int i = 0; i < MR; ++i) {
+    const __m256i row =
+        _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kNibbleTable.v + off[i])));
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_add_epi8(acc[i][v], _mm256_shuffle_epi8(row, w[v]));
+  }
+}
+
+#define ZOO_SHUF_ADD(w, t, a) "vpshufb %[" #w "], %[" #t "], %[x]\n\tvpaddb %[x], %[" #a "], %[" #a "]\n\t"
+#define ZOO_TABLE "m"(kNibbleTable)
+
+template <>
+inline __attribute__((always_inline)) void step<2, 4>(__m256i (&acc)[2][4], const uint64_t* off, const uint8_t* b) {
+  __m256i w0, w1, w2, w3, t0, t1, x;
+  asm("vmovdqu (%[b]), %[w0]\n\tvmovdqu 32(%[b]), %[w1]\n\tvmovdqu 64(%[b]), %[w2]\n\tvmovdqu 96(%[b]), %[w3]\n\t"
+      "vbroadcasti128 (%[tab],%[o0]), %[t0]\n\tvbroadcasti128 (%[tab],%[o1]), %[t1]\n\t"
+      ZOO_SHUF_ADD(w0, t0, a00) ZOO_SHUF_ADD(w1, t0, a01) ZOO_SHUF_ADD(w2, t0, a02) ZOO_SHUF_ADD(w3, t0, a03)
+      ZOO_SHUF_ADD(w0, t1, a10) ZOO_SHUF_ADD(w1, t1, a11) ZOO_SHUF_ADD(w2, t1, a12) ZOO_SHUF_ADD(w3, t1, a13)
+      : [a00] "+x"(acc[0][0]), [a01] "+x"(acc[0][1]), [a02] "+x"(acc[0][2]), [a03] "+x"(acc[0][3]),
+        [a10] "+x"(acc[1][0]), [a11] "+x"(acc[1][1]), [a12] "+x"(acc[1][2]), [a13] "+x"(acc[1][3]),
+        [w0] "=&x"(w0), [w1] "=&x"(w1), [w2] "=&x"(w2), [w3] "=&x"(w3), [t0] "=&x"(t0), [t1] "=&x"(t1), [x] "=&x"(x)
+      : [b] "r"(b), [tab] "r"(kNibbleTable.v), [o0] "r"(off[0]), [o1] "r"(off[1]),
+        "m"(*reinterpret_cast<const uint8_t(*)[128]>(b)), ZOO_TABLE);
+}
+
+template <>
+inline __attribute__((always_inline)) void step<4, 2>(__m256i (&acc)[4][2], const uint64_t* off, const uint8_t* b) {
+  __m256i w0, w1, t, x;  // one register for the 4 table rows in turn: renaming keeps them independent
+  asm("vmovdqu (%[b]), %[w0]\n\tvmovdqu 32(%[b]), %[w1]\n\t"
+      "vbroadcasti128 (%[tab],%[o0]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a00) ZOO_SHUF_ADD(w1, t, a01)
+      "vbroadcasti128 (%[tab],%[o1]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a10) ZOO_SHUF_ADD(w1, t, a11)
+      "vbroadcasti128 (%[tab],%[o2]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a20) ZOO_SHUF_ADD(w1, t, a21)
+      "vbroadcasti128 (%[tab],%[o3]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a30) ZOO_SHUF_ADD(w1, t, a31)
+      : [a00] "+x"(acc[0][0]), [a01] "+x"(acc[0][1]), [a10] "+x"(acc[1][0]), [a11] "+x"(acc[1][1]),
+        [a20] "+x"(acc[2][0]), [a21] "+x"(acc[2][1]), [a30] "+x"(acc[3][0]), [a31] "+x"(acc[3][1]),
+        [w0] "=&x"(w0), [w1] "=&x"(w1), [t] "=&x"(t), [x] "=&x"(x)
+      : [b] "r"(b), [tab] "r"(kNibbleTable.v), [o0] "r"(off[0]), [o1] "r"(off[1]), [o2] "r"(off[2]),
+        [o3] "r"(off[3]), "m"(*reinterpret_cast<const uint8_t(*)[64]>(b)), ZOO_TABLE);
+}
+#undef ZOO_SHUF_ADD
+#undef ZOO_TABLE
+
+// sums[i * ldd + j] += D over the steps s0 .. s1 - 1 for MR pixels (rows of Aoff, lda bytes apart) and the NV * 32
+// filters of panel B; the uint8 counts are added to the uint16 sums every kNibbleSteps steps.
+template <int MR, int NV>
+void block_avx2(const uint8_t* Aoff, int64_t lda, const uint8_t* B, int64_t s0, int64_t s1, uint16_t* sums,
+                int64_t ldd) {
   const __m256i zero = _mm256_setzero_si256();
-  __m256i sum[MR][NV][2];
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) sum[i][v][0] = sum[i][v][1] = zero;
   for (int64_t c0 = s0; c0 < s1; c0 += kNibbleSteps) {
     const int64_t c1 = std::min(s1, c0 + kNibbleSteps);
     __m256i acc[MR][NV];
     for (int i = 0; i < MR; ++i)
       for (int v = 0; v < NV; ++v) acc[i][v] = zero;
-#pragma GCC unroll 2
     for (int64_t s = c0; s < c1; ++s) {
-      __m256i b[NV];
-      for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Bn + (s * NV + v) * 32));
-      for (int i = 0; i < MR; ++i) {
-        const __m256i table = _mm256_broadcastsi128_si256(
-            _mm_load_si128(reinterpret_cast<const __m128i*>(kNibbleTable.v + Aoff[i * lda + s])));
-        for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_add_epi8(acc[i][v], _mm256_shuffle_epi8(table, b[v]));
-      }
+      uint64_t off[MR];
+      for (int i = 0; i < MR; ++i) off[i] = Aoff[i * lda + s];
+      step<MR, NV>(acc, off, B + s * NV * 32);
     }
     for (int i = 0; i < MR; ++i)
-      for (int v = 0; v < NV; ++v) {
-        sum[i][v][0] = _mm256_add_epi16(sum[i][v][0], _mm256_unpacklo_epi8(acc[i][v], zero));  // channels 0..15
-        sum[i][v][1] = _mm256_add_epi16(sum[i][v][1], _mm256_unpackhi_epi8(acc[i][v], zero));  // channels 16..31
+      for (int v = 0; v < NV; ++v) {  // filters 0..15 and 16..31 of the vector (see byte_slot)
+        __m256i* p = reinterpret_cast<__m256i*>(sums + i * ldd + v * 32);
+        _mm256_storeu_si256(p, _mm256_add_epi16(_mm256_loadu_si256(p), _mm256_unpacklo_epi8(acc[i][v], zero)));
+        _mm256_storeu_si256(p + 1,
+                            _mm256_add_epi16(_mm256_loadu_si256(p + 1), _mm256_unpackhi_epi8(acc[i][v], zero)));
       }
   }
-  // Per group of 8 channels: widen to int32, transpose 4 pixels x 8 channels, store D[j, i .. i + 3].
-  for (int v = 0; v < NV; ++v)
-    for (int h = 0; h < 2; ++h)
-      for (int q = 0; q < 2; ++q) {
-        __m256i r[MR];
-        for (int i = 0; i < MR; ++i) {
-          const __m128i half = q ? _mm256_extracti128_si256(sum[i][v][h], 1) : _mm256_castsi256_si128(sum[i][v][h]);
-          r[i] = _mm256_cvtepu16_epi32(half);
-        }
-        const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-        const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-        const __m256i c[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2),  // channels 0|4, 1|5
-                              _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};  // channels 2|6, 3|7
-        int32_t* d = D + (v * 32 + h * 16 + q * 8) * ldd;
-        for (int j = 0; j < 4; ++j) {
-          for (int e = 0; e < 2; ++e) {
-            __m128i* p = reinterpret_cast<__m128i*>(d + (j + 4 * e) * ldd);
-            __m128i val = e ? _mm256_extracti128_si256(c[j], 1) : _mm256_castsi256_si128(c[j]);
-            if (accumulate) val = _mm_add_epi32(val, _mm_loadu_si128(p));
-            _mm_storeu_si128(p, val);
-          }
-        }
-      }
+}
+
+using BlockFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, uint16_t*, int64_t);
+
+// Register block rows (pixels) and kernel for a panel of nv vectors.
+inline int64_t block_rows(int64_t nv) { return nv >= 3 ? 2 : 4; }
+inline BlockFn block_fn(int64_t nv) {
+  switch (nv) {
+    case 4: return block_avx2<2, 4>;
+    case 3: return block_avx2<2, 3>;
+    case 2: return block_avx2<4, 2>;
+    default: return block_avx2<4, 1>;
+  }
 }
 constexpr bool kHaveAvx2 = true;
 #else
 constexpr bool kHaveAvx2 = false;
 #endif
+
+// ------------------------------------------------------------------------------------------ weight cache
+
+// A weight tensor, re-laid out: the AVX2 panels (absent without AVX2) and popw[t * O + o] = popcount(w[o, t, :]).
+struct Prepared {
+  std::vector<Panel> panels;
+  std::unique_ptr<uint8_t, decltype(&std::free)> bytes{nullptr, &std::free};
+  std::vector<int32_t> popw;
+  size_t size = 0;
+};
+
+std::shared_ptr<const Prepared> prepare(const int32_t* w, const Geometry& g) {
+  auto p = std::make_shared<Prepared>();
+  const int64_t T = g.T(), Cw = g.Cw, steps = 16 * g.K64();
+  p->popw.assign(T * g.O, 0);
+  for (int64_t o = 0; o < g.O; ++o)
+    for (int64_t t = 0; t < T; ++t) {
+      int32_t c = 0;
+      for (int64_t k = 0; k < Cw; ++k) c += __builtin_popcount(static_cast<uint32_t>(w[(o * T + t) * Cw + k]));
+      p->popw[t * g.O + o] = c;
+    }
+  p->panels = make_panels(g.O, steps);
+  p->size = p->popw.size() * 4;
+#ifdef __AVX2__
+  const size_t bytes = static_cast<size_t>(steps * ceil_div(g.O, 32) * 32);
+  p->bytes.reset(static_cast<uint8_t*>(std::aligned_alloc(64, ceil_div(bytes, 64) * 64)));
+  TORCH_CHECK(p->bytes != nullptr, "xnor_conv2d: out of memory for the weight panels");
+  build_panels(w, g.O, g.K32(), p->panels, p->bytes.get());
+  p->size += bytes;
+#endif
+  return p;
+}
+
+struct CacheEntry {
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  const void* data;
+  std::vector<int64_t> sizes, strides;
+  uint32_t version;
+  std::shared_ptr<const Prepared> prepared;
+  uint64_t last_use;
+};
+
+constexpr size_t kCacheBytes = size_t(256) << 20;
+std::mutex g_cache_mutex;
+std::vector<CacheEntry> g_cache;
+uint64_t g_cache_clock = 0;
+
+// The re-laid-out form of weight tensor w (wc: its contiguous words): from the cache when w is unchanged since.
+std::shared_ptr<const Prepared> prepared_weights(const at::Tensor& w, const at::Tensor& wc, const Geometry& g) {
+  if (w.is_inference()) return prepare(wc.data_ptr<int32_t>(), g);  // no version counter to trust
+  const uint32_t version = w.unsafeGetTensorImpl()->version_counter().current_version();
+  const c10::StorageImpl* storage = w.storage().unsafeGetStorageImpl();
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  ++g_cache_clock;
+  g_cache.erase(std::remove_if(g_cache.begin(), g_cache.end(), [](const CacheEntry& e) { return e.storage.expired(); }),
+                g_cache.end());
+  for (CacheEntry& e : g_cache) {
+    if (e.storage._unsafe_get_target() == storage && e.data == w.data_ptr() && e.version == version &&
+        e.sizes == w.sizes().vec() && e.strides == w.strides().vec()) {
+      e.last_use = g_cache_clock;
+      return e.prepared;
+    }
+  }
+  auto prepared = prepare(wc.data_ptr<int32_t>(), g);
+  size_t total = prepared->size;
+  for (const CacheEntry& e : g_cache) total += e.prepared->size;
+  while (total > kCacheBytes && !g_cache.empty()) {  // least recently used first
+    auto lru = std::min_element(g_cache.begin(), g_cache.end(),
+                                [](const CacheEntry& a, const CacheEntry& b) { return a.last_use < b.last_use; });
+    total -= lru->prepared->size;
+    g_cache.erase(lru);
+  }
+  g_cache.push_back({w.storage().getWeakStorageImpl(), w.data_ptr(), w.sizes().vec(), w.strides().vec(), version,
+                     prepared, g_cache_clock});
+  return prepared;
+}
+
+int64_t cached_weights() {
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  return static_cast<int64_t>(std::count_if(g_cache.begin(), g_cache.end(),
+                                            [](const CacheEntry& e) { return !e.storage.expired(); }));
+}
+
+// ------------------------------------------------------------------------------------------ convolution
 
 at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
                            const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias,
@@ -542,7 +512,8 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
   TORCH_CHECK(variant >= 0 && variant <= 2, "xnor_conv2d: variant must be 0 (auto), 1 (scalar) or 2 (avx2)");
   TORCH_CHECK(variant != 2 || kHaveAvx2, "xnor_conv2d: the AVX2 variant was not compiled in");
 
-  at::Tensor out = at::empty({g.N, g.O, g.Ho, g.Wo}, x_packed.options().dtype(at::kFloat));
+  at::Tensor out = at::empty({g.N, g.O, g.Ho, g.Wo}, x_packed.options().dtype(at::kFloat),
+                             at::MemoryFormat::ChannelsLast);  // (N, Ho, Wo, O) in memory
   if (P == 0 || g.O == 0) return out;
   const at::Tensor xp = x_packed.contiguous(), wp = w_packed.contiguous(), al = alpha.contiguous();
   const at::Tensor sc = scale.has_value() ? scale->contiguous() : at::Tensor();
@@ -550,71 +521,45 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
   const float* alpha_ptr = al.data_ptr<float>();
   const float* scale_ptr = sc.defined() ? sc.data_ptr<float>() : nullptr;
   const float* bias_ptr = bs.defined() ? bs.data_ptr<float>() : nullptr;
+  const int32_t* x_ptr = xp.data_ptr<int32_t>();
   float* out_ptr = out.data_ptr<float>();
 
   const bool use_avx2 = kHaveAvx2 && variant != 1;
-  const int64_t T = g.T(), K32 = g.K32(), K64 = g.K64(), KN = 16 * K64, Cw = g.Cw, C = g.C;
-  const int64_t TO = 64;                           // output channels per tile
-  const int64_t Opad = ceil_div(g.O, 32) * 32;     // AVX2 panels of 32 or 64 channels, scalar panels of NR
-
-  // Weights, re-laid out per call (O * K64 words: small next to the convolution itself), the filter rows flattened
-  // over (ky, kx, word) exactly like the rows of A. popw[t, o] = popcount(w[o, t, :]), for the padding correction.
-  const int32_t* w_ptr = wp.data_ptr<int32_t>();
-  std::vector<uint64_t> B;          // scalar: panels of NR channels, B[o / NR, k, o % NR]
-  std::unique_ptr<uint8_t[]> Bn;    // AVX2: panels of 64 (last: 32) channels, see build_weight_panels
-  std::vector<int32_t> popw(T * Opad, 0);
-  for (int64_t o = 0; o < g.O; ++o)
-    for (int64_t t = 0; t < T; ++t) {
-      const int32_t* words = w_ptr + o * K32 + t * Cw;
-      int64_t c0 = 0, c1 = 0, j = 0;
-      for (; j + 4 <= Cw; j += 4) {  // two independent 64-bit popcount chains
-        uint64_t a, b;
-        std::memcpy(&a, words + j, 8);
-        std::memcpy(&b, words + j + 2, 8);
-        c0 += popcount64(a);
-        c1 += popcount64(b);
-      }
-      for (; j < Cw; ++j) c0 += __builtin_popcount(static_cast<uint32_t>(words[j]));
-      popw[t * Opad + o] = static_cast<int32_t>(c0 + c1);
-    }
-  if (use_avx2) {
-#ifdef __AVX2__
-    Bn.reset(new uint8_t[Opad * KN]);  // every byte is written
-    build_weight_panels(w_ptr, g.O, Opad, K32, K64, TO, Bn.get());
-#endif
-  } else {
-    B.assign(Opad * K64, 0);
-    std::vector<uint64_t> row(K64);
-    for (int64_t o = 0; o < g.O; ++o) {
-      row.back() = 0;
-      std::memcpy(row.data(), w_ptr + o * K32, K32 * 4);  // same word order and 64-bit pairing as walk_im2col
-      for (int64_t k = 0; k < K64; ++k) B[((o / NR) * K64 + k) * NR + o % NR] = row[k];
-    }
+  const int64_t T = g.T(), K32 = g.K32(), K64 = g.K64(), KN = 16 * K64, C = g.C;
+  const std::shared_ptr<const Prepared> prepared = prepared_weights(w_packed, wp, g);
+  const std::vector<Panel>& panels = prepared->panels;
+  const int32_t* popw = prepared->popw.data();
+  std::vector<uint64_t> Bw;  // scalar path: filter rows of K64 words, the odd last word paired with a zero word
+  if (!use_avx2) {
+    Bw.assign(g.O * K64, 0);
+    for (int64_t o = 0; o < g.O; ++o) std::memcpy(Bw.data() + o * K64, wp.data_ptr<int32_t>() + o * K32, K32 * 4);
   }
 
-  // TP pixels per tile: at most 64 and ~128 KiB of A, balanced so that the last pixel block is not mostly empty.
-  const int64_t row_bytes = use_avx2 ? KN : K64 * 8;
-  const int64_t TPmax = std::min(std::max<int64_t>(MR, std::min(kMaxTilePixels, (kTileBytes / row_bytes) / MR * MR)),
-                                 ceil_div(P, MR) * MR);
-  const int64_t TP = ceil_div(ceil_div(P, ceil_div(P, TPmax)), MR) * MR;
-  const int64_t n_pblocks = ceil_div(P, TP), n_oblocks = ceil_div(Opad, TO);
-  const int32_t* x_ptr = xp.data_ptr<int32_t>();
+  // TP pixels per tile, a multiple of every register block's MR: the tile's uint16 sums (TP x 32 nv x 2 bytes), a
+  // chunk of its rows of A (TP x kChunkSteps bytes) and of the panel (kChunkSteps x 32 nv bytes) share L1. Balanced
+  // so that the last tile is not mostly empty.
+  const int64_t nv0 = panels.front().nv;
+  const int64_t n_pblocks = ceil_div(P, std::min<int64_t>(64, 128 / nv0));
+  const int64_t TP = ceil_div(ceil_div(P, n_pblocks), 4) * 4;
+  const int64_t n_panels = static_cast<int64_t>(panels.size());
+  const bool wide = !use_avx2 || KN > kMaxSumSteps;  // int32 sums (else D fits the uint16 sums)
+  const int64_t sum_steps = kMaxSumSteps / kChunkSteps * kChunkSteps;
 
-  // At least ~2^24 binary products (~0.1 ms) per thread: splitting less work costs more in wake-ups than it saves,
-  // much more when other processes keep the cores busy.
-  const int64_t grain = std::max<int64_t>(1, kMinConvWork / (TP * TO * K64 * 64));
-  at::parallel_for(0, n_pblocks * n_oblocks, grain, [&](int64_t begin, int64_t end) {
-    std::vector<uint64_t> A(use_avx2 ? 0 : TP * K64);
+  // At least ~2^24 binary products (~0.05 ms) per thread: splitting less work costs more in wake-ups than it saves.
+  const int64_t grain = std::max<int64_t>(1, kMinConvWork / (TP * 32 * nv0 * K32 * kWordBits));
+  at::parallel_for(0, n_pblocks * n_panels, grain, [&](int64_t begin, int64_t end) {
     std::vector<uint8_t> Aoff(use_avx2 ? TP * KN : 0);
-    std::vector<int32_t> D(TO * TP);
-    std::vector<int32_t> base(TP), corr;
-    std::vector<int64_t> keys;
-    std::vector<std::pair<int32_t, int32_t>> border;  // (pixel in tile, pattern)
-    const std::vector<float> ones(scale_ptr ? 0 : TP, 1.0f);
+    std::vector<uint64_t> A(use_avx2 ? 0 : TP * K64);
+    std::vector<uint16_t> sums16(use_avx2 ? TP * kPanel : 0);
+    std::vector<int32_t> sums32(wide ? TP * kPanel : 0);
+    std::vector<int32_t> base(TP), pattern(TP), corr;
+    std::vector<TapRange> ranges;
     int64_t built = -1;
     for (int64_t tile = begin; tile < end; ++tile) {
-      const int64_t pb = tile / n_oblocks, ob = tile % n_oblocks;
-      const int64_t p0 = pb * TP, o0 = ob * TO, to = std::min(TO, Opad - o0);
+      const int64_t pb = tile / n_panels;
+      const Panel& pn = panels[tile % n_panels];
+      const int64_t p0 = pb * TP, tp = std::min(TP, P - p0), oe = std::min(32 * pn.nv, g.O - pn.o0);
+      const int64_t ldd = 32 * pn.nv;  // row stride of the tile's sums
       if (pb != built) {
         if (use_avx2) {
 #ifdef __AVX2__
@@ -625,77 +570,80 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
           EmitWords emit{reinterpret_cast<uint32_t*>(A.data()), 2 * K64};
           walk_im2col(g, x_ptr, p0, TP, emit);
         }
+        // Valid taps per pixel: a range ky_lo..ky_hi x kx_lo..kx_hi; border pixels share few ranges ("patterns").
+        ranges.clear();
+        int64_t y = (p0 % HoWo) / g.Wo, x = p0 % g.Wo;
+        for (int64_t i = 0; i < tp; ++i) {
+          const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
+          base[i] = static_cast<int32_t>(T * C);
+          pattern[i] = -1;
+          if (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W) {
+            const TapRange r = valid_taps(g, iy0, ix0);
+            base[i] = static_cast<int32_t>(r.count() * C);
+            auto it = std::find_if(ranges.begin(), ranges.end(), [&](const TapRange& q) { return q.key() == r.key(); });
+            pattern[i] = static_cast<int32_t>(it - ranges.begin());
+            if (it == ranges.end()) ranges.push_back(r);
+          }
+          if (++x == g.Wo) {
+            x = 0;
+            if (++y == g.Ho) y = 0;
+          }
+        }
         built = pb;
       }
+      // Padding correction of each pattern for this panel's filters: the popcounts of the taps it misses.
+      corr.assign(ranges.size() * ldd, 0);
+      for (size_t r = 0; r < ranges.size(); ++r)
+        for (int64_t ky = 0; ky < g.kh; ++ky)
+          for (int64_t kx = 0; kx < g.kw; ++kx) {
+            if (ranges[r].contains(ky, kx)) continue;
+            const int32_t* pw_t = popw + (ky * g.kw + kx) * g.O + pn.o0;
+            for (int64_t j = 0; j < oe; ++j) corr[r * ldd + j] += pw_t[j];
+          }
       if (use_avx2) {
 #ifdef __AVX2__
-        const uint8_t* panel = Bn.get() + o0 * KN;
-        for (int64_t s0 = 0; s0 < KN; s0 += kStepsPerSweep)
-          for (int64_t i = 0; i < TP; i += MR) {
-            const int64_t s1 = std::min(KN, s0 + kStepsPerSweep);
-            if (to == 64)
-              block_tables<2>(Aoff.data() + i * KN, KN, panel, s0, s1, D.data() + i, TP, s0 > 0);
-            else
-              block_tables<1>(Aoff.data() + i * KN, KN, panel, s0, s1, D.data() + i, TP, s0 > 0);
+        const int64_t mr = block_rows(pn.nv);
+        const BlockFn fn = block_fn(pn.nv);
+        const uint8_t* B = prepared->bytes.get() + pn.offset;
+        if (wide) std::fill(sums32.begin(), sums32.begin() + TP * ldd, 0);
+        for (int64_t w0 = 0; w0 < KN; w0 += sum_steps) {
+          const int64_t w1 = std::min(KN, w0 + sum_steps);
+          std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
+          for (int64_t s0 = w0; s0 < w1; s0 += kChunkSteps) {
+            const int64_t s1 = std::min(w1, s0 + kChunkSteps);
+            for (int64_t i = 0; i < tp; i += mr) fn(Aoff.data() + i * KN, KN, B, s0, s1, sums16.data() + i * ldd, ldd);
           }
+          if (wide)
+            for (int64_t k = 0; k < tp * ldd; ++k) sums32[k] += sums16[k];
+        }
 #endif
       } else {
-        for (int64_t j = 0; j < to; j += NR)
-          for (int64_t i = 0; i < TP; i += MR)
-            block_scalar(A.data() + i * K64, B.data() + (o0 + j) * K64, K64, D.data() + j * TP + i, TP);
+        block_scalar(A.data(), tp, Bw.data() + pn.o0 * K64, oe, K64, sums32.data(), ldd);
       }
-      const int64_t tp = std::min(TP, P - p0);
-      const int64_t oe = std::min(to, g.O - o0);  // real (unpadded) channels of this tile
-      // Valid taps per pixel: a contiguous range ky_lo..ky_hi x kx_lo..kx_hi. A border pixel's taps on the padding
-      // were read as zero words, adding popcount(w[o, t]) to D: the padding correction removes it again. Pixels
-      // share few distinct ranges (edges, corners), so the correction is summed once per range ("pattern").
-      int64_t y = (p0 % HoWo) / g.Wo, x = p0 % g.Wo;
-      keys.clear();
-      border.clear();
-      for (int64_t i = 0; i < tp; ++i) {
-        const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
-        base[i] = static_cast<int32_t>(T * C);
-        if (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W) {
-          const TapRange r = valid_taps(g, iy0, ix0);
-          base[i] = static_cast<int32_t>(r.count() * C);
-          int64_t pat = std::find(keys.begin(), keys.end(), r.key()) - keys.begin();
-          if (pat == static_cast<int64_t>(keys.size())) {
-            keys.push_back(r.key());
-            corr.resize(keys.size() * TO);
-            int32_t* c = corr.data() + pat * TO;
-            std::fill(c, c + TO, 0);
-            for (int64_t ky = 0; ky < g.kh; ++ky)
-              for (int64_t kx = 0; kx < g.kw; ++kx) {
-                if (r.contains(ky, kx)) continue;
-                const int32_t* pw_t = popw.data() + (ky * g.kw + kx) * Opad + o0;
-                for (int64_t j = 0; j < oe; ++j) c[j] += pw_t[j];
-              }
-          }
-          border.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(pat));
+      // Fused epilogue: out = alpha * K * (|V| * C - 2 * (D - corr)) + bias, a contiguous run of filters per pixel.
+      auto epilogue = [&](const auto* sums) {
+        for (int64_t i = 0; i < tp; ++i) {
+          const int64_t p = p0 + i;
+          const float s = scale_ptr ? scale_ptr[p] : 1.0f;
+          const int32_t b0 = base[i];
+          const auto* d = sums + i * ldd;
+          const int32_t* c = pattern[i] >= 0 ? corr.data() + pattern[i] * ldd : nullptr;
+          const float* a = alpha_ptr + pn.o0;
+          const float* b = bias_ptr ? bias_ptr + pn.o0 : nullptr;
+          float* dst = out_ptr + p * g.O + pn.o0;
+          if (c)
+            for (int64_t j = 0; j < oe; ++j)
+              dst[j] = a[j] * s * static_cast<float>(b0 - 2 * (static_cast<int32_t>(d[j]) - c[j])) + (b ? b[j] : 0.0f);
+          else if (b)
+            for (int64_t j = 0; j < oe; ++j) dst[j] = a[j] * s * static_cast<float>(b0 - 2 * int32_t(d[j])) + b[j];
+          else
+            for (int64_t j = 0; j < oe; ++j) dst[j] = a[j] * s * static_cast<float>(b0 - 2 * int32_t(d[j]));
         }
-        if (++x == g.Wo) {
-          x = 0;
-          if (++y == g.Ho) y = 0;
-        }
-      }
-      for (int64_t j = 0; j < oe; ++j) {
-        int32_t* d = D.data() + j * TP;
-        for (const auto& [i, pat] : border) d[i] -= corr[pat * TO + j];
-      }
-      // Fused epilogue: out = alpha * K * (base - 2 * D) + bias, one contiguous output row segment per image.
-      const float* s = scale_ptr ? scale_ptr + p0 : ones.data();
-      for (int64_t i0 = 0; i0 < tp;) {
-        const int64_t n = (p0 + i0) / HoWo, hw0 = (p0 + i0) % HoWo;
-        const int64_t i1 = std::min(tp, i0 + HoWo - hw0);
-        for (int64_t j = 0; j < oe; ++j) {
-          const int64_t o = o0 + j;
-          const float a = alpha_ptr[o], b = bias_ptr ? bias_ptr[o] : 0.0f;
-          float* dst = out_ptr + (n * g.O + o) * HoWo + hw0 - i0;
-          const int32_t* d = D.data() + j * TP;
-          for (int64_t i = i0; i < i1; ++i) dst[i] = a * s[i] * static_cast<float>(base[i] - 2 * d[i]) + b;
-        }
-        i0 = i1;
-      }
+      };
+      if (wide)
+        epilogue(sums32.data());
+      else
+        epilogue(sums16.data());
     }
   });
   return out;
@@ -709,16 +657,11 @@ std::string kernel_info() {
 }  // namespace
 
 TORCH_LIBRARY(zoo_xnor_cpu, m) {
-  m.def("pack_signs(Tensor x, bool absmean) -> (Tensor, Tensor)");
-  m.def("input_scale(Tensor absmean, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
   m.def(
       "xnor_conv2d(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias, int channels, "
       "int[2] stride, int[2] padding, int[2] dilation, int variant) -> Tensor");
   m.def("kernel_info() -> str", &kernel_info);
+  m.def("cached_weights() -> int", &cached_weights);
 }
 
-TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
-  m.impl("pack_signs", &pack_signs_cpu);
-  m.impl("input_scale", &input_scale_cpu);
-  m.impl("xnor_conv2d", &xnor_conv2d_cpu);
-}
+TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) { m.impl("xnor_conv2d", &xnor_conv2d_cpu); }

@@ -2,16 +2,18 @@
 
 Ops (inference only: no autograd formula is registered)::
 
-    zoo_xnor::pack_signs(Tensor x) -> Tensor
-        (N, C, H, W) float -> (N, H, W, ceil(C / 32)) int32, bit j of word k = [x[:, 32k + j] >= 0]
-    zoo_xnor::pack_signs_absmean(Tensor x) -> (Tensor, Tensor)
-        the same words, plus A = mean_c |x|, (N, 1, H, W) float32, in the same pass over x
+    zoo_xnor::pack_signs(Tensor x, Tensor? scale=None, Tensor? shift=None) -> Tensor
+        (N, C, H, W) float -> (N, H, W, ceil(C / 32)) int32, bit j of word k = [y[:, 32k + j] >= 0], where
+        y = x * scale[c] + shift[c] (an inference BatchNorm in front of the sign, fused) or y = x
+    zoo_xnor::pack_signs_absmean(Tensor x, Tensor? scale=None, Tensor? shift=None) -> (Tensor, Tensor)
+        the same words, plus A = mean_c |y|, (N, 1, H, W) float32, in the same pass over x
     zoo_xnor::input_scale(Tensor absmean, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation)
         -> Tensor
         XNOR-Net's K = A * k: conv2d(A, box of 1 / (kh * kw)), zero padding counted as 0, (N, 1, Ho, Wo) float32
     zoo_xnor::xnor_conv2d(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias,
                           int channels, int[2] stride, int[2] padding, int[2] dilation) -> Tensor
-        out[n, o, y, x] = alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]     (float32, N, O, Ho, Wo)
+        out[n, o, y, x] = alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]     (float32, N, O, Ho, Wo;
+                                                                  channels_last memory on CPU)
         int = sum over the taps inside the image of (C - 2 * popcount(a ^ w)) = conv2d(sign(x), sign(w)) exactly
 
 The packed format is documented in :mod:`zoo_kernels.packing`; the integer conv in :mod:`zoo_kernels.reference`.
@@ -181,8 +183,8 @@ def _check_conv_args(
 # CUDA dispatch keys and looks the kernel up in _KERNELS by device type.
 
 _LIB = torch.library.Library(NAMESPACE, "DEF")
-_LIB.define("pack_signs(Tensor x) -> Tensor")
-_LIB.define("pack_signs_absmean(Tensor x) -> (Tensor, Tensor)")
+_LIB.define("pack_signs(Tensor x, Tensor? scale=None, Tensor? shift=None) -> Tensor")
+_LIB.define("pack_signs_absmean(Tensor x, Tensor? scale=None, Tensor? shift=None) -> (Tensor, Tensor)")
 _LIB.define("input_scale(Tensor absmean, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation) -> Tensor")
 _LIB.define(
     "xnor_conv2d(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias, int channels, "
@@ -190,18 +192,42 @@ _LIB.define(
 )
 
 
-def _pack_signs_absmean_torch(x: Tensor) -> tuple[Tensor, Tensor]:
-    return _pack_signs_torch(x), x.float().abs().mean(dim=1, keepdim=True)
+def _affine(x: Tensor, scale: Tensor | None, shift: Tensor | None) -> Tensor:
+    if scale is None:
+        return x
+    return torch.addcmul(shift.view(1, -1, 1, 1).to(x.dtype), x, scale.view(1, -1, 1, 1).to(x.dtype))
 
 
-def _pack_signs_impl(x: Tensor) -> Tensor:
+def _pack_signs_affine_torch(x: Tensor, scale: Tensor | None, shift: Tensor | None) -> Tensor:
+    return _pack_signs_torch(_affine(x, scale, shift))
+
+
+def _pack_signs_absmean_torch(x: Tensor, scale: Tensor | None, shift: Tensor | None) -> tuple[Tensor, Tensor]:
+    y = _affine(x, scale, shift)
+    return _pack_signs_torch(y), y.float().abs().mean(dim=1, keepdim=True)
+
+
+def _check_affine(x: Tensor, scale: Tensor | None, shift: Tensor | None, what: str) -> None:
+    if (scale is None) != (shift is None):
+        raise ValueError(f"{what}: give both scale and shift, or neither")
+    for t in (scale, shift):
+        if t is not None and (t.shape != (x.shape[1],) or t.dtype != torch.float32 or t.device != x.device):
+            raise ValueError(f"{what}: scale and shift must be float32 of shape ({x.shape[1]},) on {x.device}, got "
+                             f"{t.dtype} {tuple(t.shape)} on {t.device}")
+
+
+def _pack_signs_impl(x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
     _check_float_input(x, f"{NAMESPACE}::pack_signs")
-    return _KERNELS["pack_signs"].get(x.device.type, _pack_signs_torch)(x)
+    _check_affine(x, scale, shift, f"{NAMESPACE}::pack_signs")
+    return _KERNELS["pack_signs"].get(x.device.type, _pack_signs_affine_torch)(x, scale, shift)
 
 
-def _pack_signs_absmean_impl(x: Tensor) -> tuple[Tensor, Tensor]:
+def _pack_signs_absmean_impl(
+    x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     _check_float_input(x, f"{NAMESPACE}::pack_signs_absmean")
-    return _KERNELS["pack_signs_absmean"].get(x.device.type, _pack_signs_absmean_torch)(x)
+    _check_affine(x, scale, shift, f"{NAMESPACE}::pack_signs_absmean")
+    return _KERNELS["pack_signs_absmean"].get(x.device.type, _pack_signs_absmean_torch)(x, scale, shift)
 
 
 def _input_scale_torch(
@@ -274,15 +300,17 @@ _register_dispatch_key("CUDA")
 
 
 @torch.library.register_fake(f"{NAMESPACE}::pack_signs", lib=_LIB)
-def _(x: Tensor) -> Tensor:
+def _(x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
     _check_float_input(x, f"{NAMESPACE}::pack_signs")
+    _check_affine(x, scale, shift, f"{NAMESPACE}::pack_signs")
     n, c, h, w = x.shape
     return x.new_empty((n, h, w, num_words(c)), dtype=torch.int32)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::pack_signs_absmean", lib=_LIB)
-def _(x: Tensor) -> tuple[Tensor, Tensor]:
+def _(x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> tuple[Tensor, Tensor]:
     _check_float_input(x, f"{NAMESPACE}::pack_signs_absmean")
+    _check_affine(x, scale, shift, f"{NAMESPACE}::pack_signs_absmean")
     n, c, h, w = x.shape
     return x.new_empty((n, h, w, num_words(c)), dtype=torch.int32), x.new_empty((n, 1, h, w), dtype=torch.float32)
 
@@ -308,19 +336,22 @@ def _(
     dilation: Sequence[int],
 ) -> Tensor:
     ho, wo = _check_conv_args(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
-    return x_packed.new_empty((x_packed.shape[0], w_packed.shape[0], ho, wo), dtype=torch.float32)
+    out = x_packed.new_empty((x_packed.shape[0], w_packed.shape[0], ho, wo), dtype=torch.float32)
+    return out.contiguous(memory_format=torch.channels_last) if x_packed.device.type == "cpu" else out
 
 
-def pack_signs(x: Tensor) -> Tensor:
+def pack_signs(x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
     """``zoo_xnor::pack_signs``: ``(N, C, H, W)`` float -> ``(N, H, W, ceil(C / 32))`` int32 (see
-    :mod:`zoo_kernels.packing` for the format)."""
-    return torch.ops.zoo_xnor.pack_signs(x)
+    :mod:`zoo_kernels.packing` for the format), of ``y = x * scale[c] + shift[c]`` when ``scale`` and ``shift``
+    ((C,) float32) are given: an inference BatchNorm in front of the sign, in the packing pass (one rounding, as
+    torch's CPU BatchNorm, on CPU)."""
+    return torch.ops.zoo_xnor.pack_signs(x, scale, shift)
 
 
-def pack_signs_absmean(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``zoo_xnor::pack_signs_absmean``: :func:`pack_signs` and ``A = mean_c |x|`` ((N, 1, H, W) float32), one
+def pack_signs_absmean(x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``zoo_xnor::pack_signs_absmean``: :func:`pack_signs` and ``A = mean_c |y|`` ((N, 1, H, W) float32), one
     pass over ``x``. ``A`` is NaN where a channel is NaN."""
-    return torch.ops.zoo_xnor.pack_signs_absmean(x)
+    return torch.ops.zoo_xnor.pack_signs_absmean(x, scale, shift)
 
 
 def xnor_conv2d_packed(
@@ -334,7 +365,8 @@ def xnor_conv2d_packed(
     padding: Sequence[int],
     dilation: Sequence[int],
 ) -> Tensor:
-    """``zoo_xnor::xnor_conv2d``: ``alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]``, float32 NCHW.
+    """``zoo_xnor::xnor_conv2d``: ``alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]``, float32 (N, O, Ho,
+    Wo), channels_last in memory on CPU (the layout the next layer's packing reads fastest).
 
     ``x_packed`` (N, H, W, Cw) and ``w_packed`` (O, kh, kw, Cw) int32 words, ``alpha`` (O,) float32, ``scale``
     (N, 1, Ho, Wo) float32 or None (1), ``bias`` (O,) float32 or None (0), ``channels`` = C. ``int`` is exactly
@@ -344,8 +376,8 @@ def xnor_conv2d_packed(
                                           list(padding), list(dilation))
 
 
-register_device_kernel("pack_signs", "cpu", lambda x: cpu.pack_signs_cpu(x)[0])
-register_device_kernel("pack_signs_absmean", "cpu", lambda x: cpu.pack_signs_cpu(x, absmean=True))
+register_device_kernel("pack_signs", "cpu", lambda x, scale, shift: cpu.pack_signs_cpu(x, False, scale, shift)[0])
+register_device_kernel("pack_signs_absmean", "cpu", lambda x, scale, shift: cpu.pack_signs_cpu(x, True, scale, shift))
 register_device_kernel("input_scale", "cpu", cpu.input_scale_cpu)
 register_device_kernel("xnor_conv2d", "cpu", cpu.xnor_conv2d_cpu)
 
@@ -391,13 +423,18 @@ def xnor_conv2d(
     input_scale: bool = False,
     bias: Tensor | None = None,
     groups: int = 1,
+    norm_scale: Tensor | None = None,
+    norm_shift: Tensor | None = None,
 ) -> Tensor:
     """XNOR-Net conv of a float input with packed weights: ``y = alpha[o] * K[n, y, x] * int + bias[o]``, float32.
 
     ``x`` (N, C, H, W) floating point (any layout); ``w_packed`` (O, kh, kw, ceil(C / 32)) int32 from
     :func:`zoo_kernels.packing.pack_weight_signs`; ``alpha`` (O,) = mean |W| per filter; ``int`` =
     ``conv2d(sign(x), sign(w))`` computed exactly on packed bits; ``K`` = :func:`xnor_input_scale` of ``mean_c |x|``
-    when ``input_scale`` else 1. Inference only (``alpha`` and ``bias`` are detached).
+    when ``input_scale`` else 1. Inference only (``alpha`` and ``bias`` are detached). With ``norm_scale`` and
+    ``norm_shift`` ((C,) float32) the conv binarizes ``x * norm_scale[c] + norm_shift[c]`` instead of ``x`` (and ``K``
+    averages its ``|.|``): the inference BatchNorm of XNOR-Net's block ``BatchNorm -> sign -> conv``, applied in the
+    packing pass instead of as a separate pass over ``x``.
 
     Defined edge cases: an empty batch gives an empty (0, O, Ho, Wo) output. A NaN activation packs as -1
     (``NaN >= 0`` is False) and, with ``input_scale``, makes ``K`` -- hence the outputs whose window covers it --
@@ -424,8 +461,8 @@ def xnor_conv2d(
     if bias is not None:
         bias = bias.detach() if bias.dtype == torch.float32 else bias.detach().float()
     if input_scale:
-        x_packed, absmean = pack_signs_absmean(x)
+        x_packed, absmean = pack_signs_absmean(x, norm_scale, norm_shift)
         scale = xnor_input_scale(absmean, ks, st, pd, dl)
     else:
-        x_packed, scale = pack_signs(x), None
+        x_packed, scale = pack_signs(x, norm_scale, norm_shift), None
     return xnor_conv2d_packed(x_packed, w_packed, alpha, scale, bias, channels, st, pd, dl)

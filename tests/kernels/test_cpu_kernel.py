@@ -52,9 +52,9 @@ def test_integer_conv_is_exact(variant, channels):
 
 @needs_kernel
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("out_channels", [1, 32, 64, 96, 130])
+@pytest.mark.parametrize("out_channels", [1, 32, 64, 96, 130, 256])
 def test_output_channel_blocking(variant, out_channels):
-    # panels of 32 / 64 channels and register blocks of 8: full, partial and padded ones
+    # panels of 128 filters (2 x 4 register blocks), the last one of 32 / 64 (4 x 2) / 96: full, partial, padded
     x, w = torch.randn(2, 70, 6, 5), torch.randn(out_channels, 70, 3, 3)
     assert torch.equal(run(x, w, 1, 1, 1, variant).double(), int_conv(x, w, 1, 1, 1))
 
@@ -82,6 +82,41 @@ def test_large_layer_many_tiles_and_sweeps():
     assert torch.equal(run(x, w, 1, 1, 1).double(), int_conv(x, w, 1, 1, 1))
     x, w = torch.randn(3, 64, 30, 30), torch.randn(64, 64, 3, 3)
     assert torch.equal(run(x, w, 2, 1, 1).double(), int_conv(x, w, 2, 1, 1))
+
+
+@needs_kernel
+def test_long_filters_overflow_no_counter():
+    # 8192 x 3 x 3 bits per filter: more nibble steps than uint16 sums hold, so the int32 sums take over
+    x, w = torch.randn(1, 8192, 3, 3), torch.randn(5, 8192, 3, 3)
+    assert torch.equal(run(x, w, 1, 1, 1).double(), int_conv(x, w, 1, 1, 1))
+
+
+@needs_kernel
+def test_output_is_channels_last():
+    out = run(torch.randn(2, 40, 6, 5), torch.randn(8, 40, 3, 3), 1, 1, 1)
+    assert out.shape == (2, 8, 6, 5) and out.is_contiguous(memory_format=torch.channels_last)
+
+
+@needs_kernel
+def test_weight_cache_follows_the_weights():
+    x, w1, w2 = torch.randn(2, 64, 7, 7), torch.randn(128, 64, 3, 3), torch.randn(128, 64, 3, 3)
+    xp, wp = pack_signs(x), pack_weight_signs(w1)
+
+    def conv(weights):
+        ones = torch.ones(weights.shape[0])
+        return cpu.xnor_conv2d_cpu(xp, weights, ones, None, None, 64, (1, 1), (1, 1), (1, 1)).double()
+
+    before = cpu.cached_weights()
+    assert torch.equal(conv(wp), int_conv(x, w1, 1, 1, 1)) and cpu.cached_weights() == before + 1
+    assert torch.equal(conv(wp), int_conv(x, w1, 1, 1, 1)) and cpu.cached_weights() == before + 1  # a cache hit
+    wp.copy_(pack_weight_signs(w2))  # in place: the version counter changes, the cached panels are stale
+    assert torch.equal(conv(wp), int_conv(x, w2, 1, 1, 1))
+    assert torch.equal(conv(wp[:64]), int_conv(x, w2[:64], 1, 1, 1))  # a view of the same storage
+    del wp
+    assert cpu.cached_weights() == before  # entries of freed weights are dropped
+    with torch.inference_mode():  # inference tensors have no version counter: never cached
+        wi = pack_weight_signs(w1)
+        assert torch.equal(conv(wi), int_conv(x, w1, 1, 1, 1)) and cpu.cached_weights() == before
 
 
 @needs_kernel
@@ -139,6 +174,36 @@ def test_compiled_packing():
     sliced = torch.randn(2, 80, 10, 9)[:, 1::2, ::3]
     assert torch.equal(cpu.pack_signs_cpu(sliced)[0], pack_signs(sliced))
     assert cpu.pack_signs_cpu(torch.randn(0, 3, 2, 2))[0].shape == (0, 2, 2, 1)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("shape", [(2, 1, 5, 7), (2, 31, 9, 9), (1, 33, 16, 16), (3, 100, 3, 30)])
+def test_packing_with_fused_affine(layout, shape):
+    """sign(x * scale + shift) and mean_c |x * scale + shift| against an unfused float64 computation."""
+    torch.manual_seed(0)
+    c = shape[1]
+    x, scale, shift = torch.randn(shape) * 3, torch.randn(c), torch.randn(c)
+    scale[0] = -scale[0].abs()  # a negative BatchNorm scale flips the comparison
+    y = x.double() * scale.double().view(1, -1, 1, 1) + shift.double().view(1, -1, 1, 1)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    packed, absmean = cpu.pack_signs_cpu(x, True, scale, shift)
+    clear = (y.abs() > 1e-5).all(dim=1)  # pixels whose float32 rounding cannot flip a sign
+    assert clear.float().mean() > 0.9
+    assert torch.equal(packed[clear], pack_signs(y)[clear])
+    torch.testing.assert_close(absmean.double(), y.abs().mean(dim=1, keepdim=True), rtol=1e-6, atol=1e-6)
+    assert torch.equal(cpu.pack_signs_cpu(x, False, torch.ones(c), torch.zeros(c))[0], pack_signs(x))
+
+
+@pytest.mark.parametrize("shape", [(2, 40, 9, 9), (1, 64, 12, 11), (2, 3, 1, 70)])
+def test_nchw_packing_blocks(shape):
+    # planes of more than one 64-pixel block and a partial last block, with NaN, zeros and -0.0
+    x = torch.randn(shape)
+    x[x.abs() < 0.2] = 0.0
+    x[:, 0, 0, :3] = torch.tensor([float("nan"), -0.0, float("-inf")])
+    packed, absmean = cpu.pack_signs_cpu(x, absmean=True)
+    assert torch.equal(packed, pack_signs(x))
+    torch.testing.assert_close(absmean, x.abs().mean(dim=1, keepdim=True), equal_nan=True)
 
 
 def test_input_scale():

@@ -50,6 +50,28 @@ def test_xnor_conv2d_matches_float64(input_scale, geometry, channels):
     torch.testing.assert_close(out.double(), expected(x, w, alpha, s, p, d, input_scale, bias), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("device_kernel", [True, False])
+@pytest.mark.parametrize("input_scale", [False, True])
+def test_fused_batchnorm_matches_unfused_float64(input_scale, device_kernel, monkeypatch):
+    """norm_scale / norm_shift: the conv of sign(BN(x)) (and K of |BN(x)|), BN applied in float64 beforehand."""
+    torch.manual_seed(3)
+    x, w, bias = torch.randn(3, 40, 8, 7), torch.randn(6, 40, 3, 3), torch.randn(6)
+    scale, shift = torch.randn(40), torch.randn(40)
+    y = x.double() * scale.double().view(1, -1, 1, 1) + shift.double().view(1, -1, 1, 1)
+    assert y.abs().min() > 1e-5  # no sign within float32 rounding of zero
+    alpha = weight_scale(w)
+    if not device_kernel:  # the pure-PyTorch pack of devices without a kernel of their own
+        monkeypatch.setitem(ops._KERNELS["pack_signs"], "cpu", ops._pack_signs_affine_torch)
+        monkeypatch.setitem(ops._KERNELS["pack_signs_absmean"], "cpu", ops._pack_signs_absmean_torch)
+    out = ops.xnor_conv2d(x, pack_weight_signs(w), alpha, 40, 3, 1, 1, 1, input_scale, bias, norm_scale=scale,
+                          norm_shift=shift)
+    torch.testing.assert_close(out.double(), expected(y, w, alpha, 1, 1, 1, input_scale, bias), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="both scale and shift"):
+        ops.pack_signs(x, scale)
+    with pytest.raises(ValueError, match="float32 of shape"):
+        ops.pack_signs(x, scale[:3], shift[:3])
+
+
 def test_non_contiguous_and_half_inputs():
     x, w = torch.randn(2, 64, 9, 9), torch.randn(8, 64, 3, 3)
     wp, alpha = pack_weight_signs(w), weight_scale(w)

@@ -1,0 +1,305 @@
+// Sign packing of activations and XNOR-Net's input scale K on the CPU (zoo_kernels; built with cpu_popcount.cpp by
+// cpu.py into one extension, ops zoo_xnor_cpu::pack_signs and zoo_xnor_cpu::input_scale).
+//
+// Packed format (see packing.py): int32 words, 32 channels per word, bit j (LSB = 0) of word k holds channel
+// 32 * k + j, 1 iff value >= 0 (NaN packs as 0). Padding bits past C are 0. Activations (N, C, H, W) -> (N, H, W, Cw).
+//
+// Fused per-channel affine: with scale and shift given, the packed value is y = fma(x, scale[c], shift[c]) instead of
+// x: an inference BatchNorm in front of the sign (BN(x) = x * a + b with a = gamma / sqrt(var + eps),
+// b = beta - mean * a) costs nothing extra in the packing pass, and the float activation is read once. The optional
+// channel mean of |y| (the A of XNOR-Net's input scale K) is accumulated in the same pass.
+//
+// Memory access: a channels_last input is read pixel by pixel, 32 contiguous channels per word (AVX2: 4 x 8 lanes,
+// fma, compare, movemask); an NCHW input 64 pixels of an image at a time (contiguous in each channel plane): 8 compares
+// + movemasks per channel give 64 pixel bits, 8 x 8 bit transposes turn them into channel bits per pixel. K (A
+// convolved with a box filter) is a small separate kernel, input_scale.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+namespace {
+
+constexpr int64_t kWordBits = 32;
+constexpr int64_t kMinPackWork = 1 << 18;  // floats per thread, at least, when packing
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The packed value of x for channel c: x, or fma(x, scale[c], shift[c]) (one rounding, as torch's CPU BatchNorm).
+template <typename scalar_t>
+struct Affine {
+  const float* scale;  // null: identity
+  const float* shift;
+  scalar_t operator()(scalar_t x, int64_t c) const {
+    return scale ? std::fma(x, static_cast<scalar_t>(scale[c]), static_cast<scalar_t>(shift[c])) : x;
+  }
+};
+
+#ifdef __AVX2__
+// 8 x 8 bit transpose: bit c of byte r -> bit r of byte c.
+inline uint64_t transpose8x8(uint64_t x) {
+  x = (x & 0xAA55AA55AA55AA55ull) | ((x & 0x00AA00AA00AA00AAull) << 7) | ((x >> 7) & 0x00AA00AA00AA00AAull);
+  x = (x & 0xCCCC3333CCCC3333ull) | ((x & 0x0000CCCC0000CCCCull) << 14) | ((x >> 14) & 0x0000CCCC0000CCCCull);
+  x = (x & 0xF0F0F0F00F0F0F0Full) | ((x & 0x00000000F0F0F0F0ull) << 28) | ((x >> 28) & 0x00000000F0F0F0F0ull);
+  return x;
+}
+
+constexpr int64_t kBlockPixels = 64;  // NCHW: pixels per block, one 64-bit mask per channel
+
+// Pixels q .. q + qn - 1 (qn <= 64) of an NCHW float image (channel c's plane at img + c * plane): per channel, up
+// to 8 compares + movemasks give a 64-bit mask of the pixels' bits (the last 8 pixels by a masked load); per 8
+// channels and 8 pixels, an 8 x 8 bit transpose turns them into a byte of channel bits per pixel. dst: the image's
+// NHWC words; total[p] += sum_c |y| of pixel q + p.
+void pack_nchw_block(const float* img, const Affine<float>& f, int64_t C, int64_t plane, int64_t q, int64_t qn,
+                     int32_t* dst, double* total) {
+  const int64_t Cw = ceil_div(C, kWordBits), nvec = ceil_div(qn, 8);
+  const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(qn - 8 * (nvec - 1))),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));  // lanes of the last vector
+  uint64_t bits[kWordBits];
+  for (int64_t k = 0; k < Cw; ++k) {
+    __m256 part[8];
+    for (auto& v : part) v = zero;
+    for (int64_t j = 0; j < kWordBits; ++j) {
+      const int64_t c = k * kWordBits + j;
+      bits[j] = 0;  // padding bits stay 0
+      if (c >= C) continue;
+      const float* src = img + c * plane + q;
+      const __m256 a = _mm256_set1_ps(f.scale ? f.scale[c] : 1.0f), b = _mm256_set1_ps(f.scale ? f.shift[c] : 0.0f);
+      for (int v = 0; v < nvec; ++v) {
+        __m256 y = v + 1 < nvec ? _mm256_loadu_ps(src + 8 * v) : _mm256_maskload_ps(src + 8 * v, tail);
+        if (f.scale) y = _mm256_fmadd_ps(y, a, b);
+        bits[j] |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(y, zero, _CMP_GE_OQ))) << (8 * v);  // NaN: 0
+        part[v] = _mm256_add_ps(part[v], _mm256_andnot_ps(sign, y));
+      }
+    }
+    for (int64_t pb = 0; pb < nvec; ++pb) {  // pixels q + 8 pb .. q + 8 pb + 7
+      uint64_t t[4];
+      for (int64_t g = 0; g < 4; ++g) {
+        uint64_t x = 0;
+        for (int64_t j = 0; j < 8; ++j) x |= ((bits[8 * g + j] >> (8 * pb)) & 0xff) << (8 * j);
+        t[g] = transpose8x8(x);  // byte p: bits of channels 8 g .. 8 g + 7 of pixel q + 8 pb + p
+      }
+      for (int64_t p = 0; p < std::min<int64_t>(8, qn - 8 * pb); ++p) {
+        uint32_t word = 0;
+        for (int64_t g = 0; g < 4; ++g) word |= static_cast<uint32_t>((t[g] >> (8 * p)) & 0xff) << (8 * g);
+        dst[(q + 8 * pb + p) * Cw + k] = static_cast<int32_t>(word);
+      }
+    }
+    if (total) {
+      alignas(32) float lanes[kBlockPixels];
+      for (int v = 0; v < 8; ++v) _mm256_store_ps(lanes + 8 * v, part[v]);
+      for (int64_t p = 0; p < qn; ++p) total[p] += lanes[p];
+    }
+  }
+}
+#endif
+
+// x (N, C, H, W) contiguous -> out (N, H, W, Cw); absmean (N, H, W) = mean_c |y| if not null. An image's pixels
+// are contiguous in each channel plane: blocks of 64 of them with AVX2 (float32), else one at a time.
+template <typename scalar_t>
+void pack_nchw(const scalar_t* x, Affine<scalar_t> f, int32_t* out, float* absmean, int64_t N, int64_t C, int64_t H,
+               int64_t W) {
+  const int64_t Cw = ceil_div(C, kWordBits), plane = H * W;
+  const int64_t blocks = ceil_div(plane, kBlockPixels);
+  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, C * kBlockPixels));
+  at::parallel_for(0, N * blocks, grain, [&](int64_t begin, int64_t end) {
+    double total[kBlockPixels];
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t n = blk / blocks, q0 = (blk % blocks) * kBlockPixels, q1 = std::min(plane, q0 + kBlockPixels);
+      const scalar_t* img = x + n * C * plane;
+      int32_t* dst = out + n * plane * Cw;
+      float* am = absmean ? absmean + n * plane : nullptr;
+      int64_t q = q0;
+#ifdef __AVX2__
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        std::fill(total, total + kBlockPixels, 0.0);
+        pack_nchw_block(img, f, C, plane, q0, q1 - q0, dst, am ? total : nullptr);
+        if (am)
+          for (int64_t p = 0; p < q1 - q0; ++p) am[q0 + p] = static_cast<float>(total[p] / static_cast<double>(C));
+        q = q1;
+      }
+#endif
+      for (; q < q1; ++q) {
+        double sum = 0.0;
+        for (int64_t k = 0; k < Cw; ++k) {
+          const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
+          uint32_t word = 0;
+          scalar_t part = 0;
+          for (int64_t j = 0; j < jn; ++j) {
+            const int64_t c = k * kWordBits + j;
+            const scalar_t y = f(img[c * plane + q], c);
+            word |= (y >= scalar_t(0)) ? (1u << j) : 0u;  // NaN >= 0 is false
+            part += std::fabs(y);
+          }
+          dst[q * Cw + k] = static_cast<int32_t>(word);
+          sum += part;
+        }
+        if (am) am[q] = static_cast<float>(sum / static_cast<double>(C));
+      }
+    }
+  });
+}
+
+// One pixel of a channels_last input, C channels -> Cw words; returns sum_c |y| (0 when !with_abs).
+template <typename scalar_t>
+double pack_pixel(const scalar_t* src, Affine<scalar_t> f, int64_t C, int32_t* dst, bool with_abs) {
+  const int64_t Cw = ceil_div(C, kWordBits);
+  double total = 0.0;
+  int64_t k = 0;
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
+    __m256 abs_sum = zero;
+    for (; k < C / kWordBits; ++k) {
+      uint32_t word = 0;
+      for (int q = 0; q < 4; ++q) {
+        const int64_t c = k * kWordBits + 8 * q;
+        __m256 y = _mm256_loadu_ps(src + c);
+        if (f.scale) y = _mm256_fmadd_ps(y, _mm256_loadu_ps(f.scale + c), _mm256_loadu_ps(f.shift + c));
+        const __m256 ge = _mm256_cmp_ps(y, zero, _CMP_GE_OQ);  // NaN -> false
+        word |= static_cast<uint32_t>(_mm256_movemask_ps(ge)) << (8 * q);  // lane i -> bit 8q + i
+        abs_sum = _mm256_add_ps(abs_sum, _mm256_andnot_ps(sign, y));
+      }
+      dst[k] = static_cast<int32_t>(word);
+    }
+    if (with_abs) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, abs_sum);
+      for (float v : lanes) total += v;
+    }
+  }
+#endif
+  for (; k < Cw; ++k) {
+    const int64_t jn = std::min<int64_t>(kWordBits, C - k * kWordBits);
+    uint32_t word = 0;
+    scalar_t part = 0;
+    for (int64_t j = 0; j < jn; ++j) {
+      const scalar_t y = f(src[k * kWordBits + j], k * kWordBits + j);
+      word |= (y >= scalar_t(0)) ? (1u << j) : 0u;
+      part += std::fabs(y);
+    }
+    dst[k] = static_cast<int32_t>(word);
+    total += part;
+  }
+  return total;
+}
+
+// x (N, C, H, W) in channels_last memory, i.e. (N * H * W, C) rows -> out (N * H * W, Cw).
+template <typename scalar_t>
+void pack_nhwc(const scalar_t* x, Affine<scalar_t> f, int32_t* out, float* absmean, int64_t pixels, int64_t C) {
+  const int64_t Cw = ceil_div(C, kWordBits);
+  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, C));
+  at::parallel_for(0, pixels, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const double total = pack_pixel(x + p * C, f, C, out + p * Cw, absmean != nullptr);
+      if (absmean) absmean[p] = static_cast<float>(total / static_cast<double>(C));
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> pack_signs_cpu(const at::Tensor& x_in, bool with_absmean,
+                                                  const std::optional<at::Tensor>& scale_in,
+                                                  const std::optional<at::Tensor>& shift_in) {
+  TORCH_CHECK(x_in.dim() == 4, "pack_signs: expected a 4D (N, C, H, W) tensor, got ", x_in.dim(), "D");
+  TORCH_CHECK(x_in.is_floating_point(), "pack_signs: expected a floating-point tensor, got ", x_in.scalar_type());
+  TORCH_CHECK(x_in.device().is_cpu(), "pack_signs: expected a CPU tensor");
+  TORCH_CHECK(scale_in.has_value() == shift_in.has_value(), "pack_signs: give both scale and shift, or neither");
+  // float32 or float64 as is; half / bfloat16 widen to float32 exactly (signs, zeros and NaN are kept). (float64
+  // is not narrowed: a tiny negative double would round to -0.0f, which is >= 0.)
+  const at::Tensor x = x_in.scalar_type() == at::kDouble ? x_in : x_in.to(at::kFloat);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(C > 0, "pack_signs: zero channels");
+  at::Tensor scale, shift;
+  if (scale_in.has_value()) {
+    TORCH_CHECK(scale_in->numel() == C && shift_in->numel() == C && scale_in->scalar_type() == at::kFloat &&
+                    shift_in->scalar_type() == at::kFloat && scale_in->device().is_cpu() && shift_in->device().is_cpu(),
+                "pack_signs: scale and shift must be float32 CPU tensors of C = ", C, " elements");
+    scale = scale_in->contiguous();
+    shift = shift_in->contiguous();
+  }
+  const int64_t Cw = ceil_div(C, kWordBits);
+  at::Tensor out = at::empty({N, H, W, Cw}, x.options().dtype(at::kInt));
+  at::Tensor am = at::empty({with_absmean ? N : 0, 1, H, W}, x.options().dtype(at::kFloat));
+  if (x.numel() == 0) return {out, am};
+  float* am_ptr = with_absmean ? am.data_ptr<float>() : nullptr;
+  const bool nhwc = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor xc = nhwc ? x : x.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "pack_signs", [&] {
+    const Affine<scalar_t> f{scale.defined() ? scale.data_ptr<float>() : nullptr,
+                             shift.defined() ? shift.data_ptr<float>() : nullptr};
+    if (nhwc)
+      pack_nhwc(xc.data_ptr<scalar_t>(), f, out.data_ptr<int32_t>(), am_ptr, N * H * W, C);
+    else
+      pack_nchw(xc.data_ptr<scalar_t>(), f, out.data_ptr<int32_t>(), am_ptr, N, C, H, W);
+  });
+  return {out, am};
+}
+
+// K[n, 0, y, x] = (1 / (kh * kw)) * sum over the taps inside the image of A[n, 0, iy, ix]: XNOR-Net's K = A * k,
+// conv2d of A with a box filter, zero padding counted as 0. Direct sum, kh * kw taps per output: cheap next to the
+// convolution, and without the overhead of a one-channel oneDNN conv.
+at::Tensor input_scale_cpu(const at::Tensor& absmean, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation) {
+  TORCH_CHECK(absmean.dim() == 4 && absmean.size(1) == 1 && absmean.scalar_type() == at::kFloat &&
+                  absmean.device().is_cpu(),
+              "input_scale: expected a float32 CPU tensor (N, 1, H, W)");
+  TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "input_scale: kernel_size, stride, padding and dilation must have 2 elements");
+  const int64_t N = absmean.size(0), H = absmean.size(2), W = absmean.size(3);
+  const int64_t kh = kernel_size[0], kw = kernel_size[1], sh = stride[0], sw = stride[1];
+  const int64_t ph = padding[0], pw = padding[1], dh = dilation[0], dw = dilation[1];
+  TORCH_CHECK(kh > 0 && kw > 0 && sh > 0 && sw > 0 && dh > 0 && dw > 0 && ph >= 0 && pw >= 0,
+              "input_scale: kernel, stride and dilation must be positive, padding non-negative");
+  const int64_t Ho = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1, Wo = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+  TORCH_CHECK(Ho > 0 && Wo > 0, "input_scale: output size ", Ho, "x", Wo, " is not positive");
+  at::Tensor out = at::empty({N, 1, Ho, Wo}, absmean.options());
+  if (out.numel() == 0) return out;
+  const at::Tensor a = absmean.contiguous();
+  const float* src = a.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const float inv = 1.0f / static_cast<float>(kh * kw);
+  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, Wo * kh * kw));
+  at::parallel_for(0, N * Ho, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / Ho, y = r % Ho;
+      const float* img = src + n * H * W;
+      for (int64_t x = 0; x < Wo; ++x) {
+        float sum = 0.0f;
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const int64_t iy = y * sh - ph + ky * dh;
+          if (iy < 0 || iy >= H) continue;
+          for (int64_t kx = 0; kx < kw; ++kx) {
+            const int64_t ix = x * sw - pw + kx * dw;
+            if (ix >= 0 && ix < W) sum += img[iy * W + ix];
+          }
+        }
+        dst[r * Wo + x] = sum * inv;
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(zoo_xnor_cpu, m) {
+  m.def("pack_signs(Tensor x, bool absmean, Tensor? scale, Tensor? shift) -> (Tensor, Tensor)");
+  m.def("input_scale(Tensor absmean, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
+  m.impl("pack_signs", &pack_signs_cpu);
+  m.impl("input_scale", &input_scale_cpu);
+}
