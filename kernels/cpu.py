@@ -41,6 +41,7 @@ __all__ = [
     "cached_weights",
     "cpu_kernel_available",
     "input_scale_cpu",
+    "xnor_conv2d_float_cpu",
     "kernel_info",
     "load_extension",
     "pack_signs_cpu",
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 _SOURCES = [Path(__file__).with_name(name) for name in ("cpu_popcount.cpp", "cpu_pack.cpp")]
+_HEADERS = [Path(__file__).with_name("cpu_kernels.h")]
 _VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2}
 
 _lock = threading.Lock()
@@ -76,7 +78,7 @@ def _build() -> None:
     from torch.utils import cpp_extension
 
     flags = _flags()
-    key = "\n".join([*(s.read_text() for s in _SOURCES), " ".join(flags), torch.__version__, sys.version,
+    key = "\n".join([*(s.read_text() for s in _SOURCES + _HEADERS), " ".join(flags), torch.__version__, sys.version,
                      platform.machine()])
     tag = hashlib.sha256(key.encode()).hexdigest()[:16]
     build_dir = _cache_dir(tag)
@@ -112,6 +114,7 @@ def load_extension() -> bool:
                     _ops["pack_signs"] = torch.ops.zoo_xnor_cpu.pack_signs.default
                     _ops["input_scale"] = torch.ops.zoo_xnor_cpu.input_scale.default
                     _ops["xnor_conv2d"] = torch.ops.zoo_xnor_cpu.xnor_conv2d.default
+                    _ops["xnor_conv2d_float"] = torch.ops.zoo_xnor_cpu.xnor_conv2d_float.default
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
                     error = e
             _state.update(loaded=True, ok=error is None, error=error)
@@ -206,6 +209,30 @@ def xnor_conv2d_cpu(
     if bias is not None:
         out = out + bias.float().view(1, -1, 1, 1)
     return out.contiguous(memory_format=torch.channels_last)
+
+
+def xnor_conv2d_float_cpu(
+    x: torch.Tensor,
+    w_packed: torch.Tensor,
+    alpha: torch.Tensor,
+    bias: torch.Tensor | None,
+    norm_scale: torch.Tensor | None,
+    norm_shift: torch.Tensor | None,
+    channels: int,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    input_scale: bool,
+) -> torch.Tensor:
+    """:func:`pack_signs_cpu`, :func:`input_scale_cpu` (when ``input_scale``) and :func:`xnor_conv2d_cpu` in one call
+    of the compiled kernel (one dispatch instead of three); the same three functions in turn without it."""
+    if load_extension():
+        return _ops["xnor_conv2d_float"](x, w_packed, alpha, bias, norm_scale, norm_shift, channels, kernel_size,
+                                         stride, padding, dilation, input_scale)
+    packed, absmean = pack_signs_cpu(x, input_scale, norm_scale, norm_shift)
+    scale = input_scale_cpu(absmean, kernel_size, stride, padding, dilation) if input_scale else None
+    return xnor_conv2d_cpu(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
 
 
 def cached_weights() -> int:

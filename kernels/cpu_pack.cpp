@@ -18,6 +18,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "cpu_kernels.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -209,9 +211,11 @@ void pack_nhwc(const scalar_t* x, Affine<scalar_t> f, int32_t* out, float* absme
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> pack_signs_cpu(const at::Tensor& x_in, bool with_absmean,
-                                                  const std::optional<at::Tensor>& scale_in,
-                                                  const std::optional<at::Tensor>& shift_in) {
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> zoo_xnor_cpu::pack_signs(const at::Tensor& x_in, bool with_absmean,
+                                                            const std::optional<at::Tensor>& scale_in,
+                                                            const std::optional<at::Tensor>& shift_in) {
   TORCH_CHECK(x_in.dim() == 4, "pack_signs: expected a 4D (N, C, H, W) tensor, got ", x_in.dim(), "D");
   TORCH_CHECK(x_in.is_floating_point(), "pack_signs: expected a floating-point tensor, got ", x_in.scalar_type());
   TORCH_CHECK(x_in.device().is_cpu(), "pack_signs: expected a CPU tensor");
@@ -250,8 +254,8 @@ std::tuple<at::Tensor, at::Tensor> pack_signs_cpu(const at::Tensor& x_in, bool w
 // K[n, 0, y, x] = (1 / (kh * kw)) * sum over the taps inside the image of A[n, 0, iy, ix]: XNOR-Net's K = A * k,
 // conv2d of A with a box filter, zero padding counted as 0. Direct sum, kh * kw taps per output: cheap next to the
 // convolution, and without the overhead of a one-channel oneDNN conv.
-at::Tensor input_scale_cpu(const at::Tensor& absmean, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                           at::IntArrayRef padding, at::IntArrayRef dilation) {
+at::Tensor zoo_xnor_cpu::input_scale(const at::Tensor& absmean, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef dilation) {
   TORCH_CHECK(absmean.dim() == 4 && absmean.size(1) == 1 && absmean.scalar_type() == at::kFloat &&
                   absmean.device().is_cpu(),
               "input_scale: expected a float32 CPU tensor (N, 1, H, W)");
@@ -292,14 +296,12 @@ at::Tensor input_scale_cpu(const at::Tensor& absmean, at::IntArrayRef kernel_siz
   return out;
 }
 
-}  // namespace
-
 TORCH_LIBRARY_FRAGMENT(zoo_xnor_cpu, m) {
   m.def("pack_signs(Tensor x, bool absmean, Tensor? scale, Tensor? shift) -> (Tensor, Tensor)");
   m.def("input_scale(Tensor absmean, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
-  m.impl("pack_signs", &pack_signs_cpu);
-  m.impl("input_scale", &input_scale_cpu);
+  m.impl("pack_signs", &zoo_xnor_cpu::pack_signs);
+  m.impl("input_scale", &zoo_xnor_cpu::input_scale);
 }

@@ -58,6 +58,8 @@
 #include <utility>
 #include <vector>
 
+#include "cpu_kernels.h"
+
 #ifdef __AVX2__
 #include <immintrin.h>
 #endif
@@ -649,6 +651,23 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
   return out;
 }
 
+// The float-input conv in one call (one dispatch, which matters at batch 1): sign packing with the optional fused
+// affine (and mean_c |.|), K when input_scale, then the popcount conv.
+at::Tensor xnor_conv2d_float_cpu(const at::Tensor& x, const at::Tensor& w_packed, const at::Tensor& alpha,
+                                 const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& norm_scale,
+                                 const std::optional<at::Tensor>& norm_shift, int64_t channels,
+                                 at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, bool input_scale) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == channels, "xnor_conv2d: x must be (N, ", channels, ", H, W)");
+  TORCH_CHECK(kernel_size.size() == 2 && w_packed.dim() == 4 && w_packed.size(1) == kernel_size[0] &&
+                  w_packed.size(2) == kernel_size[1],
+              "xnor_conv2d: w_packed does not match the kernel size");
+  const auto [packed, absmean] = zoo_xnor_cpu::pack_signs(x, input_scale, norm_scale, norm_shift);
+  std::optional<at::Tensor> scale;
+  if (input_scale) scale = zoo_xnor_cpu::input_scale(absmean, kernel_size, stride, padding, dilation);
+  return xnor_conv2d_cpu(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, 0);
+}
+
 std::string kernel_info() {
   return std::string("xnor_conv2d: ") + (kHaveAvx2 ? "avx2 (vpshufb nibble tables)" : "scalar popcount") +
          ", threads " + std::to_string(at::get_num_threads());
@@ -660,8 +679,15 @@ TORCH_LIBRARY(zoo_xnor_cpu, m) {
   m.def(
       "xnor_conv2d(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias, int channels, "
       "int[2] stride, int[2] padding, int[2] dilation, int variant) -> Tensor");
+  m.def(
+      "xnor_conv2d_float(Tensor x, Tensor w_packed, Tensor alpha, Tensor? bias, Tensor? norm_scale, "
+      "Tensor? norm_shift, int channels, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool input_scale) -> Tensor");
   m.def("kernel_info() -> str", &kernel_info);
   m.def("cached_weights() -> int", &cached_weights);
 }
 
-TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) { m.impl("xnor_conv2d", &xnor_conv2d_cpu); }
+TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
+  m.impl("xnor_conv2d", &xnor_conv2d_cpu);
+  m.impl("xnor_conv2d_float", &xnor_conv2d_float_cpu);
+}

@@ -145,11 +145,32 @@ def _check_conv_args(
     dilation: Sequence[int],
 ) -> tuple[int, int]:
     """Validate the op's arguments; return the output size ``(Ho, Wo)``."""
+    if x_packed.dim() != 4 or x_packed.dtype != torch.int32:
+        raise TypeError(f"{NAMESPACE}::xnor_conv2d: x_packed must be a 4D torch.int32 tensor, got {x_packed.dtype} "
+                        f"{tuple(x_packed.shape)}")
+    return _check_conv_geometry(x_packed.shape, x_packed, w_packed, alpha, scale, bias, channels, stride, padding,
+                                dilation)
+
+
+def _check_conv_geometry(
+    packed_shape: Sequence[int],
+    x: Tensor,
+    w_packed: Tensor,
+    alpha: Tensor,
+    scale: Tensor | None,
+    bias: Tensor | None,
+    channels: int,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[int, int]:
+    """:func:`_check_conv_args` for activations ``x`` whose packed form has shape ``packed_shape`` (N, H, W, Cw)."""
     name = f"{NAMESPACE}::xnor_conv2d"
-    for t, what in ((x_packed, "x_packed"), (w_packed, "w_packed")):
-        if t.dim() != 4 or t.dtype != torch.int32:
-            raise TypeError(f"{name}: {what} must be a 4D torch.int32 tensor, got {t.dtype} {tuple(t.shape)}")
-    n, h, w, cw = x_packed.shape
+    if w_packed.dim() != 4 or w_packed.dtype != torch.int32:
+        raise TypeError(
+            f"{name}: w_packed must be a 4D torch.int32 tensor, got {w_packed.dtype} {tuple(w_packed.shape)}"
+        )
+    n, h, w, cw = packed_shape
     o, kh, kw, wcw = w_packed.shape
     if channels <= 0 or num_words(channels) != cw or wcw != cw:
         raise ValueError(
@@ -171,7 +192,7 @@ def _check_conv_args(
         raise ValueError(
             f"{name}: scale must be float32 of shape ({n}, 1, {ho}, {wo}), got {scale.dtype} {tuple(scale.shape)}"
         )
-    devices = {t.device for t in (x_packed, w_packed, alpha, scale, bias) if t is not None}
+    devices = {t.device for t in (x, w_packed, alpha, scale, bias) if t is not None}
     if len(devices) != 1:
         raise ValueError(f"{name}: all tensors must be on one device, got {sorted(str(d) for d in devices)}")
     return ho, wo
@@ -376,10 +397,26 @@ def xnor_conv2d_packed(
                                           list(padding), list(dilation))
 
 
-register_device_kernel("pack_signs", "cpu", lambda x, scale, shift: cpu.pack_signs_cpu(x, False, scale, shift)[0])
-register_device_kernel("pack_signs_absmean", "cpu", lambda x, scale, shift: cpu.pack_signs_cpu(x, True, scale, shift))
-register_device_kernel("input_scale", "cpu", cpu.input_scale_cpu)
-register_device_kernel("xnor_conv2d", "cpu", cpu.xnor_conv2d_cpu)
+# The CPU kernels, by op. While they are the registered ones, xnor_conv2d on a plain CPU tensor calls the compiled
+# kernel's fused form instead (pack, K and conv in one call: the three op dispatches cost more than the work at
+# batch 1); a kernel swapped in with use_kernel, or tracing (fake tensors), takes the op path.
+_CPU_KERNELS: dict[str, Callable[..., object]] = {
+    "pack_signs": lambda x, scale, shift: cpu.pack_signs_cpu(x, False, scale, shift)[0],
+    "pack_signs_absmean": lambda x, scale, shift: cpu.pack_signs_cpu(x, True, scale, shift),
+    "input_scale": cpu.input_scale_cpu,
+    "xnor_conv2d": cpu.xnor_conv2d_cpu,
+}
+for _op, _fn in _CPU_KERNELS.items():
+    register_device_kernel(_op, "cpu", _fn)
+
+
+def _fused_cpu_kernel(x: Tensor) -> Callable[..., Tensor] | None:
+    if type(x) is not Tensor or not x.is_cpu or torch.compiler.is_compiling():
+        return None
+    for op, fn in _CPU_KERNELS.items():
+        if _KERNELS[op].get("cpu") is not fn:
+            return None
+    return cpu.xnor_conv2d_float_cpu
 
 
 def _xnor_conv2d_triton(*args: object) -> Tensor:
@@ -460,6 +497,12 @@ def xnor_conv2d(
     alpha = alpha.detach() if alpha.dtype == torch.float32 else alpha.detach().float()
     if bias is not None:
         bias = bias.detach() if bias.dtype == torch.float32 else bias.detach().float()
+    fused = _fused_cpu_kernel(x)
+    if fused is not None:  # the checks of the ops it stands for
+        _check_affine(x, norm_scale, norm_shift, "xnor_conv2d")
+        n, _, h, w = x.shape
+        _check_conv_geometry((n, h, w, num_words(channels)), x, w_packed, alpha, None, bias, channels, st, pd, dl)
+        return fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, input_scale)
     if input_scale:
         x_packed, absmean = pack_signs_absmean(x, norm_scale, norm_shift)
         scale = xnor_input_scale(absmean, ks, st, pd, dl)

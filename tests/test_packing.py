@@ -6,7 +6,7 @@ from torch import nn
 
 import zoo
 from zoo.layers import BinaryConv2d, BinaryLinear
-from zoo.packing import PackedBinaryConv2d, PackedBinaryLinear, pack, unpack
+from zoo.packing import PackedBinaryConv2d, PackedBinaryConvBlock, PackedBinaryLinear, pack, unpack
 
 
 def _sign(t):
@@ -156,3 +156,67 @@ def test_packed_conv_keeps_a_differentiable_float_path():
     x = torch.randn(2, 8, 5, 5, requires_grad=True)
     layer(x).sum().backward()
     assert x.grad is not None and x.grad.shape == x.shape
+
+
+def _random_norm(channels: int) -> nn.BatchNorm2d:
+    norm = nn.BatchNorm2d(channels).eval()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.2, 3.0)
+    return norm
+
+
+def test_packed_block_fuses_the_batchnorm_into_the_packing(monkeypatch):
+    """BatchNorm -> sign -> conv: the packed block's fused BatchNorm against an unfused float64 computation."""
+    norm = _random_norm(40)
+    conv = BinaryConv2d(40, 16, 3, padding=1, input_quantizer="bin_activ", input_scale=True)
+    model = nn.Sequential(zoo.layers.BinaryConvBlock(norm, conv))
+    model.binarize_config = zoo.get_scheme("xnor")
+    packed = pack(model)[0]
+    assert type(packed) is PackedBinaryConvBlock  # no state of its own: the BatchNorm's and the packed conv's
+    assert set(packed.state_dict()) == {f"norm.{k}" for k in norm.state_dict()} | {
+        f"conv.{k}" for k in packed.conv.state_dict()}
+    x = torch.randn(2, 40, 9, 8)
+    a = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
+    y = (x.double() - norm.running_mean.double().view(1, -1, 1, 1)) * a.view(1, -1, 1, 1) + norm.bias.double().view(
+        1, -1, 1, 1)
+    assert y.abs().min() > 1e-5  # no sign within rounding of zero
+    w = conv.weight.detach().double()
+    k = zoo.quantizers.xnor_input_scale(y, (3, 3), 1, 1)
+    ref = nn.functional.conv2d(_sign(y), _sign(w), padding=1) * w.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1) * k
+    calls = []
+    monkeypatch.setattr(norm.__class__, "forward", lambda *a: calls.append(1))  # the BatchNorm never runs on its own
+    with torch.no_grad():
+        out = packed(x)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    assert not calls and out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_packed_block_follows_its_batchnorm():
+    model = nn.Sequential(zoo.layers.BinaryConvBlock(
+        _random_norm(8), BinaryConv2d(8, 4, 3, padding=1, input_quantizer="bin_activ", input_scale=True)))
+    model.binarize_config = zoo.get_scheme("xnor")
+    packed = pack(model).eval()
+    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        first = packed(x)
+        packed[0].norm.running_mean.add_(0.5)  # in place: the cached affine must not be reused
+        torch.testing.assert_close(packed(x), packed[0].conv(packed[0].norm(x)))
+        assert not torch.equal(packed(x), first)
+        packed[0].norm.load_state_dict(model[0].norm.state_dict())
+        torch.testing.assert_close(packed(x), first)
+    packed.train()  # training BatchNorm: batch statistics, the layers run one after the other
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), packed[0].conv(packed[0].norm(x)))
+    restored = unpack(packed)
+    assert type(restored[0]) is zoo.layers.BinaryConvBlock and type(restored[0].conv) is BinaryConv2d
+
+
+def test_pack_stores_float_convs_channels_last(trained_xnor):
+    packed = pack(trained_xnor)
+    stem = packed.conv1
+    assert type(stem) is nn.Conv2d and stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert trained_xnor.conv1.weight.is_contiguous()  # the trained model is left as it was
+    assert isinstance(packed.layer1[0].conv1, PackedBinaryConvBlock)

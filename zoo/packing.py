@@ -9,6 +9,11 @@ runs on bit operations: ``alpha * K * (n - 2 * popcount(x XOR w))`` (``zoo_kerne
 CPU kernel or its exact reference, the Triton kernel on CUDA; whichever kernel the input's device has, else the float
 path); other packed layers rebuild ``alpha * sign(W)`` from the bits and use a float conv. ``unpack(pack(model))``
 has identical binarized weights and can be fine-tuned.
+
+Inference layout: in a packed block ``BatchNorm -> sign -> conv`` the BatchNorm is applied in the conv's sign-packing
+pass (``PackedBinaryConvBlock``: the same parameters and state dict, one pass over the activation instead of two),
+and ``pack`` stores the float convs' weights channels_last, so that the float stem's output, and with it every
+activation after it, is channels_last: the layout the CPU kernel packs fastest and returns.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from zoo_kernels.ops import has_kernel
 from zoo_kernels.ops import xnor_conv2d as popcount_conv2d
 from zoo_kernels.packing import pack_weight_signs, unpack_signs
 
-from .layers import BinaryConv2d, BinaryLinear
+from .layers import BinaryConv2d, BinaryConvBlock, BinaryLinear
 from .quantizers import filter_scale
 
-__all__ = ["PackedBinaryConv2d", "PackedBinaryLinear", "pack", "unpack", "is_packable"]
+__all__ = ["PackedBinaryConv2d", "PackedBinaryConvBlock", "PackedBinaryLinear", "pack", "unpack", "is_packable"]
 
 
 def is_packable(layer: nn.Module) -> bool:
@@ -91,13 +96,22 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
         name = getattr(self.input_quantizer, "quantizer_name", None)
         return name in ("bin_activ", "ste_sign") and self.groups == 1
 
+    def on_bits(self, x: torch.Tensor) -> bool:
+        """Whether ``forward(x)`` runs the popcount kernel (else the float conv of the rebuilt weights)."""
+        return self.runs_on_bits and x.dim() == 4 and not x.requires_grad and has_kernel("xnor_conv2d", x.device.type)
+
+    def popcount_forward(
+        self, x: torch.Tensor, norm_scale: torch.Tensor | None = None, norm_shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The popcount kernel's forward, of ``x * norm_scale[c] + norm_shift[c]`` when given (a fused BatchNorm)."""
+        return popcount_conv2d(
+            x, self.weight_bits, self.alpha, self.in_channels, self.kernel_size, self.stride, self.padding,
+            self.dilation, input_scale=self.input_scale, bias=self.bias, norm_scale=norm_scale, norm_shift=norm_shift,
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        on_bits = self.runs_on_bits and x.dim() == 4 and not x.requires_grad
-        if on_bits and has_kernel("xnor_conv2d", x.device.type):
-            return popcount_conv2d(
-                x, self.weight_bits, self.alpha, self.in_channels, self.kernel_size, self.stride, self.padding,
-                self.dilation, input_scale=self.input_scale, bias=self.bias,
-            )
+        if self.on_bits(x):
+            return self.popcount_forward(x)
         return super().forward(x)
 
     def to_binary(self) -> BinaryConv2d:
@@ -162,6 +176,53 @@ class PackedBinaryLinear(_PackedWeight, BinaryLinear):
         return new
 
 
+def _versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
+    """The version counters of ``tensors`` (None for inference tensors, which have none)."""
+    try:
+        return tuple(t._version for t in tensors)
+    except RuntimeError:
+        return None
+
+
+class PackedBinaryConvBlock(BinaryConvBlock):
+    """:class:`~zoo.layers.BinaryConvBlock` ``BatchNorm -> sign -> packed conv`` whose BatchNorm runs inside the
+    conv's sign packing.
+
+    At inference the BatchNorm is ``y = x * a + b`` per channel (``a = weight / sqrt(running_var + eps)``,
+    ``b = bias - running_mean * a``, computed as torch's CPU BatchNorm computes them, so that ``y`` rounds alike);
+    the packing pass of the popcount kernel applies it while it reads ``x``, instead of a separate pass writing ``y``.
+    ``a`` and ``b`` are recomputed only when a BatchNorm tensor changes. Same children and state dict as
+    ``BinaryConvBlock``; any other case (training, gradients, a device without a kernel) runs the two layers.
+    """
+
+    def fused(self, x: torch.Tensor) -> bool:
+        norm = self.norm
+        return (type(norm) is nn.BatchNorm2d and not norm.training and norm.running_mean is not None
+                and x.dtype == torch.float32 and isinstance(self.conv, PackedBinaryConv2d) and self.conv.on_bits(x))
+
+    def _norm_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        norm = self.norm
+        tensors = (norm.running_mean, norm.running_var, norm.weight, norm.bias)
+        versions = _versions(tuple(t for t in tensors if t is not None))
+        cached = getattr(self, "_affine", None)  # (tensors, versions, eps, (a, b)): the same objects, unchanged
+        if (versions is not None and cached is not None and all(u is v for u, v in zip(cached[0], tensors, strict=True))
+                and cached[1:3] == (versions, norm.eps)):
+            return cached[3]
+        with torch.no_grad():
+            a = torch.rsqrt(norm.running_var + norm.eps)
+            if norm.weight is not None:
+                a = a * norm.weight
+            bias = norm.bias.double() if norm.bias is not None else 0.0
+            b = (bias - norm.running_mean.double() * a.double()).float()  # one rounding, as the kernel's fma
+        self._affine = (tensors, versions, norm.eps, (a, b))
+        return a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused(x):
+            return self.conv.popcount_forward(x, *self._norm_affine())
+        return super().forward(x)
+
+
 _PACKED = {BinaryConv2d: PackedBinaryConv2d, BinaryLinear: PackedBinaryLinear}
 
 
@@ -176,22 +237,36 @@ def _swap(model: nn.Module, convert) -> nn.Module:
 
 
 def pack(model: nn.Module) -> nn.Module:
-    """A packed copy of a trained binary model, in eval mode; the model itself is left as it was."""
+    """A packed copy of a trained binary model, in eval mode; the model itself is left as it was.
+
+    Besides packing the binary layers, the float convs' weights are stored channels_last (see the module docstring)
+    when anything was packed.
+    """
     if getattr(model, "binarize_config", None) is None:
         raise ValueError("pack() needs a binarized model (from zoo.create_model or zoo.binarize_)")
 
     def convert(module: nn.Module) -> nn.Module | None:
         if type(module) in _PACKED and is_packable(module):
             return _PACKED[type(module)].from_binary(module)
+        if type(module) is BinaryConvBlock and type(module.conv) is BinaryConv2d and is_packable(module.conv):
+            return PackedBinaryConvBlock(module.norm, PackedBinaryConv2d.from_binary(module.conv))
         return None
 
-    return _swap(copy.deepcopy(model), convert).eval()
+    packed = _swap(copy.deepcopy(model), convert).eval()
+    if any(isinstance(m, _PackedWeight) for m in packed.modules()):  # else (fp) the model packs to itself
+        for m in packed.modules():
+            if type(m) is nn.Conv2d:
+                m.to(memory_format=torch.channels_last)
+    return packed
 
 
 def unpack(model: nn.Module) -> nn.Module:
     """A trainable copy of a packed model with identical binarized weights (for fine-tuning)."""
 
     def convert(module: nn.Module) -> nn.Module | None:
+        if isinstance(module, PackedBinaryConvBlock):
+            return BinaryConvBlock(module.norm, module.conv.to_binary() if isinstance(module.conv, _PackedWeight)
+                                   else module.conv)
         return module.to_binary() if isinstance(module, _PackedWeight) else None
 
     return _swap(copy.deepcopy(model), convert)
