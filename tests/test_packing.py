@@ -2,11 +2,19 @@ import contextlib
 
 import pytest
 import torch
+from timm.models.resnet import BasicBlock
 from torch import nn
 
 import zoo
 from zoo.layers import BinaryConv2d, BinaryLinear
-from zoo.packing import PackedBinaryConv2d, PackedBinaryConvBlock, PackedBinaryLinear, pack, unpack
+from zoo.packing import (
+    PackedBasicBlock,
+    PackedBinaryConv2d,
+    PackedBinaryConvBlock,
+    PackedBinaryLinear,
+    pack,
+    unpack,
+)
 
 
 def _sign(t):
@@ -220,3 +228,22 @@ def test_pack_stores_float_convs_channels_last(trained_xnor):
     assert type(stem) is nn.Conv2d and stem.weight.is_contiguous(memory_format=torch.channels_last)
     assert trained_xnor.conv1.weight.is_contiguous()  # the trained model is left as it was
     assert isinstance(packed.layer1[0].conv1, PackedBinaryConvBlock)
+
+
+def test_packed_basic_block_folds_its_batchnorms(trained_xnor, digits_batch, monkeypatch):
+    packed = pack(trained_xnor)
+    blocks = [m for m in packed.modules() if isinstance(m, PackedBasicBlock)]
+    assert len(blocks) == 8 and blocks[2].downsample is not None
+    block = blocks[2]  # layer2[0]: stride 2 and a packed downsample
+    x = torch.randn(3, block.conv1.norm.num_features, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        unfused = BasicBlock.forward(block, x)  # every BatchNorm on its own
+        calls = []
+        forward = nn.BatchNorm2d.forward
+        monkeypatch.setattr(nn.BatchNorm2d, "forward", lambda self, t: calls.append(1) or forward(self, t))
+        out = block(x)
+    assert not calls  # all five BatchNorms ran inside the packed convs
+    torch.testing.assert_close(out, unfused, rtol=1e-5, atol=1e-5 * unfused.abs().max().item())
+    restored = unpack(packed)
+    assert not any(isinstance(m, (PackedBasicBlock, PackedBinaryConvBlock)) for m in restored.modules())
+    assert sum(type(m) is BasicBlock for m in restored.modules()) == 8

@@ -11,16 +11,20 @@ path); other packed layers rebuild ``alpha * sign(W)`` from the bits and use a f
 has identical binarized weights and can be fine-tuned.
 
 Inference layout: in a packed block ``BatchNorm -> sign -> conv`` the BatchNorm is applied in the conv's sign-packing
-pass (``PackedBinaryConvBlock``: the same parameters and state dict, one pass over the activation instead of two),
-and ``pack`` stores the float convs' weights channels_last, so that the float stem's output, and with it every
-activation after it, is channels_last: the layout the CPU kernel packs fastest and returns.
+pass (``PackedBinaryConvBlock``: the same parameters and state dict, one pass over the activation instead of two); in
+timm's ResNet ``BasicBlock`` the BatchNorms after the convs fold into their epilogues (``PackedBasicBlock``); and
+``pack`` stores the float convs' weights channels_last, so that the float stem's output, and with it every activation
+after it, is channels_last: the layout the CPU kernel packs fastest and returns.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
+from timm.models.resnet import BasicBlock
 from torch import nn
 from zoo_kernels.ops import has_kernel
 from zoo_kernels.ops import xnor_conv2d as popcount_conv2d
@@ -29,7 +33,17 @@ from zoo_kernels.packing import pack_weight_signs, unpack_signs
 from .layers import BinaryConv2d, BinaryConvBlock, BinaryLinear
 from .quantizers import filter_scale
 
-__all__ = ["PackedBinaryConv2d", "PackedBinaryConvBlock", "PackedBinaryLinear", "pack", "unpack", "is_packable"]
+__all__ = [
+    "PackedBasicBlock",
+    "PackedBinaryConv2d",
+    "PackedBinaryConvBlock",
+    "PackedBinaryLinear",
+    "pack",
+    "unpack",
+    "is_packable",
+]
+
+_T = TypeVar("_T")
 
 
 def is_packable(layer: nn.Module) -> bool:
@@ -101,12 +115,20 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
         return self.runs_on_bits and x.dim() == 4 and not x.requires_grad and has_kernel("xnor_conv2d", x.device.type)
 
     def popcount_forward(
-        self, x: torch.Tensor, norm_scale: torch.Tensor | None = None, norm_shift: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        norm_scale: torch.Tensor | None = None,
+        norm_shift: torch.Tensor | None = None,
+        alpha: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The popcount kernel's forward, of ``x * norm_scale[c] + norm_shift[c]`` when given (a fused BatchNorm)."""
+        """The popcount kernel's forward, of ``x * norm_scale[c] + norm_shift[c]`` when given (a fused BatchNorm);
+        ``alpha`` and ``bias`` given replace the layer's in the epilogue (a folded BatchNorm after the conv)."""
+        if alpha is None:
+            alpha, bias = self.alpha, self.bias
         return popcount_conv2d(
-            x, self.weight_bits, self.alpha, self.in_channels, self.kernel_size, self.stride, self.padding,
-            self.dilation, input_scale=self.input_scale, bias=self.bias, norm_scale=norm_scale, norm_shift=norm_shift,
+            x, self.weight_bits, alpha, self.in_channels, self.kernel_size, self.stride, self.padding, self.dilation,
+            input_scale=self.input_scale, bias=bias, norm_scale=norm_scale, norm_shift=norm_shift,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,6 +206,51 @@ def _versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
         return None
 
 
+def _cached(owner: nn.Module, slot: str, key: tuple, compute: Callable[[], _T]) -> _T:
+    """``compute()``, kept on ``owner`` until a tensor of ``key`` is replaced or changed in place (its version
+    counter), or another item of ``key`` changes. A plain attribute: nothing enters the state dict."""
+    tensors = tuple(k for k in key if isinstance(k, torch.Tensor))
+    versions = _versions(tensors)
+    cached = owner.__dict__.get(slot)
+    if (versions is not None and cached is not None and cached[1] == versions and len(cached[0]) == len(key)
+            and all(u is v if isinstance(v, torch.Tensor) else u == v for u, v in zip(cached[0], key, strict=True))):
+        return cached[2]
+    with torch.no_grad():
+        value = compute()
+    owner.__dict__[slot] = (key, versions, value)
+    return value
+
+
+def _is_inference_norm(norm: nn.Module) -> bool:
+    return type(norm) is nn.BatchNorm2d and not norm.training and norm.running_mean is not None
+
+
+def _norm_key(norm: nn.BatchNorm2d) -> tuple:
+    return norm.running_mean, norm.running_var, norm.weight, norm.bias, norm.eps
+
+
+def _norm_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference BatchNorm as ``x * a + b``, ``a`` and ``b`` computed as torch's CPU BatchNorm computes them (``b``
+    with one rounding, as its fma), so that the fused kernel's ``fma(x, a, b)`` rounds as the BatchNorm does."""
+    a = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        a = a * norm.weight
+    bias = norm.bias.double() if norm.bias is not None else 0.0
+    return a, (bias - norm.running_mean.double() * a.double()).float()
+
+
+def _fold_norm(norm: nn.BatchNorm2d, alpha: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """``alpha'``, ``bias'`` of a conv whose output ``alpha K int + bias`` then goes through ``norm``: with
+    ``s = weight / sqrt(running_var + eps)``, ``norm(y) = s y + (bias_n - running_mean s)``."""
+    s = torch.rsqrt(norm.running_var.double() + norm.eps)
+    if norm.weight is not None:
+        s = s * norm.weight.double()
+    t = -norm.running_mean.double() * s + (norm.bias.double() if norm.bias is not None else 0.0)
+    if bias is not None:
+        t = t + bias.double() * s
+    return (alpha.double() * s).float(), t.float()
+
+
 class PackedBinaryConvBlock(BinaryConvBlock):
     """:class:`~zoo.layers.BinaryConvBlock` ``BatchNorm -> sign -> packed conv`` whose BatchNorm runs inside the
     conv's sign packing.
@@ -191,36 +258,63 @@ class PackedBinaryConvBlock(BinaryConvBlock):
     At inference the BatchNorm is ``y = x * a + b`` per channel (``a = weight / sqrt(running_var + eps)``,
     ``b = bias - running_mean * a``, computed as torch's CPU BatchNorm computes them, so that ``y`` rounds alike);
     the packing pass of the popcount kernel applies it while it reads ``x``, instead of a separate pass writing ``y``.
-    ``a`` and ``b`` are recomputed only when a BatchNorm tensor changes. Same children and state dict as
+    A BatchNorm that follows the block (``fused_forward(x, after)``) folds into the conv's ``alpha`` and ``bias``.
+    Both are recomputed only when a tensor they come from changes. Same children and state dict as
     ``BinaryConvBlock``; any other case (training, gradients, a device without a kernel) runs the two layers.
     """
 
     def fused(self, x: torch.Tensor) -> bool:
-        norm = self.norm
-        return (type(norm) is nn.BatchNorm2d and not norm.training and norm.running_mean is not None
-                and x.dtype == torch.float32 and isinstance(self.conv, PackedBinaryConv2d) and self.conv.on_bits(x))
+        """Whether ``forward(x)`` runs fused (an inference BatchNorm, float32 input, the popcount kernel)."""
+        return (_is_inference_norm(self.norm) and x.dtype == torch.float32 and isinstance(self.conv, PackedBinaryConv2d)
+                and self.conv.on_bits(x))
 
-    def _norm_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        norm = self.norm
-        tensors = (norm.running_mean, norm.running_var, norm.weight, norm.bias)
-        versions = _versions(tuple(t for t in tensors if t is not None))
-        cached = getattr(self, "_affine", None)  # (tensors, versions, eps, (a, b)): the same objects, unchanged
-        if (versions is not None and cached is not None and all(u is v for u, v in zip(cached[0], tensors, strict=True))
-                and cached[1:3] == (versions, norm.eps)):
-            return cached[3]
-        with torch.no_grad():
-            a = torch.rsqrt(norm.running_var + norm.eps)
-            if norm.weight is not None:
-                a = a * norm.weight
-            bias = norm.bias.double() if norm.bias is not None else 0.0
-            b = (bias - norm.running_mean.double() * a.double()).float()  # one rounding, as the kernel's fma
-        self._affine = (tensors, versions, norm.eps, (a, b))
-        return a, b
+    def fused_forward(self, x: torch.Tensor, after: nn.BatchNorm2d | None = None) -> torch.Tensor:
+        """The fused forward (``fused(x)`` must hold); ``after``, an inference BatchNorm applied to the output."""
+        conv, norm = self.conv, self.norm
+        a, b = _cached(self, "_norm_affine", _norm_key(norm), lambda: _norm_affine(norm))
+        alpha, bias = conv.alpha, conv.bias
+        if after is not None:
+            alpha, bias = _cached(self, "_folded", (*_norm_key(after), alpha, bias),
+                                  lambda: _fold_norm(after, alpha, bias))
+        return conv.popcount_forward(x, a, b, alpha, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused(x):
-            return self.conv.popcount_forward(x, *self._norm_affine())
+            return self.fused_forward(x)
         return super().forward(x)
+
+
+class PackedBasicBlock(BasicBlock):
+    """timm's ResNet ``BasicBlock`` with binarized inputs, packed: ``bn1`` and ``bn2`` fold into the epilogues
+    (``alpha``, ``bias``) of the packed ``conv1`` and ``conv2``, the downsample's BatchNorm into the downsample
+    conv's, so that no BatchNorm makes a pass over an activation of its own.
+
+    ``pack`` turns a ``BasicBlock`` into this class in place (``__class__``): same children, same state dict.
+    Outside inference (training, gradients, no kernel) or with optional parts present (attention, drop path, an
+    activation before ``conv2``), the ``BasicBlock`` forward runs.
+    """
+
+    def fused(self, x: torch.Tensor) -> bool:
+        return (isinstance(self.conv1, PackedBinaryConvBlock) and isinstance(self.conv2, PackedBinaryConvBlock)
+                and self.conv1.fused(x) and self.conv2.fused(x) and _is_inference_norm(self.bn1)
+                and _is_inference_norm(self.bn2) and self.se is None and self.drop_path is None
+                and all(type(m) is nn.Identity for m in (self.drop_block, self.act1, self.aa)))
+
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        ds = self.downsample
+        if ds is None:
+            return x
+        if (type(ds) is nn.Sequential and len(ds) == 2 and isinstance(ds[0], PackedBinaryConvBlock) and ds[0].fused(x)
+                and _is_inference_norm(ds[1])):
+            return ds[0].fused_forward(x, ds[1])
+        return ds(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fused(x):
+            return super().forward(x)
+        out = self.conv2.fused_forward(self.conv1.fused_forward(x, self.bn1), self.bn2)
+        out += self._shortcut(x)
+        return self.act2(out)
 
 
 _PACKED = {BinaryConv2d: PackedBinaryConv2d, BinaryLinear: PackedBinaryLinear}
@@ -257,6 +351,8 @@ def pack(model: nn.Module) -> nn.Module:
         for m in packed.modules():
             if type(m) is nn.Conv2d:
                 m.to(memory_format=torch.channels_last)
+            elif type(m) is BasicBlock and isinstance(m.conv1, PackedBinaryConvBlock):
+                m.__class__ = PackedBasicBlock
     return packed
 
 
@@ -264,6 +360,9 @@ def unpack(model: nn.Module) -> nn.Module:
     """A trainable copy of a packed model with identical binarized weights (for fine-tuning)."""
 
     def convert(module: nn.Module) -> nn.Module | None:
+        if type(module) is PackedBasicBlock:
+            module.__class__ = BasicBlock  # the copy's; its children are converted next
+            return None
         if isinstance(module, PackedBinaryConvBlock):
             return BinaryConvBlock(module.norm, module.conv.to_binary() if isinstance(module.conv, _PackedWeight)
                                    else module.conv)
