@@ -224,15 +224,21 @@ def xnor_conv2d_float_cpu(
     padding: Sequence[int],
     dilation: Sequence[int],
     input_scale: bool,
+    residual: torch.Tensor | None = None,
+    relu: bool = False,
 ) -> torch.Tensor:
     """:func:`pack_signs_cpu`, :func:`input_scale_cpu` (when ``input_scale``) and :func:`xnor_conv2d_cpu` in one call
-    of the compiled kernel (one dispatch instead of three); the same three functions in turn without it."""
+    of the compiled kernel (one dispatch instead of three), whose epilogue then adds ``residual`` (the output's shape)
+    and applies a ReLU when asked; the same steps in turn without it."""
     if load_extension():
         return _ops["xnor_conv2d_float"](x, w_packed, alpha, bias, norm_scale, norm_shift, channels, kernel_size,
-                                         stride, padding, dilation, input_scale)
+                                         stride, padding, dilation, input_scale, residual, relu)
     packed, absmean = pack_signs_cpu(x, input_scale, norm_scale, norm_shift)
     scale = input_scale_cpu(absmean, kernel_size, stride, padding, dilation) if input_scale else None
-    return xnor_conv2d_cpu(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
+    out = xnor_conv2d_cpu(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
+    if residual is not None:
+        out = out + residual
+    return out.relu_() if relu else out
 
 
 def cached_weights() -> int:

@@ -479,10 +479,11 @@ int64_t cached_weights() {
 
 // ------------------------------------------------------------------------------------------ convolution
 
-at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
-                           const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias,
-                           int64_t channels, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                           int64_t variant) {
+// The convolution; its epilogue optionally adds residual (N, O, Ho, Wo) and applies a ReLU (a ResNet block's end).
+at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
+                const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias, int64_t channels,
+                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t variant,
+                const std::optional<at::Tensor>& residual, bool relu) {
   TORCH_CHECK(x_packed.dim() == 4 && w_packed.dim() == 4, "xnor_conv2d: x_packed and w_packed must be 4D");
   TORCH_CHECK(x_packed.scalar_type() == at::kInt && w_packed.scalar_type() == at::kInt,
               "xnor_conv2d: packed tensors must be int32");
@@ -511,6 +512,10 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
   if (bias.has_value())
     TORCH_CHECK(bias->numel() == g.O && bias->scalar_type() == at::kFloat && bias->device().is_cpu(),
                 "xnor_conv2d: bias must be a float32 CPU tensor (O,)");
+  if (residual.has_value())
+    TORCH_CHECK(residual->sizes() == at::IntArrayRef({g.N, g.O, g.Ho, g.Wo}) &&
+                    residual->scalar_type() == at::kFloat && residual->device().is_cpu(),
+                "xnor_conv2d: residual must be a float32 CPU tensor of the output's shape");
   TORCH_CHECK(variant >= 0 && variant <= 2, "xnor_conv2d: variant must be 0 (auto), 1 (scalar) or 2 (avx2)");
   TORCH_CHECK(variant != 2 || kHaveAvx2, "xnor_conv2d: the AVX2 variant was not compiled in");
 
@@ -520,6 +525,8 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
   const at::Tensor xp = x_packed.contiguous(), wp = w_packed.contiguous(), al = alpha.contiguous();
   const at::Tensor sc = scale.has_value() ? scale->contiguous() : at::Tensor();
   const at::Tensor bs = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const at::Tensor rs = residual.has_value() ? residual->contiguous(at::MemoryFormat::ChannelsLast) : at::Tensor();
+  const float* res_ptr = rs.defined() ? rs.data_ptr<float>() : nullptr;
   const float* alpha_ptr = al.data_ptr<float>();
   const float* scale_ptr = sc.defined() ? sc.data_ptr<float>() : nullptr;
   const float* bias_ptr = bs.defined() ? bs.data_ptr<float>() : nullptr;
@@ -640,6 +647,12 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
             for (int64_t j = 0; j < oe; ++j) dst[j] = a[j] * s * static_cast<float>(b0 - 2 * int32_t(d[j])) + b[j];
           else
             for (int64_t j = 0; j < oe; ++j) dst[j] = a[j] * s * static_cast<float>(b0 - 2 * int32_t(d[j]));
+          if (res_ptr) {
+            const float* r = res_ptr + p * g.O + pn.o0;
+            for (int64_t j = 0; j < oe; ++j) dst[j] += r[j];
+          }
+          if (relu)
+            for (int64_t j = 0; j < oe; ++j) dst[j] = dst[j] < 0.0f ? 0.0f : dst[j];  // NaN stays NaN, as torch.relu
         }
       };
       if (wide)
@@ -651,13 +664,21 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
   return out;
 }
 
+at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
+                           const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias,
+                           int64_t channels, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                           int64_t variant) {
+  return conv(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, variant, std::nullopt, false);
+}
+
 // The float-input conv in one call (one dispatch, which matters at batch 1): sign packing with the optional fused
-// affine (and mean_c |.|), K when input_scale, then the popcount conv.
+// affine (and mean_c |.|), K when input_scale, then the popcount conv, with the residual and ReLU epilogue.
 at::Tensor xnor_conv2d_float_cpu(const at::Tensor& x, const at::Tensor& w_packed, const at::Tensor& alpha,
                                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& norm_scale,
                                  const std::optional<at::Tensor>& norm_shift, int64_t channels,
                                  at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                                 at::IntArrayRef dilation, bool input_scale) {
+                                 at::IntArrayRef dilation, bool input_scale, const std::optional<at::Tensor>& residual,
+                                 bool relu) {
   TORCH_CHECK(x.dim() == 4 && x.size(1) == channels, "xnor_conv2d: x must be (N, ", channels, ", H, W)");
   TORCH_CHECK(kernel_size.size() == 2 && w_packed.dim() == 4 && w_packed.size(1) == kernel_size[0] &&
                   w_packed.size(2) == kernel_size[1],
@@ -665,7 +686,7 @@ at::Tensor xnor_conv2d_float_cpu(const at::Tensor& x, const at::Tensor& w_packed
   const auto [packed, absmean] = zoo_xnor_cpu::pack_signs(x, input_scale, norm_scale, norm_shift);
   std::optional<at::Tensor> scale;
   if (input_scale) scale = zoo_xnor_cpu::input_scale(absmean, kernel_size, stride, padding, dilation);
-  return xnor_conv2d_cpu(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, 0);
+  return conv(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, 0, residual, relu);
 }
 
 std::string kernel_info() {
@@ -682,7 +703,7 @@ TORCH_LIBRARY(zoo_xnor_cpu, m) {
   m.def(
       "xnor_conv2d_float(Tensor x, Tensor w_packed, Tensor alpha, Tensor? bias, Tensor? norm_scale, "
       "Tensor? norm_shift, int channels, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
-      "bool input_scale) -> Tensor");
+      "bool input_scale, Tensor? residual, bool relu) -> Tensor");
   m.def("kernel_info() -> str", &kernel_info);
   m.def("cached_weights() -> int", &cached_weights);
 }

@@ -462,6 +462,8 @@ def xnor_conv2d(
     groups: int = 1,
     norm_scale: Tensor | None = None,
     norm_shift: Tensor | None = None,
+    residual: Tensor | None = None,
+    relu: bool = False,
 ) -> Tensor:
     """XNOR-Net conv of a float input with packed weights: ``y = alpha[o] * K[n, y, x] * int + bias[o]``, float32.
 
@@ -471,7 +473,8 @@ def xnor_conv2d(
     when ``input_scale`` else 1. Inference only (``alpha`` and ``bias`` are detached). With ``norm_scale`` and
     ``norm_shift`` ((C,) float32) the conv binarizes ``x * norm_scale[c] + norm_shift[c]`` instead of ``x`` (and ``K``
     averages its ``|.|``): the inference BatchNorm of XNOR-Net's block ``BatchNorm -> sign -> conv``, applied in the
-    packing pass instead of as a separate pass over ``x``.
+    packing pass instead of as a separate pass over ``x``. ``residual`` ((N, O, Ho, Wo) float32) is added to ``y`` and
+    ``relu`` applies a ReLU after it: the end of a ResNet block, in the CPU kernel's epilogue.
 
     Defined edge cases: an empty batch gives an empty (0, O, Ho, Wo) output. A NaN activation packs as -1
     (``NaN >= 0`` is False) and, with ``input_scale``, makes ``K`` -- hence the outputs whose window covers it --
@@ -498,14 +501,25 @@ def xnor_conv2d(
     if bias is not None:
         bias = bias.detach() if bias.dtype == torch.float32 else bias.detach().float()
     fused = _fused_cpu_kernel(x)
+    if residual is not None:
+        n, _, h, w = x.shape
+        shape = (n, w_packed.shape[0], conv_output_size(h, ks[0], st[0], pd[0], dl[0]),
+                 conv_output_size(w, ks[1], st[1], pd[1], dl[1]))
+        if residual.dtype != torch.float32 or residual.device != x.device or residual.shape != shape:
+            raise ValueError(f"xnor_conv2d: residual must be float32 of the output's shape {shape} on {x.device}, got "
+                             f"{residual.dtype} {tuple(residual.shape)} on {residual.device}")
     if fused is not None:  # the checks of the ops it stands for
         _check_affine(x, norm_scale, norm_shift, "xnor_conv2d")
         n, _, h, w = x.shape
         _check_conv_geometry((n, h, w, num_words(channels)), x, w_packed, alpha, None, bias, channels, st, pd, dl)
-        return fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, input_scale)
+        return fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, input_scale, residual,
+                     relu)
     if input_scale:
         x_packed, absmean = pack_signs_absmean(x, norm_scale, norm_shift)
         scale = xnor_input_scale(absmean, ks, st, pd, dl)
     else:
         x_packed, scale = pack_signs(x, norm_scale, norm_shift), None
-    return xnor_conv2d_packed(x_packed, w_packed, alpha, scale, bias, channels, st, pd, dl)
+    out = xnor_conv2d_packed(x_packed, w_packed, alpha, scale, bias, channels, st, pd, dl)
+    if residual is not None:
+        out = out + residual
+    return out.relu_() if relu else out

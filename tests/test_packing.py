@@ -2,7 +2,7 @@ import contextlib
 
 import pytest
 import torch
-from timm.models.resnet import BasicBlock
+from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 import zoo
@@ -12,6 +12,7 @@ from zoo.packing import (
     PackedBinaryConv2d,
     PackedBinaryConvBlock,
     PackedBinaryLinear,
+    PackedResNet,
     pack,
     unpack,
 )
@@ -247,3 +248,17 @@ def test_packed_basic_block_folds_its_batchnorms(trained_xnor, digits_batch, mon
     restored = unpack(packed)
     assert not any(isinstance(m, (PackedBasicBlock, PackedBinaryConvBlock)) for m in restored.modules())
     assert sum(type(m) is BasicBlock for m in restored.modules()) == 8
+
+
+def test_packed_resnet_folds_the_stem_batchnorm(trained_xnor, digits_batch):
+    images, _ = digits_batch
+    packed = pack(trained_xnor)
+    assert type(packed) is PackedResNet and type(unpack(packed)) is type(trained_xnor)
+    with torch.no_grad():
+        fused = packed.forward_features(images)
+        unfused = ResNet.forward_features(packed, images)
+    torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-5 * unfused.abs().max().item())
+    assert "_folded_stem" in packed.__dict__
+    with torch.enable_grad():  # autograd: the stem's own layers, which get their gradients
+        packed.forward_features(images).sum().backward()
+    assert packed.conv1.weight.grad is not None

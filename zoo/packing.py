@@ -14,7 +14,8 @@ Inference layout: in a packed block ``BatchNorm -> sign -> conv`` the BatchNorm 
 pass (``PackedBinaryConvBlock``: the same parameters and state dict, one pass over the activation instead of two); in
 timm's ResNet ``BasicBlock`` the BatchNorms after the convs fold into their epilogues (``PackedBasicBlock``); and
 ``pack`` stores the float convs' weights channels_last, so that the float stem's output, and with it every activation
-after it, is channels_last: the layout the CPU kernel packs fastest and returns.
+after it, is channels_last: the layout the CPU kernel packs fastest and returns. The residual sum and ReLU that end a
+``BasicBlock`` run in its second conv's epilogue, and timm's ResNet stem folds its BatchNorm (``PackedResNet``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import torch
-from timm.models.resnet import BasicBlock
+import torch.nn.functional as F
+from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 from zoo_kernels.ops import has_kernel
 from zoo_kernels.ops import xnor_conv2d as popcount_conv2d
@@ -35,6 +37,7 @@ from .quantizers import filter_scale
 
 __all__ = [
     "PackedBasicBlock",
+    "PackedResNet",
     "PackedBinaryConv2d",
     "PackedBinaryConvBlock",
     "PackedBinaryLinear",
@@ -121,14 +124,18 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
         norm_shift: torch.Tensor | None = None,
         alpha: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
+        residual: torch.Tensor | None = None,
+        relu: bool = False,
     ) -> torch.Tensor:
         """The popcount kernel's forward, of ``x * norm_scale[c] + norm_shift[c]`` when given (a fused BatchNorm);
-        ``alpha`` and ``bias`` given replace the layer's in the epilogue (a folded BatchNorm after the conv)."""
+        ``alpha`` and ``bias`` given replace the layer's in the epilogue (a folded BatchNorm after the conv), which
+        then adds ``residual`` and applies a ReLU when asked."""
         if alpha is None:
             alpha, bias = self.alpha, self.bias
         return popcount_conv2d(
             x, self.weight_bits, alpha, self.in_channels, self.kernel_size, self.stride, self.padding, self.dilation,
-            input_scale=self.input_scale, bias=bias, norm_scale=norm_scale, norm_shift=norm_shift,
+            input_scale=self.input_scale, bias=bias, norm_scale=norm_scale, norm_shift=norm_shift, residual=residual,
+            relu=relu,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -239,16 +246,18 @@ def _norm_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return a, (bias - norm.running_mean.double() * a.double()).float()
 
 
-def _fold_norm(norm: nn.BatchNorm2d, alpha: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-    """``alpha'``, ``bias'`` of a conv whose output ``alpha K int + bias`` then goes through ``norm``: with
-    ``s = weight / sqrt(running_var + eps)``, ``norm(y) = s y + (bias_n - running_mean s)``."""
+def _fold_norm(norm: nn.BatchNorm2d, scale: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """``scale'``, ``bias'`` of a layer ``scale[o] * f(x) + bias[o]`` followed by ``norm``: with
+    ``s = weight / sqrt(running_var + eps)``, ``norm(y) = s y + (bias_n - running_mean s)``. In float64, rounded once.
+    ``scale`` is ``alpha`` (O,), or a float conv's weight (O, C, kh, kw)."""
     s = torch.rsqrt(norm.running_var.double() + norm.eps)
     if norm.weight is not None:
         s = s * norm.weight.double()
     t = -norm.running_mean.double() * s + (norm.bias.double() if norm.bias is not None else 0.0)
     if bias is not None:
         t = t + bias.double() * s
-    return (alpha.double() * s).float(), t.float()
+    folded = scale.double() * s.view(-1, *([1] * (scale.dim() - 1)))
+    return folded.to(scale.dtype, memory_format=torch.preserve_format), t.float()
 
 
 class PackedBinaryConvBlock(BinaryConvBlock):
@@ -268,15 +277,22 @@ class PackedBinaryConvBlock(BinaryConvBlock):
         return (_is_inference_norm(self.norm) and x.dtype == torch.float32 and isinstance(self.conv, PackedBinaryConv2d)
                 and self.conv.on_bits(x))
 
-    def fused_forward(self, x: torch.Tensor, after: nn.BatchNorm2d | None = None) -> torch.Tensor:
-        """The fused forward (``fused(x)`` must hold); ``after``, an inference BatchNorm applied to the output."""
+    def fused_forward(
+        self,
+        x: torch.Tensor,
+        after: nn.BatchNorm2d | None = None,
+        residual: torch.Tensor | None = None,
+        relu: bool = False,
+    ) -> torch.Tensor:
+        """The fused forward (``fused(x)`` must hold); then ``after`` (an inference BatchNorm), ``+ residual`` and a
+        ReLU, all in the kernel's epilogue."""
         conv, norm = self.conv, self.norm
         a, b = _cached(self, "_norm_affine", _norm_key(norm), lambda: _norm_affine(norm))
         alpha, bias = conv.alpha, conv.bias
         if after is not None:
             alpha, bias = _cached(self, "_folded", (*_norm_key(after), alpha, bias),
                                   lambda: _fold_norm(after, alpha, bias))
-        return conv.popcount_forward(x, a, b, alpha, bias)
+        return conv.popcount_forward(x, a, b, alpha, bias, residual, relu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused(x):
@@ -312,9 +328,36 @@ class PackedBasicBlock(BasicBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.fused(x):
             return super().forward(x)
-        out = self.conv2.fused_forward(self.conv1.fused_forward(x, self.bn1), self.bn2)
-        out += self._shortcut(x)
-        return self.act2(out)
+        out = self.conv1.fused_forward(x, self.bn1)
+        if type(self.act2) is nn.ReLU:  # the residual sum and the ReLU in conv2's epilogue
+            return self.conv2.fused_forward(out, self.bn2, self._shortcut(x), relu=True)
+        return self.act2(self.conv2.fused_forward(out, self.bn2, self._shortcut(x)))
+
+
+class PackedResNet(ResNet):
+    """timm's ResNet, packed: the stem's BatchNorm folds into the stem's float conv (weights and bias, recomputed only
+    when they change) and its ReLU runs in place, so that the stem makes one pass over its activation, the largest of
+    the network, instead of three. Same children and state dict (``pack`` sets the class in place); without grad mode
+    off, or with another stem, the ``ResNet`` forward runs."""
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor | None:
+        conv, norm = self.conv1, self.bn1
+        if (torch.is_grad_enabled() or type(conv) is not nn.Conv2d or not _is_inference_norm(norm)
+                or type(self.act1) is not nn.ReLU or conv.padding_mode != "zeros"):
+            return None
+        w, b = _cached(self, "_folded_stem", (conv.weight, conv.bias, *_norm_key(norm)),
+                       lambda: _fold_norm(norm, conv.weight, conv.bias))
+        return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        stem = None if self.grad_checkpointing else self._stem(x)
+        if stem is None:
+            return super().forward_features(x)
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.maxpool(stem)))))
+
+
+# Modules whose class pack() swaps in place for its inference form (same children and state), and unpack() back.
+_INFERENCE_FORMS: dict[type[nn.Module], type[nn.Module]] = {BasicBlock: PackedBasicBlock, ResNet: PackedResNet}
 
 
 _PACKED = {BinaryConv2d: PackedBinaryConv2d, BinaryLinear: PackedBinaryLinear}
@@ -351,8 +394,8 @@ def pack(model: nn.Module) -> nn.Module:
         for m in packed.modules():
             if type(m) is nn.Conv2d:
                 m.to(memory_format=torch.channels_last)
-            elif type(m) is BasicBlock and isinstance(m.conv1, PackedBinaryConvBlock):
-                m.__class__ = PackedBasicBlock
+            elif type(m) in _INFERENCE_FORMS:
+                m.__class__ = _INFERENCE_FORMS[type(m)]
     return packed
 
 
@@ -360,12 +403,14 @@ def unpack(model: nn.Module) -> nn.Module:
     """A trainable copy of a packed model with identical binarized weights (for fine-tuning)."""
 
     def convert(module: nn.Module) -> nn.Module | None:
-        if type(module) is PackedBasicBlock:
-            module.__class__ = BasicBlock  # the copy's; its children are converted next
-            return None
         if isinstance(module, PackedBinaryConvBlock):
             return BinaryConvBlock(module.norm, module.conv.to_binary() if isinstance(module.conv, _PackedWeight)
                                    else module.conv)
         return module.to_binary() if isinstance(module, _PackedWeight) else None
 
-    return _swap(copy.deepcopy(model), convert)
+    restored = _swap(copy.deepcopy(model), convert)
+    trainable = {v: k for k, v in _INFERENCE_FORMS.items()}
+    for m in restored.modules():
+        if type(m) in trainable:
+            m.__class__ = trainable[type(m)]
+    return restored

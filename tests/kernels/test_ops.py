@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from zoo_kernels import ops
+from zoo_kernels import cpu, ops
 from zoo_kernels.packing import pack_signs, pack_weight_signs, weight_scale
 
 from zoo.layers import XnorConv2d
@@ -70,6 +70,21 @@ def test_fused_batchnorm_matches_unfused_float64(input_scale, device_kernel, mon
         ops.pack_signs(x, scale)
     with pytest.raises(ValueError, match="float32 of shape"):
         ops.pack_signs(x, scale[:3], shift[:3])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_residual_and_relu_epilogue(fused, monkeypatch):
+    x, w, bias = torch.randn(2, 40, 7, 7), torch.randn(16, 40, 3, 3), torch.randn(16)
+    residual = torch.randn(2, 16, 4, 4).contiguous(memory_format=torch.channels_last)
+    alpha = weight_scale(w)
+    if not fused:  # the op path (a kernel swapped in, or another device)
+        monkeypatch.setitem(ops._KERNELS["xnor_conv2d"], "cpu", lambda *a: cpu.xnor_conv2d_cpu(*a))
+    ref = expected(x, w, alpha, 2, 1, 1, True, bias) + residual.double()
+    out = ops.xnor_conv2d(x, pack_weight_signs(w), alpha, 40, 3, 2, 1, 1, True, bias, residual=residual, relu=True)
+    torch.testing.assert_close(out.double(), ref.clamp_min(0), rtol=1e-5, atol=1e-5)
+    assert (ref < 0).any() and torch.equal(residual, residual.clone())  # the residual is read, not written
+    with pytest.raises(ValueError, match="residual"):
+        ops.xnor_conv2d(x, pack_weight_signs(w), alpha, 40, 3, 1, 1, 1, True, bias, residual=residual)
 
 
 def test_non_contiguous_and_half_inputs():
