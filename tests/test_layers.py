@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.layers import BinaryConv2d, BinaryLinear, BwnConv2d, XnorConv2d
+from zoo.quantizers import scaled_sign, ste_sign
 
 
 def _sign64(t: torch.Tensor) -> torch.Tensor:
@@ -114,9 +115,24 @@ def test_k_needs_binarized_inputs_and_padding_must_be_explicit():
         BinaryConv2d.from_float(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
 
 
-def test_binary_gradient_option_binarizes_input_gradient():
-    conv = BinaryConv2d(3, 2, 1, kernel_quantizer="scaled_sign", binary_gradient=True)
-    x = torch.randn(2, 3, 4, 4, requires_grad=True)
-    conv(x).mul(torch.randn(2, 2, 4, 4)).sum().backward()
-    magnitudes = x.grad.abs().unique()
-    assert magnitudes.numel() == 1 and magnitudes.item() > 0
+def test_binary_gradient_option_binarizes_the_output_gradient_before_the_backward_convs():
+    # XNOR-Net sec. 3.2: g^in (the gradient at the layer's output) becomes sign(g^in) * max|g^in|; the weight and
+    # input gradients are the float conv's, fed that binarized g^in.
+    torch.manual_seed(0)
+    conv = BinaryConv2d(3, 2, 3, padding=1, kernel_quantizer="scaled_sign", input_quantizer="ste_sign",
+                        binary_gradient=True).double()
+    x = (0.8 * torch.randn(2, 3, 5, 5, dtype=torch.float64)).requires_grad_()
+    g = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    conv(x).backward(g)
+
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref = conv.weight.detach().clone().requires_grad_()
+    y_ref = F.conv2d(ste_sign(x_ref), scaled_sign(w_ref), None, 1, 1)
+    y_ref.backward(torch.where(g >= 0, 1.0, -1.0) * g.abs().max())
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(conv.weight.grad, w_ref.grad)
+    plain = BinaryConv2d(3, 2, 3, padding=1, kernel_quantizer="scaled_sign", input_quantizer="ste_sign").double()
+    plain.weight.data.copy_(conv.weight.data)
+    x_plain = x.detach().clone().requires_grad_()
+    plain(x_plain).backward(g)
+    assert not torch.allclose(x_plain.grad, x.grad)  # the option changes the gradient

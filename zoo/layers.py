@@ -38,9 +38,13 @@ class _BinaryMixin:
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        if self.grad_quantizer is not None:
-            x = self.grad_quantizer(x)
         return x
+
+    def quantized_output_gradient(self, y: torch.Tensor) -> torch.Tensor:
+        """The binary gradient option (XNOR-Net sec. 3.2): the gradient arriving at the layer's output, ``g^in``, is
+        binarized to ``sign(g^in) * max|g^in|`` before the backward convs (for the weights and for the input) use it.
+        Identity in the forward pass."""
+        return self.grad_quantizer(y) if self.grad_quantizer is not None else y
 
     def binary_repr(self) -> str:
         parts = []
@@ -123,7 +127,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
             y = y * scale
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
-        return y
+        return self.quantized_output_gradient(y)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.binary_repr()}"
@@ -200,7 +204,7 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
             y = y * x.abs().mean(dim=-1, keepdim=True)
         if self.bias is not None:
             y = y + self.bias
-        return y
+        return self.quantized_output_gradient(y)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.binary_repr()}"
