@@ -26,6 +26,7 @@
 #include <optional>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #ifdef __AVX2__
 #include <immintrin.h>
@@ -49,27 +50,64 @@ struct Affine {
 };
 
 #ifdef __AVX2__
-// 8 x 8 bit transpose: bit c of byte r -> bit r of byte c.
-inline uint64_t transpose8x8(uint64_t x) {
-  x = (x & 0xAA55AA55AA55AA55ull) | ((x & 0x00AA00AA00AA00AAull) << 7) | ((x >> 7) & 0x00AA00AA00AA00AAull);
-  x = (x & 0xCCCC3333CCCC3333ull) | ((x & 0x0000CCCC0000CCCCull) << 14) | ((x >> 14) & 0x0000CCCC0000CCCCull);
-  x = (x & 0xF0F0F0F00F0F0F0Full) | ((x & 0x00000000F0F0F0F0ull) << 28) | ((x >> 28) & 0x00000000F0F0F0F0ull);
-  return x;
+// Bits of 32 channels x 64 pixels, from channel-major masks (bit p of bits[j]: channel j of pixel p) to pixel-major
+// words (bit j of words[p]). Per 8 channels an 8 x 8 byte transpose (unpacks) gathers, per 8 pixels, the 8 channels'
+// bytes; an 8 x 8 bit transpose of each (bit p of byte j -> bit j of byte p; 3 delta swaps, 4 at a time in the 64-bit
+// lanes of a ymm) gives a byte of channel bits per pixel; a last unpack interleaves the 4 bytes of each word.
+inline __m256i transpose8x8_bits(__m256i x) {
+  const auto swap = [](__m256i v, int shift, int64_t keep, int64_t move) {
+    const __m256i m = _mm256_set1_epi64x(move);
+    const __m128i n = _mm_cvtsi32_si128(shift);
+    const __m256i moved = _mm256_or_si256(_mm256_sll_epi64(_mm256_and_si256(v, m), n),
+                                          _mm256_and_si256(_mm256_srl_epi64(v, n), m));
+    return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi64x(keep)), moved);
+  };
+  x = swap(x, 7, static_cast<int64_t>(0xAA55AA55AA55AA55ull), 0x00AA00AA00AA00AAll);
+  x = swap(x, 14, static_cast<int64_t>(0xCCCC3333CCCC3333ull), 0x0000CCCC0000CCCCll);
+  return swap(x, 28, static_cast<int64_t>(0xF0F0F0F00F0F0F0Full), 0x00000000F0F0F0F0ll);
+}
+
+void transpose_word_bits(const uint64_t bits[32], uint32_t words[64]) {
+  alignas(32) uint64_t x[4][8];  // x[g][pb]: byte j = byte pb of bits[8 g + j], then (transposed) byte p = pixel 8 pb + p
+  const auto row = [&](int64_t j) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bits + j)); };
+  for (int64_t g = 0; g < 4; ++g) {
+    const int64_t j = 8 * g;
+    const __m128i s0 = _mm_unpacklo_epi8(row(j), row(j + 1)), s1 = _mm_unpacklo_epi8(row(j + 2), row(j + 3));
+    const __m128i s2 = _mm_unpacklo_epi8(row(j + 4), row(j + 5)), s3 = _mm_unpacklo_epi8(row(j + 6), row(j + 7));
+    const __m128i u0 = _mm_unpacklo_epi16(s0, s1), u1 = _mm_unpackhi_epi16(s0, s1);
+    const __m128i u2 = _mm_unpacklo_epi16(s2, s3), u3 = _mm_unpackhi_epi16(s2, s3);
+    __m128i* dst = reinterpret_cast<__m128i*>(x[g]);
+    _mm_store_si128(dst, _mm_unpacklo_epi32(u0, u2));      // pixel bytes 0, 1
+    _mm_store_si128(dst + 1, _mm_unpackhi_epi32(u0, u2));  // 2, 3
+    _mm_store_si128(dst + 2, _mm_unpacklo_epi32(u1, u3));  // 4, 5
+    _mm_store_si128(dst + 3, _mm_unpackhi_epi32(u1, u3));  // 6, 7
+  }
+  for (int64_t g = 0; g < 4; ++g)
+    for (int64_t h = 0; h < 2; ++h) {
+      __m256i* v = reinterpret_cast<__m256i*>(x[g] + 4 * h);
+      _mm256_store_si256(v, transpose8x8_bits(_mm256_load_si256(v)));
+    }
+  for (int64_t pb = 0; pb < 8; ++pb) {
+    const auto t = [&](int64_t g) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(x[g] + pb)); };
+    const __m128i q01 = _mm_unpacklo_epi8(t(0), t(1)), q23 = _mm_unpacklo_epi8(t(2), t(3));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(words + 8 * pb), _mm_unpacklo_epi16(q01, q23));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(words + 8 * pb + 4), _mm_unpackhi_epi16(q01, q23));
+  }
 }
 
 constexpr int64_t kBlockPixels = 64;  // NCHW: pixels per block, one 64-bit mask per channel
 
 // Pixels q .. q + qn - 1 (qn <= 64) of an NCHW float image (channel c's plane at img + c * plane): per channel, up
-// to 8 compares + movemasks give a 64-bit mask of the pixels' bits (the last 8 pixels by a masked load); per 8
-// channels and 8 pixels, an 8 x 8 bit transpose turns them into a byte of channel bits per pixel. dst: the image's
-// NHWC words; total[p] += sum_c |y| of pixel q + p.
+// to 8 compares + movemasks give a 64-bit mask of the pixels' bits (the last 8 pixels by a masked load), which
+// transpose_word_bits turns into words. dst: the image's NHWC words; total[p] += sum_c |y| of pixel q + p.
 void pack_nchw_block(const float* img, const Affine<float>& f, int64_t C, int64_t plane, int64_t q, int64_t qn,
                      int32_t* dst, double* total) {
   const int64_t Cw = ceil_div(C, kWordBits), nvec = ceil_div(qn, 8);
   const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
   const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(qn - 8 * (nvec - 1))),
                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));  // lanes of the last vector
-  uint64_t bits[kWordBits];
+  alignas(16) uint64_t bits[kWordBits];
+  uint32_t words[kBlockPixels];
   for (int64_t k = 0; k < Cw; ++k) {
     __m256 part[8];
     for (auto& v : part) v = zero;
@@ -86,19 +124,8 @@ void pack_nchw_block(const float* img, const Affine<float>& f, int64_t C, int64_
         part[v] = _mm256_add_ps(part[v], _mm256_andnot_ps(sign, y));
       }
     }
-    for (int64_t pb = 0; pb < nvec; ++pb) {  // pixels q + 8 pb .. q + 8 pb + 7
-      uint64_t t[4];
-      for (int64_t g = 0; g < 4; ++g) {
-        uint64_t x = 0;
-        for (int64_t j = 0; j < 8; ++j) x |= ((bits[8 * g + j] >> (8 * pb)) & 0xff) << (8 * j);
-        t[g] = transpose8x8(x);  // byte p: bits of channels 8 g .. 8 g + 7 of pixel q + 8 pb + p
-      }
-      for (int64_t p = 0; p < std::min<int64_t>(8, qn - 8 * pb); ++p) {
-        uint32_t word = 0;
-        for (int64_t g = 0; g < 4; ++g) word |= static_cast<uint32_t>((t[g] >> (8 * p)) & 0xff) << (8 * g);
-        dst[(q + 8 * pb + p) * Cw + k] = static_cast<int32_t>(word);
-      }
-    }
+    transpose_word_bits(bits, words);
+    for (int64_t p = 0; p < qn; ++p) dst[(q + p) * Cw + k] = static_cast<int32_t>(words[p]);
     if (total) {
       alignas(32) float lanes[kBlockPixels];
       for (int v = 0; v < 8; ++v) _mm256_store_ps(lanes + 8 * v, part[v]);
@@ -252,8 +279,9 @@ std::tuple<at::Tensor, at::Tensor> zoo_xnor_cpu::pack_signs(const at::Tensor& x_
 }
 
 // K[n, 0, y, x] = (1 / (kh * kw)) * sum over the taps inside the image of A[n, 0, iy, ix]: XNOR-Net's K = A * k,
-// conv2d of A with a box filter, zero padding counted as 0. Direct sum, kh * kw taps per output: cheap next to the
-// convolution, and without the overhead of a one-channel oneDNN conv.
+// conv2d of A with a box filter, zero padding counted as 0. Separable: per output row, the sums over the kernel's rows
+// of each input column (contiguous, vectorised), then per output the sum of kw of them. kh + kw additions per output
+// instead of kh * kw, and without the overhead of a one-channel oneDNN conv.
 at::Tensor zoo_xnor_cpu::input_scale(const at::Tensor& absmean, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                      at::IntArrayRef padding, at::IntArrayRef dilation) {
   TORCH_CHECK(absmean.dim() == 4 && absmean.size(1) == 1 && absmean.scalar_type() == at::kFloat &&
@@ -274,20 +302,24 @@ at::Tensor zoo_xnor_cpu::input_scale(const at::Tensor& absmean, at::IntArrayRef 
   const float* src = a.data_ptr<float>();
   float* dst = out.data_ptr<float>();
   const float inv = 1.0f / static_cast<float>(kh * kw);
-  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, Wo * kh * kw));
+  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, W * kh + Wo * kw));
   at::parallel_for(0, N * Ho, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> cols(W);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / Ho, y = r % Ho;
       const float* img = src + n * H * W;
+      std::fill(cols.begin(), cols.end(), 0.0f);
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        const int64_t iy = y * sh - ph + ky * dh;
+        if (iy < 0 || iy >= H) continue;
+        const float* row = img + iy * W;
+        for (int64_t ix = 0; ix < W; ++ix) cols[ix] += row[ix];
+      }
       for (int64_t x = 0; x < Wo; ++x) {
         float sum = 0.0f;
-        for (int64_t ky = 0; ky < kh; ++ky) {
-          const int64_t iy = y * sh - ph + ky * dh;
-          if (iy < 0 || iy >= H) continue;
-          for (int64_t kx = 0; kx < kw; ++kx) {
-            const int64_t ix = x * sw - pw + kx * dw;
-            if (ix >= 0 && ix < W) sum += img[iy * W + ix];
-          }
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const int64_t ix = x * sw - pw + kx * dw;
+          if (ix >= 0 && ix < W) sum += cols[ix];
         }
         dst[r * Wo + x] = sum * inv;
       }
