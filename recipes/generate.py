@@ -49,6 +49,12 @@ ABLATIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "is itself binarized, sign(g) * max|g|)",
         {"model": {"model_kwargs": {"binary_gradient": True}}},
     ),
+    "xnor_bireal_resnet18-lr3e-3": (
+        "xnor_bireal_resnet18",
+        "Bi-Real-Net-18 (arXiv:1808.00278) with XNOR-Net's quantizers at Adam lr 3e-3 instead of the digits default "
+        "1e-2 for binary inputs (the learning rate that suits it better on digits)",
+        {"model": {"lr": 3e-3}},
+    ),
     "w1a2_resnet18": (
         "w1a2_resnet18",
         "ResNet-18 with binary weights and 2-bit inputs (the k-bit input ablation of sec. 4.3)",

@@ -113,9 +113,13 @@ def test_overrides_name_known_datasets_and_models():
 @pytest.mark.parametrize("name", sorted(generate.ABLATIONS))
 def test_ablation_recipes_change_one_thing_of_the_resnet18_recipe(name, parser):
     config = parser.parse_args(["--config", str(RECIPES / "digits" / "ablations" / f"{name}.yaml")])
-    base = parser.parse_args(["--config", str(RECIPES / "digits" / "xnor_resnet18.yaml")])
+    model = generate.ABLATIONS[name][0]
+    base_model = model if is_model(model) and model in generate.MODELS else "xnor_resnet18"
+    base = parser.parse_args(["--config", str(RECIPES / "digits" / f"{base_model}.yaml")])
     assert is_model(config.model.model_name) and config.publish.name == f"{name}-digits"
     assert config.trainer.default_root_dir == f"runs/digits/{name}"
-    assert (config.model.lr, config.trainer.max_epochs, config.data) == (base.model.lr, 25, base.data)
+    assert (config.trainer.max_epochs, config.data) == (25, base.data)
     changed = {k for k in vars(base.model) if getattr(config.model, k) != getattr(base.model, k)}
-    assert changed == ({"model_kwargs"} if name.endswith("binary_gradient") else {"model_name"})
+    expected = {"xnor_resnet18-binary_gradient": {"model_kwargs"}, "w1a2_resnet18": {"model_name"},
+                "xnor_bireal_resnet18-lr3e-3": {"lr"}}
+    assert changed == expected[name]
