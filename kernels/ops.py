@@ -116,7 +116,7 @@ def use_kernel(op: str, device_type: str, fn: Callable[..., object]) -> Iterator
 
 
 def _pair(v: int | Sequence[int], name: str) -> list[int]:
-    t = [v, v] if isinstance(v, int) else [int(i) for i in v]
+    t = [v, v] if isinstance(v, int) else list(map(int, v))
     if len(t) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
     return t
@@ -497,9 +497,10 @@ def xnor_conv2d(
     for t, what in ((w_packed, "w_packed"), (alpha, "alpha"), (bias, "bias")):
         if t is not None and t.device != x.device:
             raise ValueError(f"xnor_conv2d: {what} is on {t.device}, x on {x.device}")
-    alpha = alpha.detach() if alpha.dtype == torch.float32 else alpha.detach().float()
-    if bias is not None:
-        bias = bias.detach() if bias.dtype == torch.float32 else bias.detach().float()
+    if alpha.requires_grad or alpha.dtype != torch.float32:
+        alpha = alpha.detach().float()
+    if bias is not None and (bias.requires_grad or bias.dtype != torch.float32):
+        bias = bias.detach().float()
     fused = _fused_cpu_kernel(x)
     if residual is not None:
         n, _, h, w = x.shape

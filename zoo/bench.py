@@ -182,17 +182,19 @@ def format_tables(doc: dict[str, Any]) -> str:
     if doc["conv"]:
         lines += ["", "conv: median ms (min ms); XNOR includes activation packing",
                   conv_table(doc["conv"], "f32 conv2d" if device.type == "cpu" else "bf16 conv2d")]
+    width = max([len(r["model"]) for r in doc["end_to_end"] + doc["sizes"]] + [5])
     if doc["end_to_end"]:
-        lines += ["", f"{'model':<24} {'baseline':<28} {'batch':>5} {'input':>11} | {'float ms':>9} "
+        base = max(len(_label(r["baseline"], device)) for r in doc["end_to_end"])
+        lines += ["", f"{'model':<{width}} {'baseline':<{base}} {'batch':>5} {'input':>11} | {'float ms':>9} "
                   f"{'packed ms':>9} {'x':>5}"]
         for r in doc["end_to_end"]:
-            lines.append(f"{r['model']:<24} {_label(r['baseline'], device):<28} {r['batch']:>5} "
+            lines.append(f"{r['model']:<{width}} {_label(r['baseline'], device):<{base}} {r['batch']:>5} "
                          f"{'x'.join(map(str, r['input_size'])):>11} | {r['float_ms']:9.2f} {r['packed_ms']:9.2f} "
                          f"{r['speedup']:5.1f}")
     if doc["sizes"]:
-        lines += ["", f"{'model':<24} {'float safetensors':>18} {'packed':>12} {'ratio':>7}"]
+        lines += ["", f"{'model':<{width}} {'float safetensors':>18} {'packed':>12} {'ratio':>7}"]
         for r in doc["sizes"]:
-            lines.append(f"{r['model']:<24} {r['float_bytes'] / 1e6:15.2f} MB {r['packed_bytes'] / 1e6:9.2f} MB "
+            lines.append(f"{r['model']:<{width}} {r['float_bytes'] / 1e6:15.2f} MB {r['packed_bytes'] / 1e6:9.2f} MB "
                          f"{r['ratio']:7.1f}")
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ after it, is channels_last: the layout the CPU kernel packs fastest and returns.
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -115,7 +116,7 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
 
     def on_bits(self, x: torch.Tensor) -> bool:
         """Whether ``forward(x)`` runs the popcount kernel (else the float conv of the rebuilt weights)."""
-        return self.runs_on_bits and x.dim() == 4 and not x.requires_grad and has_kernel("xnor_conv2d", x.device.type)
+        return x.dim() == 4 and not x.requires_grad and self.runs_on_bits and has_kernel("xnor_conv2d", x.device.type)
 
     def popcount_forward(
         self,
@@ -131,9 +132,10 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
         ``alpha`` and ``bias`` given replace the layer's in the epilogue (a folded BatchNorm after the conv), which
         then adds ``residual`` and applies a ReLU when asked."""
         if alpha is None:
-            alpha, bias = self.alpha, self.bias
+            alpha, bias = self._buffers["alpha"], self._parameters["bias"]
         return popcount_conv2d(
-            x, self.weight_bits, alpha, self.in_channels, self.kernel_size, self.stride, self.padding, self.dilation,
+            x, self._buffers["weight_bits"], alpha, self.in_channels, self.kernel_size, self.stride, self.padding,
+            self.dilation,
             input_scale=self.input_scale, bias=bias, norm_scale=norm_scale, norm_shift=norm_shift, residual=residual,
             relu=relu,
         )
@@ -205,35 +207,35 @@ class PackedBinaryLinear(_PackedWeight, BinaryLinear):
         return new
 
 
-def _versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
-    """The version counters of ``tensors`` (None for inference tensors, which have none)."""
+_VERSION = operator.attrgetter("_version")
+
+
+def _tensors(*modules: nn.Module) -> tuple[torch.Tensor, ...]:
+    """The parameters and buffers of ``modules`` themselves, read from their dicts (cheaper than attributes)."""
+    return tuple(t for m in modules for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
+
+
+def _cached(
+    owner: nn.Module, slot: str, sources: tuple[torch.Tensor, ...], extra: object, compute: Callable[[], _T]
+) -> _T:
+    """``compute()``, kept on ``owner`` until a tensor of ``sources`` is replaced or changed in place (its version
+    counter), or ``extra`` changes. A plain attribute (nothing enters the state dict) holding ``sources`` too, so that
+    their ids stay theirs. Inference tensors have no version counter: then it is computed every time."""
     try:
-        return tuple(t._version for t in tensors)
+        key = (tuple(map(id, sources)), tuple(map(_VERSION, sources)), extra)
     except RuntimeError:
-        return None
-
-
-def _cached(owner: nn.Module, slot: str, key: tuple, compute: Callable[[], _T]) -> _T:
-    """``compute()``, kept on ``owner`` until a tensor of ``key`` is replaced or changed in place (its version
-    counter), or another item of ``key`` changes. A plain attribute: nothing enters the state dict."""
-    tensors = tuple(k for k in key if isinstance(k, torch.Tensor))
-    versions = _versions(tensors)
+        key = None
     cached = owner.__dict__.get(slot)
-    if (versions is not None and cached is not None and cached[1] == versions and len(cached[0]) == len(key)
-            and all(u is v if isinstance(v, torch.Tensor) else u == v for u, v in zip(cached[0], key, strict=True))):
+    if key is not None and cached is not None and cached[0] == key:
         return cached[2]
     with torch.no_grad():
         value = compute()
-    owner.__dict__[slot] = (key, versions, value)
+    owner.__dict__[slot] = (key, sources, value)
     return value
 
 
 def _is_inference_norm(norm: nn.Module) -> bool:
-    return type(norm) is nn.BatchNorm2d and not norm.training and norm.running_mean is not None
-
-
-def _norm_key(norm: nn.BatchNorm2d) -> tuple:
-    return norm.running_mean, norm.running_var, norm.weight, norm.bias, norm.eps
+    return type(norm) is nn.BatchNorm2d and not norm.training and norm.track_running_stats
 
 
 def _norm_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,8 +276,9 @@ class PackedBinaryConvBlock(BinaryConvBlock):
 
     def fused(self, x: torch.Tensor) -> bool:
         """Whether ``forward(x)`` runs fused (an inference BatchNorm, float32 input, the popcount kernel)."""
-        return (_is_inference_norm(self.norm) and x.dtype == torch.float32 and isinstance(self.conv, PackedBinaryConv2d)
-                and self.conv.on_bits(x))
+        conv = self._modules["conv"]
+        return (_is_inference_norm(self._modules["norm"]) and x.dtype == torch.float32
+                and type(conv) is PackedBinaryConv2d and conv.on_bits(x))
 
     def fused_forward(
         self,
@@ -286,12 +289,12 @@ class PackedBinaryConvBlock(BinaryConvBlock):
     ) -> torch.Tensor:
         """The fused forward (``fused(x)`` must hold); then ``after`` (an inference BatchNorm), ``+ residual`` and a
         ReLU, all in the kernel's epilogue."""
-        conv, norm = self.conv, self.norm
-        a, b = _cached(self, "_norm_affine", _norm_key(norm), lambda: _norm_affine(norm))
-        alpha, bias = conv.alpha, conv.bias
-        if after is not None:
-            alpha, bias = _cached(self, "_folded", (*_norm_key(after), alpha, bias),
-                                  lambda: _fold_norm(after, alpha, bias))
+        conv, norm = self._modules["conv"], self._modules["norm"]
+        a, b = _cached(self, "_norm_affine", _tensors(norm), norm.eps, lambda: _norm_affine(norm))
+        if after is None:
+            return conv.popcount_forward(x, a, b, residual=residual, relu=relu)
+        alpha, bias = _cached(self, "_folded", _tensors(after, conv), after.eps,
+                              lambda: _fold_norm(after, conv.alpha, conv.bias))
         return conv.popcount_forward(x, a, b, alpha, bias, residual, relu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -311,16 +314,18 @@ class PackedBasicBlock(BasicBlock):
     """
 
     def fused(self, x: torch.Tensor) -> bool:
-        return (isinstance(self.conv1, PackedBinaryConvBlock) and isinstance(self.conv2, PackedBinaryConvBlock)
-                and self.conv1.fused(x) and self.conv2.fused(x) and _is_inference_norm(self.bn1)
-                and _is_inference_norm(self.bn2) and self.se is None and self.drop_path is None
-                and all(type(m) is nn.Identity for m in (self.drop_block, self.act1, self.aa)))
+        m = self._modules
+        conv1, conv2 = m["conv1"], m["conv2"]
+        return (type(conv1) is PackedBinaryConvBlock and type(conv2) is PackedBinaryConvBlock and conv1.fused(x)
+                and conv2.fused(x) and _is_inference_norm(m["bn1"]) and _is_inference_norm(m["bn2"])
+                and self.se is None and self.drop_path is None
+                and type(m["drop_block"]) is type(m["act1"]) is type(m["aa"]) is nn.Identity)
 
     def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        ds = self.downsample
+        ds = self._modules.get("downsample")  # None is a plain attribute
         if ds is None:
             return x
-        if (type(ds) is nn.Sequential and len(ds) == 2 and isinstance(ds[0], PackedBinaryConvBlock) and ds[0].fused(x)
+        if (type(ds) is nn.Sequential and len(ds) == 2 and type(ds[0]) is PackedBinaryConvBlock and ds[0].fused(x)
                 and _is_inference_norm(ds[1])):
             return ds[0].fused_forward(x, ds[1])
         return ds(x)
@@ -328,10 +333,11 @@ class PackedBasicBlock(BasicBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.fused(x):
             return super().forward(x)
-        out = self.conv1.fused_forward(x, self.bn1)
-        if type(self.act2) is nn.ReLU:  # the residual sum and the ReLU in conv2's epilogue
-            return self.conv2.fused_forward(out, self.bn2, self._shortcut(x), relu=True)
-        return self.act2(self.conv2.fused_forward(out, self.bn2, self._shortcut(x)))
+        m = self._modules
+        out = m["conv1"].fused_forward(x, m["bn1"])
+        if type(m["act2"]) is nn.ReLU:  # the residual sum and the ReLU in conv2's epilogue
+            return m["conv2"].fused_forward(out, m["bn2"], self._shortcut(x), relu=True)
+        return m["act2"](m["conv2"].fused_forward(out, m["bn2"], self._shortcut(x)))
 
 
 class PackedResNet(ResNet):
@@ -345,7 +351,7 @@ class PackedResNet(ResNet):
         if (torch.is_grad_enabled() or type(conv) is not nn.Conv2d or not _is_inference_norm(norm)
                 or type(self.act1) is not nn.ReLU or conv.padding_mode != "zeros"):
             return None
-        w, b = _cached(self, "_folded_stem", (conv.weight, conv.bias, *_norm_key(norm)),
+        w, b = _cached(self, "_folded_stem", _tensors(conv, norm), norm.eps,
                        lambda: _fold_norm(norm, conv.weight, conv.bias))
         return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
 
