@@ -81,8 +81,9 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 def test_models_tool_lists_registry(tmp_path):
-    out = _run(["models", "xnor_*"], cwd=tmp_path)
-    assert out.split() == ["xnor_nobeta_resnet18", "xnor_nobeta_resnet34", "xnor_resnet18", "xnor_resnet34"]
+    out = _run(["models", "xnor_*resnet*"], cwd=tmp_path)
+    assert out.split() == ["xnor_bireal_resnet18", "xnor_nobeta_bireal_resnet18", "xnor_nobeta_resnet18",
+                           "xnor_nobeta_resnet34", "xnor_resnet18", "xnor_resnet34"]
 
 
 def test_unknown_model_in_config_is_a_clear_error(tmp_path):
