@@ -55,6 +55,11 @@ ABLATIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "1e-2 for binary inputs (the learning rate that suits it better on digits)",
         {"model": {"lr": 3e-3}},
     ),
+    "xnor_alexnet-lr3e-3": (
+        "xnor_alexnet",
+        "XNOR-Net AlexNet-BN at Adam lr 3e-3 instead of the digits default 1e-2 for binary inputs",
+        {"model": {"lr": 3e-3}},
+    ),
     "w1a2_resnet18": (
         "w1a2_resnet18",
         "ResNet-18 with binary weights and 2-bit inputs (the k-bit input ablation of sec. 4.3)",
