@@ -1,13 +1,13 @@
 """CPU kernels of the packed XNOR convolution: build, load and call ``cpu_popcount.cpp`` and ``cpu_pack.cpp``, with
 a clean fallback.
 
-The algorithm and memory access are described at the top of ``cpu_popcount.cpp``: ``D[p, o] = sum popcount(a ^ w)``
-over the valid taps of output pixel ``p`` and filter ``o``, tiled over torch's intra-op threads, through an
-indirection buffer (no im2col copy); with AVX2 the popcounts are nibble-table lookups (``vpshufb``) against weight
-panels re-laid out once per weight tensor and cached, otherwise 64-bit ``popcnt``; then the fused epilogue
-``out = alpha[o] * K[n, y, x] * (valid_taps * C - 2 * D) + bias[o]`` (float32, channels_last). ``cpu_pack.cpp`` packs
-signs, optionally of ``x * scale[c] + shift[c]`` (an inference BatchNorm fused into the packing pass) and with the
-channel mean of ``|x|``, and computes the input scale K.
+The algorithm and memory access are described at the top of ``cpu_popcount.cpp``: an implicit GEMM over packed
+words, ``D[p, o] = sum popcount(A[p, k] ^ B[o, k])`` for output pixels ``p`` and filters ``o``, tiled over torch's
+intra-op threads; with AVX2 the popcounts are nibble-table lookups (``vpshufb``) against weight panels re-laid out
+once per weight tensor and cached, otherwise 64-bit ``popcnt``; then the padding correction and the fused epilogue
+``out = alpha[o] * K[n, y, x] * (valid_taps * C - 2 * popcount) + bias[o]`` (float32, channels_last; optionally plus
+a residual, then a ReLU). ``cpu_pack.cpp`` packs signs, optionally of ``x * scale[c] + shift[c]`` (an inference
+BatchNorm fused into the packing pass) and with the channel mean of ``|x|``, and computes the input scale K.
 
 Build: the first call compiles the extension with ``torch.utils.cpp_extension.load`` (ninja; ``-O3``, ``-fopenmp``
 so that ``at::parallel_for`` runs on ``torch.get_num_threads()`` threads, ``-mavx2 -mpopcnt -mfma`` when torch
