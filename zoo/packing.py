@@ -351,9 +351,13 @@ class PackedResNet(ResNet):
         if (torch.is_grad_enabled() or type(conv) is not nn.Conv2d or not _is_inference_norm(norm)
                 or type(self.act1) is not nn.ReLU or conv.padding_mode != "zeros"):
             return None
-        w, b = _cached(self, "_folded_stem", _tensors(conv, norm), norm.eps,
-                       lambda: _fold_norm(norm, conv.weight, conv.bias))
+        w, b = _cached(self, "_folded_stem", _tensors(conv, norm), norm.eps, lambda: self._fold_stem(conv, norm))
         return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
+
+    @staticmethod
+    def _fold_stem(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+        w, b = _fold_norm(norm, conv.weight, conv.bias)
+        return w.contiguous(memory_format=torch.channels_last), b  # also for weights loaded contiguous
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         stem = None if self.grad_checkpointing else self._stem(x)
