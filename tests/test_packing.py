@@ -262,3 +262,15 @@ def test_packed_resnet_folds_the_stem_batchnorm(trained_xnor, digits_batch):
     with torch.enable_grad():  # autograd: the stem's own layers, which get their gradients
         packed.forward_features(images).sum().backward()
     assert packed.conv1.weight.grad is not None
+
+
+def test_packed_bwn_weight_is_rebuilt_once_and_follows_the_bits():
+    layer = BinaryConv2d(8, 4, 3, padding=1, kernel_quantizer="scaled_sign")
+    packed = PackedBinaryConv2d.from_binary(layer).eval()
+    first = packed.quantized_weight()
+    assert packed.quantized_weight() is first  # cached between calls
+    torch.testing.assert_close(first, layer.quantized_weight().detach())
+    with torch.no_grad():
+        packed.alpha.mul_(2.0)  # an in-place change of the buffers invalidates the cache
+    torch.testing.assert_close(packed.quantized_weight(), 2.0 * first)
+    assert "_float_weight" not in packed.state_dict()

@@ -78,8 +78,20 @@ class _PackedWeight:
         raise NotImplementedError
 
     def quantized_weight(self) -> torch.Tensor:
+        """``alpha * sign(W)`` rebuilt from the bits, for the layers that run a float conv (BWN, k-bit inputs).
+
+        Rebuilding at every call made packed BWN models slower than float ones, so the result is cached (in memory
+        only: the checkpoint keeps 1 bit per weight) and rebuilt when ``weight_bits`` or ``alpha`` change (their
+        version counters or storage) or when compiling."""
+        key = (self.weight_bits._version, self.alpha._version, self.weight_bits.data_ptr(), self.alpha.data_ptr())
+        cached = self.__dict__.get("_float_weight")
+        if cached is not None and cached[0] == key and not torch.compiler.is_compiling():
+            return cached[1]
         signs = self._signs()
-        return self.alpha.view(-1, *([1] * (signs.dim() - 1))).to(signs.dtype) * signs
+        weight = self.alpha.view(-1, *([1] * (signs.dim() - 1))).to(signs.dtype) * signs
+        if not torch.compiler.is_compiling() and not weight.requires_grad:
+            self.__dict__["_float_weight"] = (key, weight)
+        return weight
 
 
 class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
