@@ -131,3 +131,8 @@ def test_googlenet_is_torchvisions_without_auxiliary_heads():
     assert model.aux1 is None and model.aux2 is None
     binary = [n for n, m in model.named_modules() if isinstance(m, BinaryConv2d)]
     assert len(binary) == 56 and "conv1.conv" not in binary  # every conv of the 9 inceptions (6 each) and conv2/3
+
+
+def test_bireal_refuses_timm_options_its_block_would_ignore():
+    with pytest.raises(ValueError, match="BiRealBlock does not support .*drop_path"):
+        zoo.create_model("xnor_bireal_resnet18", drop_path_rate=0.1)

@@ -44,6 +44,12 @@ class BiRealBlock(nn.Module):
         **unused: Any,
     ):
         super().__init__()
+        defaults = {"cardinality": 1, "base_width": 64, "reduce_first": 1, "dilation": 1, "first_dilation": 1}
+        bad = {
+            k: v for k, v in unused.items() if v is not None and k not in ("device", "dtype") and defaults.get(k) != v
+        }
+        if bad:
+            raise ValueError(f"BiRealBlock does not support {bad}")
         self.act1 = act_layer(inplace=False)  # x is also the shortcut
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
         self.bn1 = norm_layer(planes)
