@@ -126,6 +126,20 @@ def test_alexnet_keeps_first_and_last_layer_float_and_binarizes_the_rest():
     assert full.stem.conv.kernel_size == (11, 11) and full.head.fc6.conv.in_features == 256 * 6 * 6
 
 
+@pytest.mark.parametrize("name, drop", [("fp_alexnet", 0.5), ("bwn_alexnet", 0.5), ("xnor_alexnet", 0.0),
+                                        ("xnor_nobeta_alexnet", 0.0)])
+def test_alexnet_drops_dropout_before_binarized_inputs_and_starts_with_a_small_classifier(name, drop):
+    torch.manual_seed(0)
+    model = zoo.create_model(name, num_classes=10, in_chans=1, small_input=True)
+    assert model.head.drop6.p == drop and model.head.drop7.p == drop
+    assert zoo.create_model(name, num_classes=10, drop_rate=0.3).head.drop7.p == 0.3  # an explicit rate wins
+    assert model.fc.weight.std().item() == pytest.approx(0.01, rel=0.1) and not model.fc.bias.any()
+    # the untrained network's cross-entropy starts near log(10), not at tens (a classifier of std 0.01)
+    model.train()
+    loss = nn.functional.cross_entropy(model(torch.randn(32, 1, 8, 8)), torch.arange(32) % 10)
+    assert loss.item() < 3.0
+
+
 def test_googlenet_is_torchvisions_without_auxiliary_heads():
     model = zoo.create_model("xnor_googlenet", num_classes=10, in_chans=1, small_input=True)
     assert model.aux1 is None and model.aux2 is None

@@ -121,5 +121,5 @@ def test_ablation_recipes_change_one_thing_of_the_resnet18_recipe(name, parser):
     assert (config.trainer.max_epochs, config.data) == (25, base.data)
     changed = {k for k in vars(base.model) if getattr(config.model, k) != getattr(base.model, k)}
     expected = {"xnor_resnet18-binary_gradient": {"model_kwargs"}, "w1a2_resnet18": {"model_name"},
-                "xnor_bireal_resnet18-lr3e-3": {"lr"}, "xnor_alexnet-lr3e-3": {"lr"}}
+                "xnor_bireal_resnet18-lr3e-3": {"lr"}, "xnor_alexnet-dropout": {"model_kwargs"}}
     assert changed == expected[name]

@@ -8,6 +8,7 @@
     zoo cards --from hub            # ... adding or updating the cards of published checkpoint folders
     zoo cards --bench bench.json    # ... with each card's CPU latency from `zoo bench --json`
     zoo cards --imagenet            # ... with the <model>-imagenet cards of the paper's reported accuracy
+    zoo cards --rerun other/hub     # ... recording reruns of the cards' recipes (reproducibility)
     zoo bench --json bench.json     # float vs packed XNOR speed (convs, models) and checkpoint sizes
 """
 
@@ -111,6 +112,7 @@ def _cards(argv: list[str]) -> None:
     from .hub.latency import BENCH_NAME, read_bench, with_latency
     from .hub.paper_results import paper_card_configs
     from .hub.publish import collect_cards, write_cards
+    from .hub.reproduction import with_reproductions
 
     parser = argparse.ArgumentParser(
         prog="zoo cards", description="regenerate the cards, cards/index.md and the cards/index.html leaderboard"
@@ -124,6 +126,9 @@ def _cards(argv: list[str]) -> None:
     parser.add_argument("--imagenet", action="store_true",
                         help="(re)generate the <model>-imagenet cards: the paper's reported ImageNet accuracy next to "
                              "the packed size measured on the architecture")
+    parser.add_argument("--rerun", type=Path, default=None,
+                        help="checkpoint folders published by reruns of the cards' recipes: each card records its "
+                             "rerun's top-1 and whether it lands within 0.5 points")
     args = parser.parse_args(argv)
     bench = args.bench if args.bench is not None else args.out / BENCH_NAME
     if args.bench is not None and not bench.is_file():
@@ -138,6 +143,13 @@ def _cards(argv: list[str]) -> None:
     configs = [merged[k] for k in sorted(merged)]
     if bench.is_file():
         configs = with_latency(configs, read_bench(bench))
+    if args.rerun is not None:
+        if not args.rerun.is_dir():
+            parser.error(f"--rerun {args.rerun}: no such folder")
+        try:
+            configs = with_reproductions(configs, collect_cards(args.rerun))
+        except ValueError as e:
+            parser.error(f"--rerun {args.rerun}: {e}")
     print(write_cards(configs, args.out), end="")
 
 

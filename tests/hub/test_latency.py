@@ -63,7 +63,7 @@ def test_card_and_index_show_the_latency(tmp_path):
     assert f"| CPU latency | {LINE} |" in ModelCard.load(tmp_path / "README.md").text
     assert "| CPU latency | n/a |" in model_card(without).text
     rows = index_table([with_row, without]).splitlines()[2:]
-    assert rows[0].startswith("| xnor_resnet18-digits |") and rows[0].endswith("| 18.0 ms | n/a |")
+    assert rows[0].startswith("| xnor_resnet18-digits |") and rows[0].endswith("| 18.0 ms | n/a | n/a |")
     assert rows[1].startswith("| xnor_resnet34-digits |") and rows[1].endswith("| n/a | n/a |")
 
 

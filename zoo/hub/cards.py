@@ -16,6 +16,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .reproduction import reproduction_text
+
 __all__ = [
     "model_card",
     "card_row",
@@ -86,6 +88,7 @@ def card_row(config: dict[str, Any]) -> dict[str, Any]:
         "cpu_ms": latency.get("packed_ms"),
         "fit_seconds": training.get("fit_seconds"),
         "hardware": training.get("hardware", "n/a"),
+        "rerun_top1": (config.get("reproduction") or {}).get("top1"),
     }
 
 
@@ -100,6 +103,7 @@ def row_text(row: dict[str, Any]) -> dict[str, str]:
         "compression": "n/a" if row["compression"] is None else f"{row['compression']:.1f}x",
         "latency": "n/a" if row["cpu_ms"] is None else f"{row['cpu_ms']:.1f} ms",
         "fit": "n/a" if row["fit_seconds"] is None else f"{row['fit_seconds']:.0f} s",
+        "rerun": "n/a" if row["rerun_top1"] is None else _pct(row["rerun_top1"]),
     }
 
 
@@ -209,6 +213,8 @@ def model_card(config: dict[str, Any]) -> ModelCard:
         f"| CPU latency | {latency_text(config.get('cpu_latency'))} |",
         f"| training time | {text['fit']} |",
         f"| hardware | {row['hardware']} |",
+        *([f"| reproduced | {reproduction_text(config.get('reproduction'))} |"]
+          if row["accuracy_source"] == MEASURED else []),
         f"| input | {tuple(config.get('input_size', ()))}, mean {config.get('mean')}, std {config.get('std')} |",
         "",
         *_use_lines(row, config),
@@ -225,13 +231,13 @@ def index_table(configs: list[dict[str, Any]]) -> str:
     rows = sorted((card_row(c) for c in configs), key=lambda r: (r["dataset"], -(r["top1"] or 0.0), r["name"]))
     out = [
         "| model | scheme | dataset | top-1 | top-5 | accuracy | packed | float | compression | CPU latency "
-        "| training time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| training time | rerun top-1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t = row_text(r)
         out.append(
             f"| {r['name']} | {r['scheme']} | {r['dataset']} | {t['top1']} | {t['top5']} | {t['source']} | "
-            f"{t['packed']} | {t['float']} | {t['compression']} | {t['latency']} | {t['fit']} |"
+            f"{t['packed']} | {t['float']} | {t['compression']} | {t['latency']} | {t['fit']} | {t['rerun']} |"
         )
     return "\n".join(out) + "\n"

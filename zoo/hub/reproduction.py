@@ -1,0 +1,72 @@
+"""Reproducibility of the cards: a second run of a card's recipe, recorded next to the card's own figure.
+
+A card's accuracy counts as reproducible when rerunning its recipe with its seed lands within
+``TOLERANCE_POINTS`` top-1 points of it. ``zoo cards --rerun FOLDER`` takes the checkpoint folders that such reruns
+published (``zoo fit --config <the card's recipe> --publish.enabled true`` in another working copy) and stores each
+rerun in its card's ``config["reproduction"]``: the rerun's top-1 / top-5, its hardware and threads, the difference
+in points and whether it is within the tolerance. A rerun counts only when it ran the very same recipe: the
+Lightning config dump stored with the card (seed, model, data, trainer) must be identical, otherwise it is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["TOLERANCE_POINTS", "reproduction_record", "with_reproductions", "reproduction_text"]
+
+TOLERANCE_POINTS = 0.5
+
+
+def reproduction_record(card: dict[str, Any], rerun: dict[str, Any]) -> dict[str, Any]:
+    """What ``rerun`` (a published config) says about ``card``'s accuracy; ``ValueError`` if it is not a rerun of it."""
+    name = card.get("name", card["architecture"])
+    if rerun.get("name", rerun["architecture"]) != name:
+        raise ValueError(f"rerun {rerun.get('name')!r} is not a run of card {name!r}")
+    ours, theirs = card.get("training", {}), rerun.get("training", {})
+    if ours.get("top1") is None or theirs.get("top1") is None:
+        raise ValueError(f"{name}: the card and the rerun both need a measured top-1")
+    if not ours.get("recipe") or ours.get("recipe") != theirs.get("recipe"):
+        raise ValueError(f"{name}: the rerun did not run the card's recipe (their Lightning config dumps differ)")
+    delta = 100 * (float(theirs["top1"]) - float(ours["top1"]))
+    return {
+        "top1": float(theirs["top1"]),
+        "top5": theirs.get("top5"),
+        "delta_points": round(delta, 4),
+        "within_tolerance": abs(delta) <= TOLERANCE_POINTS + 1e-9,
+        "tolerance_points": TOLERANCE_POINTS,
+        "hardware": theirs.get("hardware"),
+        "fit_seconds": theirs.get("fit_seconds"),
+    }
+
+
+def with_reproductions(configs: list[dict[str, Any]], reruns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of ``configs`` with ``config["reproduction"]`` set from the rerun of the same name, where there is one.
+
+    A rerun whose name matches no card is an error (it would otherwise be dropped silently).
+    """
+    by_name = {c.get("name", c["architecture"]): c for c in configs}
+    names = [r.get("name", r["architecture"]) for r in reruns]
+    unknown = sorted(n for n in names if n not in by_name)
+    if unknown:
+        raise ValueError(f"reruns without a card: {', '.join(unknown)}")
+    records = {n: reproduction_record(by_name[n], r) for n, r in zip(names, reruns)}
+    out = []
+    for config in configs:
+        config = copy.deepcopy(config)
+        name = config.get("name", config["architecture"])
+        if name in records:
+            config["reproduction"] = records[name]
+        out.append(config)
+    return out
+
+
+def reproduction_text(record: dict[str, Any] | None) -> str:
+    """One line for the card: the rerun's top-1, the difference and whether it is within the tolerance."""
+    if not record:
+        return "not rerun yet"
+    verdict = "within" if record["within_tolerance"] else "outside"
+    return (
+        f"rerun of the recipe: {100 * record['top1']:.2f}% top-1 ({record['delta_points']:+.2f} points, {verdict} "
+        f"{record['tolerance_points']:g}), {record.get('hardware') or 'unknown hardware'}"
+    )
