@@ -15,7 +15,8 @@ CONFIG = {
     "num_classes": 10, "in_chans": 1, "small_input": True, "input_size": [1, 8, 8],
     "sizes": {"packed_bytes": 1_600_000, "float_bytes": 44_800_000},
     "training": {"dataset": "digits", "split": "test", "top1": 0.9722, "top5": 0.9972, "fit_seconds": 271.4,
-                 "hardware": "AMD EPYC, 2 cores", "recipe": "seed_everything: 0\nmodel:\n  model_name: xnor_resnet18\n"},
+                 "hardware": "AMD EPYC, 2 cores",
+                 "recipe": "seed_everything: 0\nmodel:\n  model_name: xnor_resnet18\n"},
 }
 
 

@@ -50,7 +50,7 @@ def with_reproductions(configs: list[dict[str, Any]], reruns: list[dict[str, Any
     unknown = sorted(n for n in names if n not in by_name)
     if unknown:
         raise ValueError(f"reruns without a card: {', '.join(unknown)}")
-    records = {n: reproduction_record(by_name[n], r) for n, r in zip(names, reruns)}
+    records = {n: reproduction_record(by_name[n], r) for n, r in zip(names, reruns, strict=True)}
     out = []
     for config in configs:
         config = copy.deepcopy(config)
