@@ -4,7 +4,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from zoo.cli import main
-from zoo.hub.cards import index_table, model_card
+from zoo.hub.cards import index_table, latency_text, model_card
 from zoo.hub.latency import cpu_latency, read_bench, with_latency
 from zoo.hub.publish import write_cards
 
@@ -44,6 +44,20 @@ LINE = ("18.0 ms packed at batch 1, input 3x224x224, 2 threads, AMD EPYC 7B13, 2
 def test_batch1_row_of_the_exact_architecture_with_its_conditions():
     assert cpu_latency(BENCH, "xnor_resnet18") == LATENCY  # not the batch-16 row, not xnor_nobeta_resnet18
     assert cpu_latency(BENCH, "xnor_resnet34") is None
+
+
+def test_fp_card_takes_the_float_baseline_of_its_xnor_twin():
+    assert cpu_latency(BENCH, "fp_resnet18") == {
+        "packed_ms": 46.7, "float": True, "baseline": "resnet18", "measured_with": "xnor_resnet18", "batch": 1,
+        "input_size": [3, 224, 224], "threads": 2, "hardware": "AMD EPYC 7B13, 2 cores", "torch": "2.14.1",
+        "repeats": 11,
+    }
+    assert cpu_latency(BENCH, "fp_resnet34") is None  # no xnor_resnet34 row
+    other = {**BENCH, "end_to_end": [{**BENCH["end_to_end"][1], "baseline": "resnet50"}]}
+    assert cpu_latency(other, "fp_resnet18") is None  # the twin's baseline is another network
+    line = latency_text(cpu_latency(BENCH, "fp_resnet18"))
+    assert line == ("46.7 ms float32 at batch 1, input 3x224x224, 2 threads, AMD EPYC 7B13, 2 cores, torch 2.14.1; "
+                    "timed as `resnet18`, the float baseline of `xnor_resnet18`")
 
 
 def test_with_latency_sets_replaces_or_removes_and_leaves_its_inputs_alone():

@@ -111,12 +111,15 @@ def latency_text(latency: dict[str, Any] | None) -> str:
     """One line saying what the CPU latency is and what it was measured on, or "n/a"."""
     if not latency or latency.get("packed_ms") is None:
         return "n/a"
+    kind = "float32" if latency.get("float") else "packed"
     text = (
-        f"{latency['packed_ms']:.1f} ms packed at batch {latency.get('batch', 1)}, "
+        f"{latency['packed_ms']:.1f} ms {kind} at batch {latency.get('batch', 1)}, "
         f"input {_shape(latency.get('input_size'))}, {latency.get('threads', '?')} threads, "
         f"{latency.get('hardware', 'unknown hardware')}, torch {latency.get('torch', '?')}"
     )
-    if latency.get("float_ms") is not None:
+    if latency.get("float"):
+        text += f"; timed as `{latency['baseline']}`, the float baseline of `{latency.get('measured_with')}`"
+    elif latency.get("float_ms") is not None:
         baseline = f"float `{latency['baseline']}`" if latency.get("baseline") else "float"
         text += f"; {baseline} {latency['float_ms']:.1f} ms"
         if latency.get("speedup") is not None:

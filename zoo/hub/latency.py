@@ -5,6 +5,10 @@ The bench JSON has ``meta`` (``device``, ``hardware``, ``torch``, ``threads``, `
 row whose ``model`` is its architecture, stored as ``config["cpu_latency"]`` together with what it was measured on
 (input size, threads, hardware, torch), so the figure never travels without its conditions. Rows are matched by
 architecture only: a card trained at another input size shows the latency with the bench's input size next to it.
+
+A full-precision card (``fp_<arch>``) has no packed row of its own: ``zoo bench`` times the float network as the
+baseline of ``xnor_<arch>``'s row (``baseline`` is ``fp_<arch>``, or timm's ``<arch>`` which ``fp_<arch>`` is), so the
+fp card takes that row's ``float_ms`` as its latency, marked ``"float": True`` (float32 weights, float convs).
 """
 
 from __future__ import annotations
@@ -32,23 +36,44 @@ def read_bench(path: Path) -> dict[str, Any]:
     return bench
 
 
-def cpu_latency(bench: dict[str, Any], architecture: str) -> dict[str, Any] | None:
-    """The batch-1 packed latency of ``architecture`` in ``bench``, with its conditions; ``None`` without a row."""
+def _conditions(bench: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     meta = bench["meta"]
+    return {
+        "batch": 1,
+        "input_size": list(row.get("input_size") or []),
+        "threads": meta.get("threads"),
+        "hardware": meta.get("hardware"),
+        "torch": meta.get("torch"),
+        "repeats": meta.get("repeats"),
+    }
+
+
+def _batch1_row(bench: dict[str, Any], model: str, key: str) -> dict[str, Any] | None:
     for row in bench["end_to_end"]:
-        if row.get("model") == architecture and row.get("batch") == 1 and row.get("packed_ms") is not None:
-            return {
-                "packed_ms": float(row["packed_ms"]),
-                "float_ms": row.get("float_ms"),
-                "speedup": row.get("speedup"),
-                "baseline": row.get("baseline"),
-                "batch": 1,
-                "input_size": list(row.get("input_size") or []),
-                "threads": meta.get("threads"),
-                "hardware": meta.get("hardware"),
-                "torch": meta.get("torch"),
-                "repeats": meta.get("repeats"),
-            }
+        if row.get("model") == model and row.get("batch") == 1 and row.get(key) is not None:
+            return row
+    return None
+
+
+def cpu_latency(bench: dict[str, Any], architecture: str) -> dict[str, Any] | None:
+    """The batch-1 latency of ``architecture`` in ``bench``, with its conditions; ``None`` without a row.
+
+    A binary architecture's figure is its packed time; an ``fp_<arch>`` card's is the float baseline time of the
+    ``xnor_<arch>`` row (see the module docstring)."""
+    row = _batch1_row(bench, architecture, "packed_ms")
+    if row is not None:
+        return {
+            "packed_ms": float(row["packed_ms"]),
+            "float_ms": row.get("float_ms"),
+            "speedup": row.get("speedup"),
+            "baseline": row.get("baseline"),
+            **_conditions(bench, row),
+        }
+    if architecture.startswith("fp_"):
+        twin = _batch1_row(bench, "xnor_" + architecture[3:], "float_ms")
+        if twin is not None and twin.get("baseline") in (architecture, architecture[3:]):
+            return {"packed_ms": float(twin["float_ms"]), "float": True, "baseline": twin["baseline"],
+                    "measured_with": twin["model"], **_conditions(bench, twin)}
     return None
 
 
