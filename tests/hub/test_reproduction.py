@@ -7,7 +7,7 @@ from huggingface_hub import ModelCard
 from zoo.cli import main
 from zoo.hub.cards import index_table, model_card
 from zoo.hub.publish import write_cards
-from zoo.hub.reproduction import reproduction_record, with_reproductions
+from zoo.hub.reproduction import recipe_differences, reproduction_record, with_reproductions
 
 CONFIG = {
     "format_version": 1, "name": "xnor_resnet18-digits", "architecture": "xnor_resnet18",
@@ -39,12 +39,25 @@ def test_exactly_half_a_point_is_within():
 
 
 def test_a_run_of_another_recipe_is_refused():
-    other = _rerun(0.9722, recipe="model:\n  model_name: xnor_resnet18\n  lr: 0.1\n")
-    with pytest.raises(ValueError, match="did not run the card's recipe"):
+    other = _rerun(0.9722, recipe="seed_everything: 0\nmodel:\n  model_name: xnor_resnet18\n  lr: 0.1\n")
+    with pytest.raises(ValueError, match="did not run the card's recipe; they differ in model.lr"):
         reproduction_record(CONFIG, other)
+    reseeded = _rerun(0.9722, recipe="seed_everything: 1\nmodel:\n  model_name: xnor_resnet18\n")
+    with pytest.raises(ValueError, match="differ in seed_everything"):
+        reproduction_record(CONFIG, reseeded)
     renamed = {**_rerun(0.9722), "name": "bwn_resnet18-digits"}
     with pytest.raises(ValueError, match="not a run of card"):
         reproduction_record(CONFIG, renamed)
+
+
+def test_output_settings_and_new_null_arguments_do_not_make_another_recipe():
+    card = ("# pytorch_lightning==2.6.6\nseed_everything: 0\ntrainer:\n  max_epochs: 25\n  default_root_dir: runs/a\n"
+            "  logger:\n    init_args:\n      save_dir: runs/a\nmodel:\n  lr: 0.01\npublish:\n  name: a\n")
+    rerun = ("seed_everything: 0\ntrainer:\n  max_epochs: 25\n  default_root_dir: runs/b\n  logger:\n    init_args:\n"
+             "      save_dir: runs/b\nmodel:\n  lr: 0.01\n  regime: null\npublish:\n  name: null\n")
+    assert recipe_differences(card, rerun) == []
+    assert recipe_differences(card, rerun.replace("max_epochs: 25", "max_epochs: 24")) == ["trainer.max_epochs"]
+    assert recipe_differences(card, rerun.replace("regime: null", "regime: [[0, 0.1, 0.0]]")) == ["model.regime"]
 
 
 def test_rerun_without_a_card_is_an_error_and_cards_without_rerun_are_untouched():
