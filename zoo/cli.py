@@ -109,6 +109,7 @@ def _publish(argv: list[str]) -> None:
 
 
 def _cards(argv: list[str]) -> None:
+    from .hub.cards import card_name
     from .hub.latency import BENCH_NAME, read_bench, with_latency
     from .hub.paper_results import paper_card_configs
     from .hub.publish import collect_cards, write_cards
@@ -139,7 +140,7 @@ def _cards(argv: list[str]) -> None:
         configs += paper
         for architecture in skipped:
             print(f"no {architecture} card: the zoo does not register {architecture}", file=sys.stderr)
-    merged = {c.get("name", c["architecture"]): c for c in configs}
+    merged = {card_name(c): c for c in configs}
     configs = [merged[k] for k in sorted(merged)]
     if bench.is_file():
         configs = with_latency(configs, read_bench(bench))

@@ -16,14 +16,14 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .reproduction import reproduction_text
-
 __all__ = [
     "model_card",
+    "card_name",
     "card_row",
     "row_text",
     "index_table",
     "latency_text",
+    "reproduction_text",
     "PAPER_URL",
     "CITATION",
     "MEASURED",
@@ -56,6 +56,11 @@ def _shape(size: list[int] | None) -> str:
     return "x".join(str(d) for d in size) if size else "n/a"
 
 
+def card_name(config: dict[str, Any]) -> str:
+    """A card's name: its folder under ``cards/`` and its key among the cards (the architecture when unnamed)."""
+    return config.get("name", config["architecture"])
+
+
 def card_row(config: dict[str, Any]) -> dict[str, Any]:
     """The figures a card shows, flat: for the index table, the leaderboard and the card body.
 
@@ -74,7 +79,7 @@ def card_row(config: dict[str, Any]) -> dict[str, Any]:
     else:
         accuracy, source = {}, None
     return {
-        "name": config.get("name", config["architecture"]),
+        "name": card_name(config),
         "architecture": config["architecture"],
         "scheme": config["scheme"]["name"],
         "dataset": training.get("dataset") or reported.get("dataset") or "n/a",
@@ -125,6 +130,17 @@ def latency_text(latency: dict[str, Any] | None) -> str:
         if latency.get("speedup") is not None:
             text += f" ({latency['speedup']:.1f}x)"
     return text
+
+
+def reproduction_text(record: dict[str, Any] | None) -> str:
+    """One line for the card: the rerun's top-1, the difference and whether it is within the tolerance."""
+    if not record:
+        return "not rerun yet"
+    verdict = "within" if record["within_tolerance"] else "outside"
+    return (
+        f"rerun of the recipe: {100 * record['top1']:.2f}% top-1 ({record['delta_points']:+.2f} points, {verdict} "
+        f"{record['tolerance_points']:g}), {record.get('hardware') or 'unknown hardware'}"
+    )
 
 
 def _eval_results(config: dict[str, Any]) -> list[EvalResult]:

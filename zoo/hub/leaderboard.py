@@ -19,7 +19,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from .cards import ACCURACY_SOURCE_TEXT, PAPER_URL, REPORTED, card_row, latency_text, row_text
+from .cards import ACCURACY_SOURCE_TEXT, PAPER_URL, REPORTED, card_name, card_row, latency_text, row_text
 
 __all__ = ["COLUMNS", "leaderboard_html", "card_href"]
 
@@ -111,7 +111,7 @@ def leaderboard_html(configs: list[dict[str, Any]]) -> str:
         for key, label, numeric in COLUMNS
     )
     body = "\n".join(_table_row(r) for r in rows)
-    data = [_plot_data(c) for c in sorted(configs, key=lambda c: c.get("name", c["architecture"]))]
+    data = [_plot_data(c) for c in sorted(configs, key=card_name)]
     return _PAGE.format(
         count=len(rows),
         paper_url=escape(PAPER_URL),

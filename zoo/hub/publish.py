@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cards import index_table, model_card
+from .cards import card_name, index_table, model_card
 from .checkpoint import CONFIG_NAME, read_config
 from .leaderboard import leaderboard_html
 from .model import BinaryModel
@@ -82,7 +82,7 @@ def write_cards(configs: list[dict[str, Any]], out: Path) -> str:
     ``out/index.html`` leaderboard; return the index table."""
     out.mkdir(parents=True, exist_ok=True)
     for config in configs:
-        folder = out / config.get("name", config["architecture"])
+        folder = out / card_name(config)
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir()

@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["TOLERANCE_POINTS", "recipe_differences", "reproduction_record", "with_reproductions", "reproduction_text"]
+from .cards import card_name
+
+__all__ = ["TOLERANCE_POINTS", "recipe_differences", "reproduction_record", "with_reproductions"]
 
 TOLERANCE_POINTS = 0.5
 # Where a run writes, not how it trains: left out of the comparison of two recipes.
@@ -56,8 +58,8 @@ def recipe_differences(a: str, b: str) -> list[str]:
 
 def reproduction_record(card: dict[str, Any], rerun: dict[str, Any]) -> dict[str, Any]:
     """What ``rerun`` (a published config) says about ``card``'s accuracy; ``ValueError`` if it is not a rerun of it."""
-    name = card.get("name", card["architecture"])
-    if rerun.get("name", rerun["architecture"]) != name:
+    name = card_name(card)
+    if card_name(rerun) != name:
         raise ValueError(f"rerun {rerun.get('name')!r} is not a run of card {name!r}")
     ours, theirs = card.get("training", {}), rerun.get("training", {})
     if ours.get("top1") is None or theirs.get("top1") is None:
@@ -84,8 +86,8 @@ def with_reproductions(configs: list[dict[str, Any]], reruns: list[dict[str, Any
 
     A rerun whose name matches no card is an error (it would otherwise be dropped silently).
     """
-    by_name = {c.get("name", c["architecture"]): c for c in configs}
-    names = [r.get("name", r["architecture"]) for r in reruns]
+    by_name = {card_name(c): c for c in configs}
+    names = [card_name(r) for r in reruns]
     unknown = sorted(n for n in names if n not in by_name)
     if unknown:
         raise ValueError(f"reruns without a card: {', '.join(unknown)}")
@@ -93,19 +95,7 @@ def with_reproductions(configs: list[dict[str, Any]], reruns: list[dict[str, Any
     out = []
     for config in configs:
         config = copy.deepcopy(config)
-        name = config.get("name", config["architecture"])
-        if name in records:
-            config["reproduction"] = records[name]
+        if card_name(config) in records:
+            config["reproduction"] = records[card_name(config)]
         out.append(config)
     return out
-
-
-def reproduction_text(record: dict[str, Any] | None) -> str:
-    """One line for the card: the rerun's top-1, the difference and whether it is within the tolerance."""
-    if not record:
-        return "not rerun yet"
-    verdict = "within" if record["within_tolerance"] else "outside"
-    return (
-        f"rerun of the recipe: {100 * record['top1']:.2f}% top-1 ({record['delta_points']:+.2f} points, {verdict} "
-        f"{record['tolerance_points']:g}), {record.get('hardware') or 'unknown hardware'}"
-    )
