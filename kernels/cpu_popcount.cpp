@@ -69,7 +69,7 @@ namespace {
 constexpr int64_t kWordBits = 32;
 constexpr int64_t kMinConvWork = 1 << 24;  // binary products per thread, at least
 constexpr int64_t kNibbleSteps = 63;       // 63 * 4 < 256: uint8 counts
-constexpr int64_t kChunkSteps = 2 * kNibbleSteps;
+constexpr int64_t kChunkBytes = 16384;     // panel bytes per chunk of steps (L1 share)
 constexpr int64_t kMaxSumSteps = 16383;    // 16383 * 4 < 65536: uint16 sums, then added to int32
 constexpr int64_t kPanel = 128;            // filters per weight panel
 
@@ -205,34 +205,43 @@ constexpr NibbleTable make_nibble_table() {
 }
 constexpr NibbleTable kNibbleTable = make_nibble_table();
 
-// Rows of A as nibble offsets (AVX2 path): word w of a row becomes bytes 8w .. 8w + 7 of the row, byte 8w + q =
-// 16 * (nibble q of the word), the offset of that nibble's row of kNibbleTable. KN = 16 * K64 bytes per row: the
-// nibble steps s of the panels.
-struct EmitNibbles {
-  uint8_t* Aoff;
-  int64_t row_bytes;  // KN
-  void copy(int64_t i, int64_t pos, const int32_t* src, int64_t count) {
-    uint8_t* dst = Aoff + i * row_bytes + 8 * pos;
-    const __m128i low = _mm_set1_epi8(0x0f);
-    int64_t j = 0;
-    for (; j + 2 <= count; j += 2) {  // two words -> 16 bytes
-      uint64_t v;
-      std::memcpy(&v, src + j, 8);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * j), expand(_mm_cvtsi64_si128(static_cast<long long>(v)),
-                                                                       low));
-    }
-    if (j < count) {
-      const __m128i e = expand(_mm_cvtsi32_si128(src[j]), low);
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 8 * j), e);
-    }
-  }
-  void zero(int64_t i, int64_t pos, int64_t count) { std::memset(Aoff + i * row_bytes + 8 * pos, 0, 8 * count); }
-  // 8 bytes b -> 16 bytes (16 * low nibble of b0, 16 * high nibble of b0, 16 * low nibble of b1, ...)
-  static __m128i expand(__m128i v, __m128i low) {
+// Nibble offsets (AVX2 path): word w of a pixel becomes bytes 8w .. 8w + 7, byte 8w + q = 16 * (nibble q of the
+// word), the offset of that nibble's row of kNibbleTable; dst gets 8 * count bytes.
+void expand_nibbles(const int32_t* src, int64_t count, uint8_t* dst) {
+  const __m128i low = _mm_set1_epi8(0x0f);
+  auto expand = [&](__m128i v) {  // 8 bytes b -> 16 bytes (16 * low nibble of b0, 16 * high nibble of b0, ...)
     const __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
-    return _mm_slli_epi16(_mm_unpacklo_epi8(lo, hi), 4);  // values < 16: no carry into the next byte
+    return std::make_pair(_mm_slli_epi16(_mm_unpacklo_epi8(lo, hi), 4), _mm_slli_epi16(_mm_unpackhi_epi8(lo, hi), 4));
+  };
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {  // four words -> 32 bytes
+    const auto [a, b] = expand(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * j), a);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * j + 16), b);
   }
-};
+  for (; j < count; ++j) _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 8 * j), expand(_mm_cvtsi32_si128(src[j])).first);
+}
+
+// The zero-padded image of nibble offsets: E[n, yp, xp, :] (L = 8 Cw bytes) is pixel (yp - ph, xp - pw) of image n
+// expanded, or L zero bytes (zero words, as the im2col rows of the scalar path) on the padding; Hp = H + 2 ph rows of
+// Wp = W + 2 pw pixels. Output pixel (n, y, x)'s tap (ky, kx) is then E[n, y sh + ky dh, x sw + kx dw]: a fixed byte
+// offset from the tap (0, 0) of the pixel, whatever the pixel.
+void build_padded_nibbles(const Geometry& g, const int32_t* xp, uint8_t* E) {
+  const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw, L = 8 * g.Cw;
+  at::parallel_for(0, g.N * Hp, std::max<int64_t>(1, 65536 / (Wp * L)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / Hp, iy = r % Hp - g.ph;
+      uint8_t* row = E + r * Wp * L;
+      if (iy < 0 || iy >= g.H) {
+        std::memset(row, 0, Wp * L);
+        continue;
+      }
+      std::memset(row, 0, g.pw * L);
+      expand_nibbles(xp + (n * g.H + iy) * g.W * g.Cw, g.W * g.Cw, row + g.pw * L);
+      std::memset(row + (g.pw + g.W) * L, 0, g.pw * L);
+    }
+  });
+}
 
 inline int64_t byte_slot(int64_t c) {  // byte position of filter c (0..31) in a 32-filter vector; an involution
   // vpunpck{l,h}bw, which widens the uint8 counts, works within 128-bit lanes: with this order the widened 16-bit
@@ -352,22 +361,39 @@ inline __attribute__((always_inline)) void step<4, 2>(__m256i (&acc)[4][2], cons
 #undef ZOO_SHUF_ADD
 #undef ZOO_TABLE
 
-// sums[i * ldd + j] += D over the steps s0 .. s1 - 1 for MR pixels (rows of Aoff, lda bytes apart) and the NV * 32
-// filters of panel B; the uint8 counts are added to the uint16 sums every kNibbleSteps steps.
+// A stretch of nibble steps inside one tap: its first byte's offset from a pixel's tap (0, 0) in the padded image,
+// and its length. A chunk of the steps is a list of runs; the panel's steps follow one another across them.
+struct Run {
+  int64_t offset, steps;
+};
+
+// sums[i * ldd + j] += D over the chunk's runs for MR pixels (px[i]: their tap (0, 0) in the padded image) and the
+// NV * 32 filters of panel B (at the chunk's first step). The uint8 counts are added to the uint16 sums every
+// kNibbleSteps steps at most.
 template <int MR, int NV>
-void block_avx2(const uint8_t* Aoff, int64_t lda, const uint8_t* B, int64_t s0, int64_t s1, uint16_t* sums,
+void block_avx2(const uint8_t* const* px, const Run* runs, int64_t n_runs, const uint8_t* B, uint16_t* sums,
                 int64_t ldd) {
-  const __m256i zero = _mm256_setzero_si256();
-  for (int64_t c0 = s0; c0 < s1; c0 += kNibbleSteps) {
-    const int64_t c1 = std::min(s1, c0 + kNibbleSteps);
+  int64_t r = 0, s = 0;  // the next step: step s of run r
+  while (r < n_runs) {
+    // A stretch of at most kNibbleSteps steps with the uint8 counts in registers (scoped to it, or GCC stores the
+    // accumulators to the stack at every step), then added to the uint16 sums.
     __m256i acc[MR][NV];
     for (int i = 0; i < MR; ++i)
-      for (int v = 0; v < NV; ++v) acc[i][v] = zero;
-    for (int64_t s = c0; s < c1; ++s) {
-      uint64_t off[MR];
-      for (int i = 0; i < MR; ++i) off[i] = Aoff[i * lda + s];
-      step<MR, NV>(acc, off, B + s * NV * 32);
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_si256();
+    for (int64_t room = kNibbleSteps; room > 0 && r < n_runs;) {
+      const uint8_t* q[MR];
+      for (int i = 0; i < MR; ++i) q[i] = px[i] + runs[r].offset;
+      const int64_t e = s + std::min(runs[r].steps - s, room);
+      room -= e - s;
+#pragma GCC unroll 2
+      for (; s < e; ++s, B += NV * 32) {
+        uint64_t off[MR];
+        for (int i = 0; i < MR; ++i) off[i] = q[i][s];
+        step<MR, NV>(acc, off, B);
+      }
+      if (s == runs[r].steps) ++r, s = 0;
     }
+    const __m256i zero = _mm256_setzero_si256();
     for (int i = 0; i < MR; ++i)
       for (int v = 0; v < NV; ++v) {  // filters 0..15 and 16..31 of the vector (see byte_slot)
         __m256i* p = reinterpret_cast<__m256i*>(sums + i * ldd + v * 32);
@@ -378,7 +404,7 @@ void block_avx2(const uint8_t* Aoff, int64_t lda, const uint8_t* B, int64_t s0, 
   }
 }
 
-using BlockFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, uint16_t*, int64_t);
+using BlockFn = void (*)(const uint8_t* const*, const Run*, int64_t, const uint8_t*, uint16_t*, int64_t);
 
 // Register block rows (pixels) and kernel for a panel of nv vectors.
 inline int64_t block_rows(int64_t nv) { return nv >= 3 ? 2 : 4; }
@@ -479,6 +505,51 @@ int64_t cached_weights() {
 
 // ------------------------------------------------------------------------------------------ convolution
 
+// The fused epilogue of one pixel and panel: for j < oe,
+//     dst[j] = alpha[j] * s * float(b0 - 2 * (d[j] - corr[j])) + bias[j] (+ residual[j]), then max(., 0) if relu
+// (corr, bias, residual optional; a NaN stays NaN under the ReLU, as in torch.relu). 8 filters per AVX2 vector.
+struct Epilogue {
+  const float* alpha;
+  const float* bias;
+  int64_t oe;
+  bool relu;
+  bool stream;  // non-temporal stores (dst 32-byte aligned): an output much larger than the caches
+
+  template <class D>
+  void operator()(const D* d, const int32_t* corr, int32_t b0, float s, const float* res, float* dst) const {
+    int64_t j = 0;
+#ifdef __AVX2__
+    const __m256 sv = _mm256_set1_ps(s), zero = _mm256_setzero_ps();
+    const __m256i b0v = _mm256_set1_epi32(b0);
+    for (; j + 8 <= oe; j += 8) {
+      __m256i dv;
+      if constexpr (sizeof(D) == 2)
+        dv = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d + j)));
+      else
+        dv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + j));
+      if (corr) dv = _mm256_sub_epi32(dv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr + j)));
+      const __m256i iv = _mm256_sub_epi32(b0v, _mm256_add_epi32(dv, dv));
+      __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(alpha + j), sv), _mm256_cvtepi32_ps(iv));
+      if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+      if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + j));
+      if (relu) v = _mm256_max_ps(zero, v);  // max_ps returns its second operand when one is NaN
+      if (stream)
+        _mm256_stream_ps(dst + j, v);
+      else
+        _mm256_storeu_ps(dst + j, v);
+    }
+#endif
+    for (; j < oe; ++j) {
+      const int32_t dj = static_cast<int32_t>(d[j]) - (corr ? corr[j] : 0);
+      float v = alpha[j] * s * static_cast<float>(b0 - 2 * dj);
+      if (bias) v += bias[j];
+      if (res) v += res[j];
+      if (relu) v = v < 0.0f ? 0.0f : v;
+      dst[j] = v;
+    }
+  }
+};
+
 // The convolution; its epilogue optionally adds residual (N, O, Ho, Wo) and applies a ReLU (a ResNet block's end).
 at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
                 const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias, int64_t channels,
@@ -534,7 +605,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   float* out_ptr = out.data_ptr<float>();
 
   const bool use_avx2 = kHaveAvx2 && variant != 1;
-  const int64_t T = g.T(), K32 = g.K32(), K64 = g.K64(), KN = 16 * K64, C = g.C;
+  const int64_t T = g.T(), K32 = g.K32(), K64 = g.K64(), C = g.C;
   const std::shared_ptr<const Prepared> prepared = prepared_weights(w_packed, wp, g);
   const std::vector<Panel>& panels = prepared->panels;
   const int32_t* popw = prepared->popw.data();
@@ -545,22 +616,56 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   }
 
   // TP pixels per tile, a multiple of every register block's MR: the tile's uint16 sums (TP x 32 nv x 2 bytes), a
-  // chunk of its rows of A (TP x kChunkSteps bytes) and of the panel (kChunkSteps x 32 nv bytes) share L1. Balanced
-  // so that the last tile is not mostly empty.
+  // chunk of the panel (at most kChunkBytes) and the pixels' bytes of that chunk share L1. Balanced so that the last
+  // tile is not mostly empty.
   const int64_t nv0 = panels.front().nv;
   const int64_t n_pblocks = ceil_div(P, std::min<int64_t>(64, 128 / nv0));
   const int64_t TP = ceil_div(ceil_div(P, n_pblocks), 4) * 4;
   const int64_t n_panels = static_cast<int64_t>(panels.size());
-  const bool wide = !use_avx2 || KN > kMaxSumSteps;  // int32 sums (else D fits the uint16 sums)
-  const int64_t sum_steps = kMaxSumSteps / kChunkSteps * kChunkSteps;
+  const int64_t L = 8 * g.Cw, steps = T * L;  // nibble steps per tap and in all (AVX2 path)
+  const bool wide = !use_avx2 || steps > kMaxSumSteps;  // int32 sums (else D fits the uint16 sums)
+
+  // AVX2 path: the padded image of nibble offsets (built by this thread, read by all), each pixel's tap (0, 0) in it,
+  // and the chunks of the steps as runs within taps.
+  const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
+  thread_local std::vector<uint8_t> padded;  // reused across calls: no page faults for a fresh buffer each time
+  std::vector<std::vector<Run>> chunks;
+  if (use_avx2) {
+#ifdef __AVX2__
+    padded.resize(static_cast<size_t>(g.N * Hp * Wp * L));
+    build_padded_nibbles(g, x_ptr, padded.data());
+    const int64_t chunk = std::max<int64_t>(8, kChunkBytes / (32 * nv0) / 8 * 8);  // steps per chunk
+    for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
+      std::vector<Run> runs;
+      for (int64_t s = s0; s < std::min(steps, s0 + chunk);) {
+        const int64_t t = s / L, within = s % L, n = std::min({L - within, s0 + chunk - s, steps - s});
+        runs.push_back({((t / g.kw) * g.dh * Wp + (t % g.kw) * g.dw) * L + within, n});
+        s += n;
+      }
+      chunks.push_back(std::move(runs));
+    }
+#endif
+  }
+  const uint8_t* E = padded.data();  // not the name inside the workers: each thread has its own thread_local
+  const int64_t chunk_steps = chunks.empty() ? 0 : chunks.front().empty() ? 0 : [&] {
+    int64_t c = 0;
+    for (const Run& r : chunks.front()) c += r.steps;
+    return c;
+  }();
+  const int64_t chunks_per_sum = chunk_steps > 0 ? std::max<int64_t>(1, kMaxSumSteps / chunk_steps) : 1;
+
+  // Outputs far larger than L2 are written with non-temporal stores: no read of each line before it is written.
+  const char* stream_env = std::getenv("ZOO_STREAM_MB");
+  const int64_t stream_mb = stream_env ? std::atoll(stream_env) : 4;
+  const bool stream = use_avx2 && g.O % 8 == 0 && P * g.O * 4 > (stream_mb << 20);
 
   // At least ~2^24 binary products (~0.05 ms) per thread: splitting less work costs more in wake-ups than it saves.
   const int64_t grain = std::max<int64_t>(1, kMinConvWork / (TP * 32 * nv0 * K32 * kWordBits));
   at::parallel_for(0, n_pblocks * n_panels, grain, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> Aoff(use_avx2 ? TP * KN : 0);
     std::vector<uint64_t> A(use_avx2 ? 0 : TP * K64);
     std::vector<uint16_t> sums16(use_avx2 ? TP * kPanel : 0);
     std::vector<int32_t> sums32(wide ? TP * kPanel : 0);
+    std::vector<const uint8_t*> px(TP);
     std::vector<int32_t> base(TP), pattern(TP), corr;
     std::vector<TapRange> ranges;
     int64_t built = -1;
@@ -570,19 +675,15 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       const int64_t p0 = pb * TP, tp = std::min(TP, P - p0), oe = std::min(32 * pn.nv, g.O - pn.o0);
       const int64_t ldd = 32 * pn.nv;  // row stride of the tile's sums
       if (pb != built) {
-        if (use_avx2) {
-#ifdef __AVX2__
-          EmitNibbles emit{Aoff.data(), KN};
-          walk_im2col(g, x_ptr, p0, TP, emit);
-#endif
-        } else {
+        if (!use_avx2) {
           EmitWords emit{reinterpret_cast<uint32_t*>(A.data()), 2 * K64};
           walk_im2col(g, x_ptr, p0, TP, emit);
         }
         // Valid taps per pixel: a range ky_lo..ky_hi x kx_lo..kx_hi; border pixels share few ranges ("patterns").
         ranges.clear();
-        int64_t y = (p0 % HoWo) / g.Wo, x = p0 % g.Wo;
+        int64_t n = p0 / HoWo, y = (p0 % HoWo) / g.Wo, x = p0 % g.Wo;
         for (int64_t i = 0; i < tp; ++i) {
+          if (use_avx2) px[i] = E + ((n * Hp + y * g.sh) * Wp + x * g.sw) * L;  // the pixel's tap (0, 0)
           const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
           base[i] = static_cast<int32_t>(T * C);
           pattern[i] = -1;
@@ -595,9 +696,10 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
           }
           if (++x == g.Wo) {
             x = 0;
-            if (++y == g.Ho) y = 0;
+            if (++y == g.Ho) y = 0, ++n;
           }
         }
+        for (int64_t i = tp; i < TP; ++i) px[i] = px[tp - 1];  // pixels past P: computed, never written
         built = pb;
       }
       // Padding correction of each pattern for this panel's filters: the popcounts of the taps it misses.
@@ -615,12 +717,14 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
         const BlockFn fn = block_fn(pn.nv);
         const uint8_t* B = prepared->bytes.get() + pn.offset;
         if (wide) std::fill(sums32.begin(), sums32.begin() + TP * ldd, 0);
-        for (int64_t w0 = 0; w0 < KN; w0 += sum_steps) {
-          const int64_t w1 = std::min(KN, w0 + sum_steps);
+        const int64_t n_chunks = static_cast<int64_t>(chunks.size());
+        for (int64_t c0 = 0; c0 < n_chunks; c0 += chunks_per_sum) {  // uint16 sums of at most kMaxSumSteps steps
           std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
-          for (int64_t s0 = w0; s0 < w1; s0 += kChunkSteps) {
-            const int64_t s1 = std::min(w1, s0 + kChunkSteps);
-            for (int64_t i = 0; i < tp; i += mr) fn(Aoff.data() + i * KN, KN, B, s0, s1, sums16.data() + i * ldd, ldd);
+          for (int64_t c = c0; c < std::min(n_chunks, c0 + chunks_per_sum); ++c) {
+            const uint8_t* Bc = B + c * chunk_steps * 32 * pn.nv;
+            const std::vector<Run>& runs = chunks[c];
+            for (int64_t i = 0; i < tp; i += mr)
+              fn(px.data() + i, runs.data(), static_cast<int64_t>(runs.size()), Bc, sums16.data() + i * ldd, ldd);
           }
           if (wide)
             for (int64_t k = 0; k < tp * ldd; ++k) sums32[k] += sums16[k];
@@ -629,37 +733,24 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       } else {
         block_scalar(A.data(), tp, Bw.data() + pn.o0 * K64, oe, K64, sums32.data(), ldd);
       }
-      // Fused epilogue: out = alpha * K * (|V| * C - 2 * (D - corr)) + bias, a contiguous run of filters per pixel.
-      auto epilogue = [&](const auto* sums) {
-        for (int64_t i = 0; i < tp; ++i) {
-          const int64_t p = p0 + i;
-          const float s = scale_ptr ? scale_ptr[p] : 1.0f;
-          const int32_t b0 = base[i];
-          const auto* d = sums + i * ldd;
-          const int32_t* c = pattern[i] >= 0 ? corr.data() + pattern[i] * ldd : nullptr;
-          const float* a = alpha_ptr + pn.o0;
-          const float* b = bias_ptr ? bias_ptr + pn.o0 : nullptr;
-          float* dst = out_ptr + p * g.O + pn.o0;
-          if (c)
-            for (int64_t j = 0; j < oe; ++j)
-              dst[j] = a[j] * s * static_cast<float>(b0 - 2 * (static_cast<int32_t>(d[j]) - c[j])) + (b ? b[j] : 0.0f);
-          else if (b)
-            for (int64_t j = 0; j < oe; ++j) dst[j] = a[j] * s * static_cast<float>(b0 - 2 * int32_t(d[j])) + b[j];
-          else
-            for (int64_t j = 0; j < oe; ++j) dst[j] = a[j] * s * static_cast<float>(b0 - 2 * int32_t(d[j]));
-          if (res_ptr) {
-            const float* r = res_ptr + p * g.O + pn.o0;
-            for (int64_t j = 0; j < oe; ++j) dst[j] += r[j];
-          }
-          if (relu)
-            for (int64_t j = 0; j < oe; ++j) dst[j] = dst[j] < 0.0f ? 0.0f : dst[j];  // NaN stays NaN, as torch.relu
-        }
-      };
-      if (wide)
-        epilogue(sums32.data());
-      else
-        epilogue(sums16.data());
+      // Fused epilogue: out = alpha * K * (|V| * C - 2 * (D - corr)) + bias (+ residual, ReLU), one pixel's
+      // contiguous run of filters at a time.
+      const Epilogue ep{alpha_ptr + pn.o0, bias_ptr ? bias_ptr + pn.o0 : nullptr, oe, relu, stream};
+      for (int64_t i = 0; i < tp; ++i) {
+        const int64_t p = p0 + i;
+        const int32_t* c = pattern[i] >= 0 ? corr.data() + pattern[i] * ldd : nullptr;
+        const float* r = res_ptr ? res_ptr + p * g.O + pn.o0 : nullptr;
+        float* dst = out_ptr + p * g.O + pn.o0;
+        const float s = scale_ptr ? scale_ptr[p] : 1.0f;
+        if (wide)
+          ep(sums32.data() + i * ldd, c, base[i], s, r, dst);
+        else
+          ep(sums16.data() + i * ldd, c, base[i], s, r, dst);
+      }
     }
+#ifdef __AVX2__
+    if (stream) _mm_sfence();  // the streamed stores are visible before the threads join
+#endif
   });
   return out;
 }

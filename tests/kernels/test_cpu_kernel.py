@@ -85,6 +85,17 @@ def test_large_layer_many_tiles_and_sweeps():
 
 
 @needs_kernel
+def test_large_output_streamed():
+    # 5 x 64 x 64 x 64 float32 outputs (5.2 MB): past the size where the epilogue writes with non-temporal stores
+    x, w = torch.randn(5, 64, 64, 64), torch.randn(64, 64, 3, 3)
+    alpha, bias, scale = weight_scale(w), torch.randn(64), torch.rand(5, 1, 64, 64) + 0.1
+    out = run(x, w, 1, 1, 1, "auto", alpha, scale, bias)
+    expected = int_conv(x, w, 1, 1, 1) * alpha.double().view(1, -1, 1, 1) * scale.double() + bias.double().view(
+        1, -1, 1, 1)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
 def test_long_filters_overflow_no_counter():
     # 8192 x 3 x 3 bits per filter: more nibble steps than uint16 sums hold, so the int32 sums take over
     x, w = torch.randn(1, 8192, 3, 3), torch.randn(5, 8192, 3, 3)
