@@ -40,15 +40,19 @@ def time_interleaved(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: str | torch.device = "cpu"
 ) -> dict[str, list[float]]:
     """Seconds per call of each function: ``warmup`` untimed calls each, then ``repeats`` rounds calling every
-    function once per round (interleaved). On CUDA the device is synchronized before and after each timed call."""
+    function once per round (interleaved), the order rotated from round to round, so that none always runs right
+    after the same other one (whose freed memory and evicted caches it would inherit). On CUDA the device is
+    synchronized before and after each timed call."""
     sync = _synchronizer(torch.device(device))
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated: no variant always runs first
+            fn = fns[name]
             sync()
             start = time.perf_counter()
             fn()

@@ -25,7 +25,8 @@
 // register block is MR pixels x NV vectors of 32 filters: 2 x 128 (NV = 4), or 4 x 64 (NV = 2) for 64-filter
 // layers; per nibble step it loads NV weight vectors and MR table rows (movzx of the pixel's pre-scaled nibble +
 // vbroadcasti128), then issues MR * NV vpshufb + vpaddb, the bound of the loop (2 vpshufb per cycle on Zen 3 and
-// recent Intel cores). These two blocks are inline assembly: GCC spills the accumulators of the intrinsics form.
+// recent Intel cores). These two blocks are inline assembly: GCC spills the accumulators of the intrinsics form,
+// and the accumulators live in a scope of at most 63 steps (GCC stores longer-lived ones to the stack every step).
 // Without AVX2 (or with variant "scalar") the same tiles run 64-bit popcounts.
 //
 // Weights: re-laid out once per weight tensor and cached. The panels hold 128 filters (the last one 32 * NV,
@@ -34,13 +35,20 @@
 // tensor's storage, offset, shape, strides and version counter (an in-place change of the weights is seen) and drops
 // entries whose storage was freed. Inference tensors have no version counter: their weights are re-laid out per call.
 //
+// Activations (AVX2 path): no im2col matrix is built. The packed input is expanded once per call into a zero-padded
+// image of nibble offsets, (N, H + 2 ph, W + 2 pw) pixels of L = 8 Cw bytes (byte 8 w + q = 16 * nibble q of word w,
+// the offset of its row of the table); the padding pixels are zero bytes, i.e. zero words. Row p of A is then never
+// copied: tap t of pixel p is the L bytes at a fixed offset (ky dh Wp + kx dw) L from the pixel's tap (0, 0), so a
+// register block reads its MR pixels' nibbles for tap t at MR pointers plus that offset, and a 3x3 conv reads each
+// expanded pixel nine times from cache instead of copying it nine times.
+//
 // Tiling and memory access: tiles of TP pixels x one panel are distributed over torch's intra-op threads
-// (at::parallel_for, consecutive tiles per thread, pixel-major so that a thread's consecutive tiles share the rows of
-// A, built once: KN = 16 * ceil(U / 2) bytes per pixel, nibble offsets expanded from the NHWC activation words). A
-// tile sweeps the steps in chunks of kChunkSteps, so that the chunk of the panel (kChunkSteps x 32 NV bytes), of the
-// rows of A and the tile's uint16 sums stay in L1 while every register block of the tile passes over them. The output
-// is channels_last: a pixel's filters are contiguous, so the epilogue writes whole vectors, and the next layer's
-// sign packing reads 32 contiguous channels per word.
+// (at::parallel_for, consecutive tiles per thread, pixel-major). A tile sweeps the T * L steps in chunks of at most
+// kChunkBytes of the panel (runs of steps within one tap), so that the chunk of the panel, the pixels' bytes and the
+// tile's uint16 sums stay in L1 while every register block of the tile passes over them. The output is channels_last:
+// a pixel's filters are contiguous, so the epilogue writes whole vectors (non-temporal stores when the output is far
+// larger than the caches), and the next layer's sign packing reads 32 contiguous channels per word. The scalar path
+// builds the im2col rows of A as 64-bit words per tile.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -48,6 +56,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -72,6 +81,8 @@ constexpr int64_t kNibbleSteps = 63;       // 63 * 4 < 256: uint8 counts
 constexpr int64_t kChunkBytes = 16384;     // panel bytes per chunk of steps (L1 share)
 constexpr int64_t kMaxSumSteps = 16383;    // 16383 * 4 < 65536: uint16 sums, then added to int32
 constexpr int64_t kPanel = 128;            // filters per weight panel
+constexpr int64_t kStreamBytes = int64_t(4) << 20;  // outputs larger than this are streamed to memory
+constexpr size_t kKeepPaddedBytes = size_t(64) << 20;  // the padded image buffer kept between calls, at most
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -362,36 +373,74 @@ inline __attribute__((always_inline)) void step<4, 2>(__m256i (&acc)[4][2], cons
 #undef ZOO_TABLE
 
 // A stretch of nibble steps inside one tap: its first byte's offset from a pixel's tap (0, 0) in the padded image,
-// and its length. A chunk of the steps is a list of runs; the panel's steps follow one another across them.
+// its length, and whether the uint8 counts are added to the uint16 sums after it. A chunk of the steps is a list of
+// runs; the panel's steps follow one another across them.
 struct Run {
   int64_t offset, steps;
+  bool flush;
 };
 
-// sums[i * ldd + j] += D over the chunk's runs for MR pixels (px[i]: their tap (0, 0) in the padded image) and the
-// NV * 32 filters of panel B (at the chunk's first step). The uint8 counts are added to the uint16 sums every
-// kNibbleSteps steps at most.
+struct Chunk {
+  int64_t s0, steps;  // its first step and number of steps
+  std::vector<Run> runs;
+};
+
+// The runs of all T * L steps: each tap cut into equal runs of at most kNibbleSteps steps, the counts flushed after
+// as many whole runs as fit in kNibbleSteps steps; then cut into chunks of about chunk_steps steps at flush points.
+// Regular runs keep the loop trip counts predictable (the counts are never flushed in the middle of a run).
+std::vector<Chunk> make_chunks(const Geometry& g, int64_t Wp, int64_t chunk_steps) {
+  const int64_t L = 8 * g.Cw, parts = ceil_div(L, kNibbleSteps);
+  std::vector<Run> runs;
+  int64_t since_flush = 0;
+  for (int64_t t = 0; t < g.T(); ++t) {
+    const int64_t tap = ((t / g.kw) * g.dh * Wp + (t % g.kw) * g.dw) * L;
+    for (int64_t k = 0; k < parts; ++k) {
+      const int64_t lo = L * k / parts, hi = L * (k + 1) / parts;
+      if (since_flush + hi - lo > kNibbleSteps) runs.back().flush = true, since_flush = 0;
+      runs.push_back({tap + lo, hi - lo, false});
+      since_flush += hi - lo;
+    }
+  }
+  runs.back().flush = true;
+  std::vector<Chunk> chunks;
+  int64_t s0 = 0;
+  for (size_t r = 0; r < runs.size();) {
+    Chunk c{s0, 0, {}};
+    do {  // whole flush groups, until the chunk holds chunk_steps steps
+      do {
+        c.runs.push_back(runs[r]);
+        c.steps += runs[r].steps;
+      } while (!runs[r++].flush);
+    } while (r < runs.size() && c.steps < chunk_steps);
+    s0 += c.steps;
+    chunks.push_back(std::move(c));
+  }
+  return chunks;
+}
+
+// sums[i * ldd + j] += D over a chunk's runs for MR pixels (px[i]: their tap (0, 0) in the padded image) and the
+// NV * 32 filters of panel B (at the chunk's first step).
 template <int MR, int NV>
 void block_avx2(const uint8_t* const* px, const Run* runs, int64_t n_runs, const uint8_t* B, uint16_t* sums,
                 int64_t ldd) {
-  int64_t r = 0, s = 0;  // the next step: step s of run r
-  while (r < n_runs) {
-    // A stretch of at most kNibbleSteps steps with the uint8 counts in registers (scoped to it, or GCC stores the
-    // accumulators to the stack at every step), then added to the uint16 sums.
+  for (int64_t r = 0; r < n_runs;) {
+    // The runs up to a flush, with the uint8 counts in registers (scoped to them, or GCC stores the accumulators to
+    // the stack at every step), then added to the uint16 sums.
     __m256i acc[MR][NV];
     for (int i = 0; i < MR; ++i)
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_si256();
-    for (int64_t room = kNibbleSteps; room > 0 && r < n_runs;) {
+    bool flush = false;
+    while (!flush) {
+      const Run& run = runs[r++];
       const uint8_t* q[MR];
-      for (int i = 0; i < MR; ++i) q[i] = px[i] + runs[r].offset;
-      const int64_t e = s + std::min(runs[r].steps - s, room);
-      room -= e - s;
+      for (int i = 0; i < MR; ++i) q[i] = px[i] + run.offset;
 #pragma GCC unroll 2
-      for (; s < e; ++s, B += NV * 32) {
+      for (int64_t s = 0; s < run.steps; ++s, B += NV * 32) {
         uint64_t off[MR];
         for (int i = 0; i < MR; ++i) off[i] = q[i][s];
         step<MR, NV>(acc, off, B);
       }
-      if (s == runs[r].steps) ++r, s = 0;
+      flush = run.flush;
     }
     const __m256i zero = _mm256_setzero_si256();
     for (int i = 0; i < MR; ++i)
@@ -506,49 +555,54 @@ int64_t cached_weights() {
 // ------------------------------------------------------------------------------------------ convolution
 
 // The fused epilogue of one pixel and panel: for j < oe,
-//     dst[j] = alpha[j] * s * float(b0 - 2 * (d[j] - corr[j])) + bias[j] (+ residual[j]), then max(., 0) if relu
-// (corr, bias, residual optional; a NaN stays NaN under the ReLU, as in torch.relu). 8 filters per AVX2 vector.
-struct Epilogue {
-  const float* alpha;
-  const float* bias;
-  int64_t oe;
-  bool relu;
-  bool stream;  // non-temporal stores (dst 32-byte aligned): an output much larger than the caches
-
-  template <class D>
-  void operator()(const D* d, const int32_t* corr, int32_t b0, float s, const float* res, float* dst) const {
-    int64_t j = 0;
+//     dst[j] = fma(float(lead[j] - 2 * d[j]), alpha[j] * s, bias[j]) (+ residual[j], then max(., 0) if relu)
+// where lead[j] = |V| * C + 2 * corr[j] holds the pixel's valid taps and padding correction (int = |V| * C - 2 * (D -
+// corr), exact in int32). kExtra: a residual or ReLU may follow (a NaN stays NaN under the ReLU, as in torch.relu);
+// kStream: non-temporal stores (dst 32-byte aligned), for an output much larger than the caches. 8 filters per
+// AVX2 vector; the scalar tail computes the same.
+template <bool kExtra, bool kStream, class D>
+void epilogue(const D* d, const int32_t* lead, const float* alpha, const float* bias, float s, const float* res,
+              bool relu, int64_t oe, float* dst) {
+  int64_t j = 0;
 #ifdef __AVX2__
-    const __m256 sv = _mm256_set1_ps(s), zero = _mm256_setzero_ps();
-    const __m256i b0v = _mm256_set1_epi32(b0);
-    for (; j + 8 <= oe; j += 8) {
-      __m256i dv;
-      if constexpr (sizeof(D) == 2)
-        dv = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d + j)));
-      else
-        dv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + j));
-      if (corr) dv = _mm256_sub_epi32(dv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr + j)));
-      const __m256i iv = _mm256_sub_epi32(b0v, _mm256_add_epi32(dv, dv));
-      __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(alpha + j), sv), _mm256_cvtepi32_ps(iv));
-      if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+  const __m256 sv = _mm256_set1_ps(s), zero = _mm256_setzero_ps();
+  for (; j + 8 <= oe; j += 8) {
+    __m256i dv;
+    if constexpr (sizeof(D) == 2)
+      dv = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d + j)));
+    else
+      dv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + j));
+    const __m256i iv =
+        _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lead + j)), _mm256_add_epi32(dv, dv));
+    __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), _mm256_mul_ps(_mm256_loadu_ps(alpha + j), sv),
+                               _mm256_loadu_ps(bias + j));
+    if constexpr (kExtra) {
       if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + j));
       if (relu) v = _mm256_max_ps(zero, v);  // max_ps returns its second operand when one is NaN
-      if (stream)
-        _mm256_stream_ps(dst + j, v);
-      else
-        _mm256_storeu_ps(dst + j, v);
     }
-#endif
-    for (; j < oe; ++j) {
-      const int32_t dj = static_cast<int32_t>(d[j]) - (corr ? corr[j] : 0);
-      float v = alpha[j] * s * static_cast<float>(b0 - 2 * dj);
-      if (bias) v += bias[j];
-      if (res) v += res[j];
-      if (relu) v = v < 0.0f ? 0.0f : v;
-      dst[j] = v;
-    }
+    if constexpr (kStream)
+      _mm256_stream_ps(dst + j, v);
+    else
+      _mm256_storeu_ps(dst + j, v);
   }
-};
+#endif
+  for (; j < oe; ++j) {
+    float v = std::fma(static_cast<float>(lead[j] - 2 * static_cast<int32_t>(d[j])), alpha[j] * s, bias[j]);
+    if (kExtra && res) v += res[j];
+    if (kExtra && relu) v = v < 0.0f ? 0.0f : v;
+    dst[j] = v;
+  }
+}
+
+template <class D>
+using EpilogueFn = void (*)(const D*, const int32_t*, const float*, const float*, float, const float*, bool, int64_t,
+                            float*);
+
+template <class D>
+EpilogueFn<D> epilogue_fn(bool extra, bool stream) {
+  return extra ? (stream ? epilogue<true, true, D> : epilogue<true, false, D>)
+               : (stream ? epilogue<false, true, D> : epilogue<false, false, D>);
+}
 
 // The convolution; its epilogue optionally adds residual (N, O, Ho, Wo) and applies a ReLU (a ResNet block's end).
 at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
@@ -629,35 +683,21 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   // and the chunks of the steps as runs within taps.
   const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
   thread_local std::vector<uint8_t> padded;  // reused across calls: no page faults for a fresh buffer each time
-  std::vector<std::vector<Run>> chunks;
+  std::vector<Chunk> chunks;
   if (use_avx2) {
 #ifdef __AVX2__
     padded.resize(static_cast<size_t>(g.N * Hp * Wp * L));
     build_padded_nibbles(g, x_ptr, padded.data());
-    const int64_t chunk = std::max<int64_t>(8, kChunkBytes / (32 * nv0) / 8 * 8);  // steps per chunk
-    for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
-      std::vector<Run> runs;
-      for (int64_t s = s0; s < std::min(steps, s0 + chunk);) {
-        const int64_t t = s / L, within = s % L, n = std::min({L - within, s0 + chunk - s, steps - s});
-        runs.push_back({((t / g.kw) * g.dh * Wp + (t % g.kw) * g.dw) * L + within, n});
-        s += n;
-      }
-      chunks.push_back(std::move(runs));
-    }
+    chunks = make_chunks(g, Wp, kChunkBytes / (32 * nv0));
 #endif
   }
   const uint8_t* E = padded.data();  // not the name inside the workers: each thread has its own thread_local
-  const int64_t chunk_steps = chunks.empty() ? 0 : chunks.front().empty() ? 0 : [&] {
-    int64_t c = 0;
-    for (const Run& r : chunks.front()) c += r.steps;
-    return c;
-  }();
-  const int64_t chunks_per_sum = chunk_steps > 0 ? std::max<int64_t>(1, kMaxSumSteps / chunk_steps) : 1;
 
   // Outputs far larger than L2 are written with non-temporal stores: no read of each line before it is written.
-  const char* stream_env = std::getenv("ZOO_STREAM_MB");
-  const int64_t stream_mb = stream_env ? std::atoll(stream_env) : 4;
-  const bool stream = use_avx2 && g.O % 8 == 0 && P * g.O * 4 > (stream_mb << 20);
+  const bool stream = use_avx2 && g.O % 8 == 0 && P * g.O * 4 > kStreamBytes;
+  const EpilogueFn<uint16_t> ep16 = epilogue_fn<uint16_t>(res_ptr != nullptr || relu, stream);
+  const EpilogueFn<int32_t> ep32 = epilogue_fn<int32_t>(res_ptr != nullptr || relu, stream);
+  const std::vector<float> zeros(bias_ptr ? 0 : g.O, 0.0f);  // the bias when there is none
 
   // At least ~2^24 binary products (~0.05 ms) per thread: splitting less work costs more in wake-ups than it saves.
   const int64_t grain = std::max<int64_t>(1, kMinConvWork / (TP * 32 * nv0 * K32 * kWordBits));
@@ -666,7 +706,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     std::vector<uint16_t> sums16(use_avx2 ? TP * kPanel : 0);
     std::vector<int32_t> sums32(wide ? TP * kPanel : 0);
     std::vector<const uint8_t*> px(TP);
-    std::vector<int32_t> base(TP), pattern(TP), corr;
+    std::vector<int32_t> pattern(TP), lead;
     std::vector<TapRange> ranges;
     int64_t built = -1;
     for (int64_t tile = begin; tile < end; ++tile) {
@@ -685,11 +725,9 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
         for (int64_t i = 0; i < tp; ++i) {
           if (use_avx2) px[i] = E + ((n * Hp + y * g.sh) * Wp + x * g.sw) * L;  // the pixel's tap (0, 0)
           const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
-          base[i] = static_cast<int32_t>(T * C);
           pattern[i] = -1;
           if (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W) {
             const TapRange r = valid_taps(g, iy0, ix0);
-            base[i] = static_cast<int32_t>(r.count() * C);
             auto it = std::find_if(ranges.begin(), ranges.end(), [&](const TapRange& q) { return q.key() == r.key(); });
             pattern[i] = static_cast<int32_t>(it - ranges.begin());
             if (it == ranges.end()) ranges.push_back(r);
@@ -702,56 +740,65 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
         for (int64_t i = tp; i < TP; ++i) px[i] = px[tp - 1];  // pixels past P: computed, never written
         built = pb;
       }
-      // Padding correction of each pattern for this panel's filters: the popcounts of the taps it misses.
-      corr.assign(ranges.size() * ldd, 0);
-      for (size_t r = 0; r < ranges.size(); ++r)
+      // lead[r + 1] = |V_r| * C + 2 * (popcounts of the taps that pattern r misses) for this panel's filters; lead[0]
+      // (pixels with every tap in the image) = T * C.
+      lead.assign((ranges.size() + 1) * ldd, static_cast<int32_t>(T * C));
+      for (size_t r = 0; r < ranges.size(); ++r) {
+        int32_t* row = lead.data() + (r + 1) * ldd;
+        std::fill(row, row + ldd, static_cast<int32_t>(ranges[r].count() * C));
         for (int64_t ky = 0; ky < g.kh; ++ky)
           for (int64_t kx = 0; kx < g.kw; ++kx) {
             if (ranges[r].contains(ky, kx)) continue;
             const int32_t* pw_t = popw + (ky * g.kw + kx) * g.O + pn.o0;
-            for (int64_t j = 0; j < oe; ++j) corr[r * ldd + j] += pw_t[j];
+            for (int64_t j = 0; j < oe; ++j) row[j] += 2 * pw_t[j];
           }
+      }
       if (use_avx2) {
 #ifdef __AVX2__
         const int64_t mr = block_rows(pn.nv);
         const BlockFn fn = block_fn(pn.nv);
         const uint8_t* B = prepared->bytes.get() + pn.offset;
         if (wide) std::fill(sums32.begin(), sums32.begin() + TP * ldd, 0);
-        const int64_t n_chunks = static_cast<int64_t>(chunks.size());
-        for (int64_t c0 = 0; c0 < n_chunks; c0 += chunks_per_sum) {  // uint16 sums of at most kMaxSumSteps steps
+        std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
+        int64_t in16 = 0;  // steps summed in the uint16 sums
+        auto widen = [&] {
+          for (int64_t k = 0; k < tp * ldd; ++k) sums32[k] += sums16[k];
           std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
-          for (int64_t c = c0; c < std::min(n_chunks, c0 + chunks_per_sum); ++c) {
-            const uint8_t* Bc = B + c * chunk_steps * 32 * pn.nv;
-            const std::vector<Run>& runs = chunks[c];
-            for (int64_t i = 0; i < tp; i += mr)
-              fn(px.data() + i, runs.data(), static_cast<int64_t>(runs.size()), Bc, sums16.data() + i * ldd, ldd);
-          }
-          if (wide)
-            for (int64_t k = 0; k < tp * ldd; ++k) sums32[k] += sums16[k];
+          in16 = 0;
+        };
+        for (const Chunk& c : chunks) {
+          if (in16 + c.steps > kMaxSumSteps) widen();  // only when wide
+          for (int64_t i = 0; i < tp; i += mr)
+            fn(px.data() + i, c.runs.data(), static_cast<int64_t>(c.runs.size()), B + c.s0 * 32 * pn.nv,
+               sums16.data() + i * ldd, ldd);
+          in16 += c.steps;
         }
+        if (wide) widen();
 #endif
       } else {
         block_scalar(A.data(), tp, Bw.data() + pn.o0 * K64, oe, K64, sums32.data(), ldd);
       }
       // Fused epilogue: out = alpha * K * (|V| * C - 2 * (D - corr)) + bias (+ residual, ReLU), one pixel's
       // contiguous run of filters at a time.
-      const Epilogue ep{alpha_ptr + pn.o0, bias_ptr ? bias_ptr + pn.o0 : nullptr, oe, relu, stream};
+      const float* a = alpha_ptr + pn.o0;
+      const float* b = (bias_ptr ? bias_ptr : zeros.data()) + pn.o0;
       for (int64_t i = 0; i < tp; ++i) {
         const int64_t p = p0 + i;
-        const int32_t* c = pattern[i] >= 0 ? corr.data() + pattern[i] * ldd : nullptr;
+        const int32_t* l = lead.data() + (pattern[i] + 1) * ldd;
         const float* r = res_ptr ? res_ptr + p * g.O + pn.o0 : nullptr;
         float* dst = out_ptr + p * g.O + pn.o0;
         const float s = scale_ptr ? scale_ptr[p] : 1.0f;
         if (wide)
-          ep(sums32.data() + i * ldd, c, base[i], s, r, dst);
+          ep32(sums32.data() + i * ldd, l, a, b, s, r, relu, oe, dst);
         else
-          ep(sums16.data() + i * ldd, c, base[i], s, r, dst);
+          ep16(sums16.data() + i * ldd, l, a, b, s, r, relu, oe, dst);
       }
     }
 #ifdef __AVX2__
     if (stream) _mm_sfence();  // the streamed stores are visible before the threads join
 #endif
   });
+  if (padded.capacity() > kKeepPaddedBytes) std::vector<uint8_t>().swap(padded);  // keep only a moderate buffer
   return out;
 }
 
