@@ -673,8 +673,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   // chunk of the panel (at most kChunkBytes) and the pixels' bytes of that chunk share L1. Balanced so that the last
   // tile is not mostly empty.
   const int64_t nv0 = panels.front().nv;
-  const int64_t n_pblocks = ceil_div(P, std::min<int64_t>(64, 128 / nv0));
-  const int64_t TP = ceil_div(ceil_div(P, n_pblocks), 4) * 4;
+  const int64_t TP = ceil_div(ceil_div(P, ceil_div(P, std::min<int64_t>(64, 128 / nv0))), 4) * 4;
+  const int64_t n_pblocks = ceil_div(P, TP);  // after rounding TP up: no tile is empty
   const int64_t n_panels = static_cast<int64_t>(panels.size());
   const int64_t L = 8 * g.Cw, steps = T * L;  // nibble steps per tap and in all (AVX2 path)
   const bool wide = !use_avx2 || steps > kMaxSumSteps;  // int32 sums (else D fits the uint16 sums)

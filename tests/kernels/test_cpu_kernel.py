@@ -61,6 +61,15 @@ def test_output_channel_blocking(variant, out_channels):
 
 @needs_kernel
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_pixel_tiles_rounded_up(variant):
+    # 96 filters (a 3-vector panel: tiles of 42 pixels rounded up to 44) over 28 x 28 = 784 pixels: 18 tiles, where
+    # the first count (19) would have left the last tile empty (GoogLeNet's inception 3a, 3x3 branch)
+    x, w = torch.randn(1, 32, 28, 28), torch.randn(96, 32, 3, 3)
+    assert torch.equal(run(x, w, 1, 1, 1, variant).double(), int_conv(x, w, 1, 1, 1))
+
+
+@needs_kernel
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_odd_geometries(variant):
     cases = [  # kernel, stride, padding, dilation, input size: windows partly or entirely on the padding
         ((1, 3), (1, 2), (0, 1), (1, 1), (5, 7)),
