@@ -43,9 +43,11 @@
 // expanded pixel nine times from cache instead of copying it nine times.
 //
 // Tiling and memory access: tiles of TP pixels x one panel are distributed over torch's intra-op threads
-// (at::parallel_for, consecutive tiles per thread, pixel-major). A tile sweeps the T * L steps in chunks of at most
-// kChunkBytes of the panel (runs of steps within one tap), so that the chunk of the panel, the pixels' bytes and the
-// tile's uint16 sums stay in L1 while every register block of the tile passes over them. The output is channels_last:
+// (at::parallel_for, consecutive tiles per thread, pixel-major). A tile sweeps the T * L steps in chunks of about
+// kChunkBytes of the panel, so that the chunk of the panel, the pixels' bytes and the tile's uint16 sums stay in L1
+// while every register block of the tile passes over them. A chunk is a list of runs: each tap cut into equal runs of
+// at most 63 steps, the uint8 counts flushed only between whole runs, so that the loops' trip counts repeat and their
+// exits are predicted. The output is channels_last:
 // a pixel's filters are contiguous, so the epilogue writes whole vectors (non-temporal stores when the output is far
 // larger than the caches), and the next layer's sign packing reads 32 contiguous channels per word. The scalar path
 // builds the im2col rows of A as 64-bit words per tile.
@@ -230,7 +232,8 @@ void expand_nibbles(const int32_t* src, int64_t count, uint8_t* dst) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * j), a);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * j + 16), b);
   }
-  for (; j < count; ++j) _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 8 * j), expand(_mm_cvtsi32_si128(src[j])).first);
+  for (; j < count; ++j)
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 8 * j), expand(_mm_cvtsi32_si128(src[j])).first);
 }
 
 // The zero-padded image of nibble offsets: E[n, yp, xp, :] (L = 8 Cw bytes) is pixel (yp - ph, xp - pw) of image n
