@@ -12,6 +12,8 @@ and integers for ``bias``: every output is then exact in float32, so the check i
 autotuned kernel is also checked with random float ``alpha``, ``scale``, ``bias`` against float64 (max relative error
 <= 1e-5) and timed next to a cuDNN float16 conv of the same shape, for scale.
 
+Then the Triton sign packing (:mod:`zoo_kernels.triton_pack`) is checked against the CPU definition.
+
 Prints one line per check; exit status 0 when every check passes, 1 when one fails, 2 when the check cannot run
 (no CUDA device, triton missing, or ``TRITON_INTERPRET=1``). Most of its time (about a minute) is Triton compiling
 the configs, once per kind of shape; ``--quick`` runs the first three cases only.
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from .packing import pack_signs, pack_weight_signs
 from .reference import conv_output_size, xnor_conv2d_reference
 
-__all__ = ["CASES", "Case", "check_case", "main"]
+__all__ = ["CASES", "Case", "check_case", "check_packing", "main"]
 
 FLOAT_RTOL = 1e-5
 
@@ -154,6 +156,36 @@ def _timings(case: Case, ops: Operands) -> str:
     return f"{xnor_ms * 1e3:.1f} us (cuDNN float16 conv: {fp16_ms * 1e3:.1f} us)"
 
 
+def check_packing(device: str = "cuda") -> list[tuple[str, bool, str]]:
+    """The Triton packing on ``device`` against :func:`zoo_kernels.packing.pack_signs` on the CPU: identical words (with
+    the fused affine: on the pixels whose float32 rounding cannot flip a sign) and ``mean_c |y|`` within 1e-5."""
+    from .triton_pack import pack_signs_absmean_triton
+
+    results = []
+    gen = torch.Generator().manual_seed(0)
+    for label, shape, layout, affine in (
+        ("packing 8x64x56x56 NCHW", (8, 64, 56, 56), torch.contiguous_format, False),
+        ("packing 8x64x56x56 channels_last", (8, 64, 56, 56), torch.channels_last, False),
+        ("packing 3x70x13x11 + affine", (3, 70, 13, 11), torch.contiguous_format, True),
+    ):
+        try:
+            x = torch.randn(shape, generator=gen)
+            scale, shift = (torch.randn(shape[1], generator=gen), torch.randn(shape[1], generator=gen)) if affine \
+                else (None, None)
+            y = x.double() if scale is None else x.double() * scale.double().view(1, -1, 1, 1) + shift.double().view(
+                1, -1, 1, 1)
+            xc = x.to(device).contiguous(memory_format=layout)
+            words, mean = pack_signs_absmean_triton(xc, *(None if t is None else t.to(device) for t in (scale, shift)))
+            clear = (y.abs() > 1e-5).all(dim=1)
+            same = torch.equal(words.cpu()[clear], pack_signs(y)[clear])
+            err = ((mean.cpu().double() - y.abs().mean(dim=1, keepdim=True)).abs().max()).item()
+            ok = same and err <= 1e-5
+            results.append((label, ok, f"words {'equal' if same else 'DIFFER'}, mean max |err| {err:.1e}"))
+        except Exception as e:  # noqa: BLE001 - report the failure and go on with the other checks
+            results.append((label, False, f"{type(e).__name__}: {e}"))
+    return results
+
+
 def _cannot_run() -> str | None:
     import os
 
@@ -208,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - a timing problem is not a correctness failure
             timing = f"not timed ({type(e).__name__}: {e})"
         print(f"  autotuned pick: {best} | {timing} | case took {time.time() - t0:.1f} s")
+    print("\nsign packing (zoo_kernels.triton_pack) against zoo_kernels.packing on the CPU")
+    for label, ok, detail in check_packing():
+        print(f"  [{'PASS' if ok else 'FAIL'}] {label:<34} {detail}")
+        failures += not ok
+        total += 1
     verdict = "ALL PASS" if failures == 0 else f"{failures} FAILED"
     print(f"\ncheck_cuda: {verdict}: {total - failures} of {total} checks passed in {time.time() - start:.0f} s")
     return 0 if failures == 0 else 1

@@ -21,8 +21,9 @@ Every op has a fake (meta) implementation, so they trace under ``torch.compile``
 
 Per-device kernels: the ops' implementation (registered for the CPU and CUDA dispatch keys) looks the kernel up
 by the input's device type. The CPU kernels (compiled, :mod:`zoo_kernels.cpu`, with the pure-PyTorch fallback) are
-registered below, and, when triton is installed, the Triton ``xnor_conv2d`` for CUDA (:mod:`zoo_kernels.triton_xnor`,
-imported on its first call); another device plugs in with::
+registered below, and, when triton is installed, the Triton ``xnor_conv2d`` (:mod:`zoo_kernels.triton_xnor`) and
+``pack_signs`` / ``pack_signs_absmean`` (:mod:`zoo_kernels.triton_pack`) for CUDA, each imported on its first call;
+another device plugs in with::
 
     register_device_kernel("xnor_conv2d", "xpu", my_xnor_conv2d)   # same arguments as the op
 
@@ -425,8 +426,22 @@ def _xnor_conv2d_triton(*args: object) -> Tensor:
     return xnor_conv2d_triton(*args)
 
 
+def _pack_signs_triton(*args: object) -> Tensor:
+    from .triton_pack import pack_signs_triton  # imported on the first CUDA call, as the conv
+
+    return pack_signs_triton(*args)
+
+
+def _pack_signs_absmean_triton(*args: object) -> tuple[Tensor, Tensor]:
+    from .triton_pack import pack_signs_absmean_triton
+
+    return pack_signs_absmean_triton(*args)
+
+
 if importlib.util.find_spec("triton") is not None:
     register_device_kernel("xnor_conv2d", "cuda", _xnor_conv2d_triton)
+    register_device_kernel("pack_signs", "cuda", _pack_signs_triton)
+    register_device_kernel("pack_signs_absmean", "cuda", _pack_signs_absmean_triton)
 
 
 # ------------------------------------------------------------------------------------------ float-input wrapper

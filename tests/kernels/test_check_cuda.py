@@ -53,3 +53,15 @@ def test_the_triton_kernel_passes_both_routes():
 def test_main_refuses_to_run_without_a_gpu(capsys):
     assert check_cuda.main([]) == 2
     assert "cannot run: no CUDA device" in capsys.readouterr().err
+
+
+def test_the_packing_check_passes_the_triton_packing():
+    pytest.importorskip("triton")
+    from zoo_kernels import triton_pack as tp
+
+    device = "cpu" if tp.INTERPRETED else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no GPU, and zoo_kernels.triton_pack was imported without TRITON_INTERPRET=1")
+    results = check_cuda.check_packing(device)
+    assert len(results) == 3 and all(ok for _, ok, _ in results), results
+    assert all("words equal" in detail for _, _, detail in results)
