@@ -11,6 +11,7 @@ weights and ``alpha`` are prepared once, outside the timing, as they would be at
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -40,18 +41,20 @@ def time_interleaved(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: str | torch.device = "cpu"
 ) -> dict[str, list[float]]:
     """Seconds per call of each function: ``warmup`` untimed calls each, then ``repeats`` rounds calling every
-    function once per round (interleaved), the order rotated from round to round, so that none always runs right
-    after the same other one (whose freed memory and evicted caches it would inherit). On CUDA the device is
-    synchronized before and after each timed call."""
+    function once per round (interleaved), in an order shuffled every round (seeded), so that none runs more often
+    right after a given other one (whose freed memory and evicted caches it would inherit: a rotation of three still
+    puts one variant after the float conv two rounds in three). On CUDA the device is synchronized before and after
+    each timed call."""
     sync = _synchronizer(torch.device(device))
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated: no variant always runs first
+    order, rng = list(fns), random.Random(0)
+    for _ in range(repeats):
+        rng.shuffle(order)  # no variant always runs right after the same other one
+        for name in order:
             fn = fns[name]
             sync()
             start = time.perf_counter()
