@@ -22,11 +22,12 @@
 // table[nib_s(a)][nib_s(b)], table[u][v] = popcount(u ^ v). One vpshufb looks up 32 bytes in a 16-byte table: the
 // table row of one pixel's nibble (broadcast to both 128-bit lanes), indexed by that nibble of 32 filters' weights,
 // counts 32 x 4 binary products; a vpaddb accumulates them (uint8, at most 63 steps, then added to uint16 sums). A
-// register block is MR pixels x NV vectors of 32 filters: 2 x 128 (NV = 4), or 4 x 64 (NV = 2) for 64-filter
-// layers; per nibble step it loads NV weight vectors and MR table rows (movzx of the pixel's pre-scaled nibble +
-// vbroadcasti128), then issues MR * NV vpshufb + vpaddb, the bound of the loop (2 vpshufb per cycle on Zen 3 and
-// recent Intel cores). These two blocks are inline assembly: GCC spills the accumulators of the intrinsics form,
-// and the accumulators live in a scope of at most 63 steps (GCC stores longer-lived ones to the stack every step).
+// register block is MR = 4 pixels x NV = 2 vectors of 32 filters (a 128-filter panel runs it on each half, a 96- or
+// 32-filter one adds 4 x 1); per nibble step it loads NV weight vectors and MR table rows (movzx of the pixel's
+// pre-scaled nibble + vbroadcasti128), then issues MR * NV vpshufb + vpaddb, the bound of the loop (2 vpshufb per
+// cycle on Zen 3 and recent Intel cores). The 4 x 2 step is inline assembly: GCC spills the accumulators of the
+// intrinsics form; and the accumulators live in a scope of at most 63 steps (GCC stores longer-lived ones to the
+// stack at every step).
 // Without AVX2 (or with variant "scalar") the same tiles run 64-bit popcounts.
 //
 // Weights: re-laid out once per weight tensor and cached. The panels hold 128 filters (the last one 32 * NV,
@@ -329,7 +330,7 @@ void build_panels(const int32_t* w, int64_t O, int64_t U, const std::vector<Pane
 }
 
 // One nibble step: acc[i][v] += vpshufb(kNibbleTable row off[i] of pixel i, weight vector v of b). The general
-// form is intrinsics; the two blocks that do nearly all the work (2 x 4 and 4 x 2) are inline assembly.
+// form is intrinsics; the block that does nearly all the work (4 x 2) is inline assembly.
 template <int MR, int NV>
 inline __attribute__((always_inline)) void step(__m256i (&acc)[MR][NV], const uint64_t* off, const uint8_t* b) {
   __m256i w[NV];
@@ -343,20 +344,6 @@ inline __attribute__((always_inline)) void step(__m256i (&acc)[MR][NV], const ui
 
 #define ZOO_SHUF_ADD(w, t, a) "vpshufb %[" #w "], %[" #t "], %[x]\n\tvpaddb %[x], %[" #a "], %[" #a "]\n\t"
 #define ZOO_TABLE "m"(kNibbleTable)
-
-template <>
-inline __attribute__((always_inline)) void step<2, 4>(__m256i (&acc)[2][4], const uint64_t* off, const uint8_t* b) {
-  __m256i w0, w1, w2, w3, t0, t1, x;
-  asm("vmovdqu (%[b]), %[w0]\n\tvmovdqu 32(%[b]), %[w1]\n\tvmovdqu 64(%[b]), %[w2]\n\tvmovdqu 96(%[b]), %[w3]\n\t"
-      "vbroadcasti128 (%[tab],%[o0]), %[t0]\n\tvbroadcasti128 (%[tab],%[o1]), %[t1]\n\t"
-      ZOO_SHUF_ADD(w0, t0, a00) ZOO_SHUF_ADD(w1, t0, a01) ZOO_SHUF_ADD(w2, t0, a02) ZOO_SHUF_ADD(w3, t0, a03)
-      ZOO_SHUF_ADD(w0, t1, a10) ZOO_SHUF_ADD(w1, t1, a11) ZOO_SHUF_ADD(w2, t1, a12) ZOO_SHUF_ADD(w3, t1, a13)
-      : [a00] "+x"(acc[0][0]), [a01] "+x"(acc[0][1]), [a02] "+x"(acc[0][2]), [a03] "+x"(acc[0][3]),
-        [a10] "+x"(acc[1][0]), [a11] "+x"(acc[1][1]), [a12] "+x"(acc[1][2]), [a13] "+x"(acc[1][3]),
-        [w0] "=&x"(w0), [w1] "=&x"(w1), [w2] "=&x"(w2), [w3] "=&x"(w3), [t0] "=&x"(t0), [t1] "=&x"(t1), [x] "=&x"(x)
-      : [b] "r"(b), [tab] "r"(kNibbleTable.v), [o0] "r"(off[0]), [o1] "r"(off[1]),
-        "m"(*reinterpret_cast<const uint8_t(*)[128]>(b)), ZOO_TABLE);
-}
 
 template <>
 inline __attribute__((always_inline)) void step<4, 2>(__m256i (&acc)[4][2], const uint64_t* off, const uint8_t* b) {
@@ -421,11 +408,11 @@ std::vector<Chunk> make_chunks(const Geometry& g, int64_t Wp, int64_t chunk_step
   return chunks;
 }
 
-// sums[i * ldd + j] += D over a chunk's runs for MR pixels (px[i]: their tap (0, 0) in the padded image) and the
-// NV * 32 filters of panel B (at the chunk's first step).
+// sums[i * ldd + j] += D over a chunk's runs for MR pixels (px[i]: their tap (0, 0) in the padded image) and NV * 32
+// filters: NV vectors of the panel, from B (at the chunk's first step; bstride bytes per step).
 template <int MR, int NV>
-void block_avx2(const uint8_t* const* px, const Run* runs, int64_t n_runs, const uint8_t* B, uint16_t* sums,
-                int64_t ldd) {
+void block_avx2(const uint8_t* const* px, const Run* runs, int64_t n_runs, const uint8_t* B, int64_t bstride,
+                uint16_t* sums, int64_t ldd) {
   for (int64_t r = 0; r < n_runs;) {
     // The runs up to a flush, with the uint8 counts in registers (scoped to them, or GCC stores the accumulators to
     // the stack at every step), then added to the uint16 sums.
@@ -438,7 +425,7 @@ void block_avx2(const uint8_t* const* px, const Run* runs, int64_t n_runs, const
       const uint8_t* q[MR];
       for (int i = 0; i < MR; ++i) q[i] = px[i] + run.offset;
 #pragma GCC unroll 2
-      for (int64_t s = 0; s < run.steps; ++s, B += NV * 32) {
+      for (int64_t s = 0; s < run.steps; ++s, B += bstride) {
         uint64_t off[MR];
         for (int i = 0; i < MR; ++i) off[i] = q[i][s];
         step<MR, NV>(acc, off, B);
@@ -456,16 +443,21 @@ void block_avx2(const uint8_t* const* px, const Run* runs, int64_t n_runs, const
   }
 }
 
-using BlockFn = void (*)(const uint8_t* const*, const Run*, int64_t, const uint8_t*, uint16_t*, int64_t);
+using BlockFn = void (*)(const uint8_t* const*, const Run*, int64_t, const uint8_t*, int64_t, uint16_t*, int64_t);
 
-// Register block rows (pixels) and kernel for a panel of nv vectors.
-inline int64_t block_rows(int64_t nv) { return nv >= 3 ? 2 : 4; }
-inline BlockFn block_fn(int64_t nv) {
+// The register blocks that cover a panel of nv vectors: kernel, pixels (MR) and first vector. Wide panels run 4 pixels
+// x 2 vectors on each half rather than one 2 x 4 block: 2-5% faster with one thread in same-process A/B runs (with
+// two threads the difference was within the machine's noise).
+struct Pass {
+  BlockFn fn;
+  int64_t mr, v0;
+};
+inline std::vector<Pass> block_passes(int64_t nv) {
   switch (nv) {
-    case 4: return block_avx2<2, 4>;
-    case 3: return block_avx2<2, 3>;
-    case 2: return block_avx2<4, 2>;
-    default: return block_avx2<4, 1>;
+    case 4: return {{block_avx2<4, 2>, 4, 0}, {block_avx2<4, 2>, 4, 2}};
+    case 3: return {{block_avx2<4, 2>, 4, 0}, {block_avx2<4, 1>, 4, 2}};
+    case 2: return {{block_avx2<4, 2>, 4, 0}};
+    default: return {{block_avx2<4, 1>, 4, 0}};
   }
 }
 constexpr bool kHaveAvx2 = true;
@@ -758,8 +750,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       }
       if (use_avx2) {
 #ifdef __AVX2__
-        const int64_t mr = block_rows(pn.nv);
-        const BlockFn fn = block_fn(pn.nv);
+        const std::vector<Pass> passes = block_passes(pn.nv);
         const uint8_t* B = prepared->bytes.get() + pn.offset;
         if (wide) std::fill(sums32.begin(), sums32.begin() + TP * ldd, 0);
         std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
@@ -771,9 +762,13 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
         };
         for (const Chunk& c : chunks) {
           if (in16 + c.steps > kMaxSumSteps) widen();  // only when wide
-          for (int64_t i = 0; i < tp; i += mr)
-            fn(px.data() + i, c.runs.data(), static_cast<int64_t>(c.runs.size()), B + c.s0 * 32 * pn.nv,
-               sums16.data() + i * ldd, ldd);
+          const uint8_t* Bc = B + c.s0 * 32 * pn.nv;
+          const int64_t n_runs = static_cast<int64_t>(c.runs.size());
+          for (int64_t i = 0; i < tp; i += 4)  // pixel-major: a group of pixels through every pass
+            for (const Pass& ps : passes)
+              for (int64_t k = i; k < i + 4; k += ps.mr)
+                ps.fn(px.data() + k, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
+                      sums16.data() + k * ldd + ps.v0 * 32, ldd);
           in16 += c.steps;
         }
         if (wide) widen();
