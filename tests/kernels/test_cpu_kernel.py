@@ -66,6 +66,10 @@ def test_pixel_tiles_rounded_up(variant):
     # the first count (19) would have left the last tile empty (GoogLeNet's inception 3a, 3x3 branch)
     x, w = torch.randn(1, 32, 28, 28), torch.randn(96, 32, 3, 3)
     assert torch.equal(run(x, w, 1, 1, 1, variant).double(), int_conv(x, w, 1, 1, 1))
+    for out_channels, size, batch in itertools.product((32, 64, 96, 160, 224), (7, 13, 28), (1, 3)):
+        # every panel width (1 to 4 vectors, and 5 = 4 + 1) against pixel counts that divide the tiles unevenly
+        x, w = torch.randn(batch, 40, size, size), torch.randn(out_channels, 40, 3, 3)
+        assert torch.equal(run(x, w, 1, 1, 1, variant).double(), int_conv(x, w, 1, 1, 1)), (out_channels, size)
 
 
 @needs_kernel
