@@ -87,6 +87,18 @@ def test_residual_and_relu_epilogue(fused, monkeypatch):
         ops.xnor_conv2d(x, pack_weight_signs(w), alpha, 40, 3, 1, 1, 1, True, bias, residual=residual)
 
 
+def test_residual_and_relu_epilogue_streamed():
+    # a 5.2 MB output: the CPU kernel's epilogue streams it to memory, residual and ReLU included
+    torch.manual_seed(1)
+    x, w, bias = torch.randn(5, 64, 64, 64), torch.randn(64, 64, 3, 3), torch.randn(64)
+    residual = torch.randn(5, 64, 64, 64).contiguous(memory_format=torch.channels_last)
+    alpha = weight_scale(w)
+    ref = expected(x, w, alpha, 1, 1, 1, True, bias) + residual.double()
+    out = ops.xnor_conv2d(x, pack_weight_signs(w), alpha, 64, 3, 1, 1, 1, True, bias, residual=residual, relu=True)
+    torch.testing.assert_close(out.double(), ref.clamp_min(0), rtol=1e-5, atol=1e-5)
+    assert (ref < 0).any()
+
+
 def test_non_contiguous_and_half_inputs():
     x, w = torch.randn(2, 64, 9, 9), torch.randn(8, 64, 3, 3)
     wp, alpha = pack_weight_signs(w), weight_scale(w)
