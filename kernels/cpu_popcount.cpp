@@ -452,12 +452,18 @@ struct Pass {
   BlockFn fn;
   int64_t mr, v0;
 };
-inline std::vector<Pass> block_passes(int64_t nv) {
+struct Passes {  // at most two, by value: chosen once per tile, no allocation
+  Pass pass[2];
+  int n;
+  const Pass* begin() const { return pass; }
+  const Pass* end() const { return pass + n; }
+};
+inline Passes block_passes(int64_t nv) {
   switch (nv) {
-    case 4: return {{block_avx2<4, 2>, 4, 0}, {block_avx2<4, 2>, 4, 2}};
-    case 3: return {{block_avx2<4, 2>, 4, 0}, {block_avx2<4, 1>, 4, 2}};
-    case 2: return {{block_avx2<4, 2>, 4, 0}};
-    default: return {{block_avx2<4, 1>, 4, 0}};
+    case 4: return {{{block_avx2<4, 2>, 4, 0}, {block_avx2<4, 2>, 4, 2}}, 2};
+    case 3: return {{{block_avx2<4, 2>, 4, 0}, {block_avx2<4, 1>, 4, 2}}, 2};
+    case 2: return {{{block_avx2<4, 2>, 4, 0}, {}}, 1};
+    default: return {{{block_avx2<4, 1>, 4, 0}, {}}, 1};
   }
 }
 constexpr bool kHaveAvx2 = true;
@@ -750,7 +756,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       }
       if (use_avx2) {
 #ifdef __AVX2__
-        const std::vector<Pass> passes = block_passes(pn.nv);
+        const Passes passes = block_passes(pn.nv);
         const uint8_t* B = prepared->bytes.get() + pn.offset;
         if (wide) std::fill(sums32.begin(), sums32.begin() + TP * ldd, 0);
         std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
