@@ -219,13 +219,20 @@ constexpr NibbleTable make_nibble_table() {
 }
 constexpr NibbleTable kNibbleTable = make_nibble_table();
 
+// The nibbles of 16 bytes b, in memory order: (low nibble of b0, high nibble of b0, low of b1, ...), low 8 bytes of b
+// in the first half, high 8 in the second.
+inline std::pair<__m128i, __m128i> split_nibbles(__m128i v) {
+  const __m128i low = _mm_set1_epi8(0x0f);
+  const __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+  return {_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)};
+}
+
 // Nibble offsets (AVX2 path): word w of a pixel becomes bytes 8w .. 8w + 7, byte 8w + q = 16 * (nibble q of the
 // word), the offset of that nibble's row of kNibbleTable; dst gets 8 * count bytes.
 void expand_nibbles(const int32_t* src, int64_t count, uint8_t* dst) {
-  const __m128i low = _mm_set1_epi8(0x0f);
-  auto expand = [&](__m128i v) {  // 8 bytes b -> 16 bytes (16 * low nibble of b0, 16 * high nibble of b0, ...)
-    const __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
-    return std::make_pair(_mm_slli_epi16(_mm_unpacklo_epi8(lo, hi), 4), _mm_slli_epi16(_mm_unpackhi_epi8(lo, hi), 4));
+  auto expand = [](__m128i v) {  // 16 * each nibble: values < 16, so no carry into the next byte
+    const auto [a, b] = split_nibbles(v);
+    return std::make_pair(_mm_slli_epi16(a, 4), _mm_slli_epi16(b, 4));
   };
   int64_t j = 0;
   for (; j + 4 <= count; j += 4) {  // four words -> 32 bytes
@@ -297,7 +304,6 @@ void build_panels(const int32_t* w, int64_t O, int64_t U, const std::vector<Pane
   for (int64_t pi = 0; pi < static_cast<int64_t>(panels.size()); ++pi)
     for (int64_t h = 0; h < 2 * panels[pi].nv; ++h) jobs.emplace_back(pi, h);
   at::parallel_for(0, static_cast<int64_t>(jobs.size()), std::max<int64_t>(1, 8192 / pairs), [&](int64_t b, int64_t e) {
-    const __m128i low = _mm_set1_epi8(0x0f);
     for (int64_t job = b; job < e; ++job) {
       const Panel& pn = panels[jobs[job].first];
       const int64_t v = jobs[job].second / 2, half = jobs[job].second % 2;
@@ -319,7 +325,7 @@ void build_panels(const int32_t* w, int64_t O, int64_t U, const std::vector<Pane
               word = static_cast<uint32_t>(rows[q][2 * k]);
           }
           const __m128i x = _mm_cvtsi64_si128(static_cast<long long>(word));
-          r[q] = _mm_unpacklo_epi8(_mm_and_si128(x, low), _mm_and_si128(_mm_srli_epi16(x, 4), low));  // nibbles
+          r[q] = split_nibbles(x).first;  // the 16 nibbles of the two words
         }
         transpose16x16(r, c);
         for (int m = 0; m < 16; ++m)
