@@ -98,6 +98,23 @@ def test_large_layer_many_tiles_and_sweeps():
 
 
 @needs_kernel
+@pytest.mark.parametrize("channels, kernel, dilation", [
+    (530, (3, 3), (1, 1)),  # 17 words: a kernel row of 408 steps cut into 7 unequal runs (58 or 59 steps)
+    (530, (3, 3), (1, 2)),  # dilated along the row: taps are not contiguous, one segment per tap
+    (100, (1, 7), (1, 1)),  # a 7-tap row of 4 words: 224 steps, 4 runs of 56
+    (64, (5, 5), (2, 1)),   # 2 words, 5 taps: 80 steps, 2 runs of 40
+])
+def test_kernel_row_segments(channels, kernel, dilation):
+    # The AVX2 path reads a kernel row's taps as one segment of the pixel's bytes (dw == 1) and cuts it into runs
+    # whose uint8 counts are flushed in between; every cut must land on the exact integer result.
+    x, w = torch.randn(2, channels, 9, 11), torch.randn(40, channels, *kernel)
+    padding = tuple(d * (k // 2) for k, d in zip(kernel, dilation))
+    for variant in VARIANTS:
+        out = run(x, w, 1, padding, dilation, variant).double()
+        assert torch.equal(out, int_conv(x, w, 1, padding, dilation)), (variant, channels, kernel, dilation)
+
+
+@needs_kernel
 def test_large_output_streamed():
     # 5 x 64 x 64 x 64 float32 outputs (5.2 MB): past the size where the epilogue writes with non-temporal stores
     x, w = torch.randn(5, 64, 64, 64), torch.randn(64, 64, 3, 3)
