@@ -108,7 +108,7 @@ def test_kernel_row_segments(channels, kernel, dilation):
     # The AVX2 path reads a kernel row's taps as one segment of the pixel's bytes (dw == 1) and cuts it into runs
     # whose uint8 counts are flushed in between; every cut must land on the exact integer result.
     x, w = torch.randn(2, channels, 9, 11), torch.randn(40, channels, *kernel)
-    padding = tuple(d * (k // 2) for k, d in zip(kernel, dilation))
+    padding = tuple(d * (k // 2) for k, d in zip(kernel, dilation, strict=True))
     for variant in VARIANTS:
         out = run(x, w, 1, padding, dilation, variant).double()
         assert torch.equal(out, int_conv(x, w, 1, padding, dilation)), (variant, channels, kernel, dilation)
