@@ -50,7 +50,7 @@ __all__ = [
 
 _SOURCES = [Path(__file__).with_name(name) for name in ("cpu_popcount.cpp", "cpu_pack.cpp")]
 _HEADERS = [Path(__file__).with_name("cpu_kernels.h")]
-_VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2}
+_VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2, "avx2_pairs": 3}
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": False, "ok": False, "error": None}
@@ -196,7 +196,8 @@ def xnor_conv2d_cpu(
 
     ``int`` is the exact XNOR-popcount conv of :func:`zoo_kernels.reference.xnor_conv2d_reference`; ``scale``
     (N, 1, Ho, Wo) and ``bias`` (O,) are optional (1 and 0 when None). ``variant`` picks the compiled inner loop
-    ("auto", "scalar", "avx2"); the fallback ignores it. The C++ kernel checks shapes and dtypes again (RuntimeError);
+    ("auto", "scalar", "avx2" with blocks of 4 pixels, "avx2_pairs" with blocks of 2 pairs of adjacent pixels); the
+    fallback ignores it. The C++ kernel checks shapes and dtypes again (RuntimeError);
     :mod:`zoo_kernels.ops` checks them first with clearer messages.
     """
     if load_extension():

@@ -265,6 +265,43 @@ void build_padded_nibbles(const Geometry& g, const int32_t* xp, uint8_t* E) {
   });
 }
 
+// Pair tables (pair path): kPairTable row (u1, u2), at byte 16 * (16 * u1 + u2), holds pc(u1 ^ w) + 16 * pc(u2 ^ w)
+// for w = 0..15: one vpshufb counts the products of two pixels' nibbles (u1, u2) with 32 filters' nibbles, in the
+// two 4-bit halves of each byte.
+struct alignas(64) PairTable {
+  uint8_t v[4096];
+};
+constexpr PairTable make_pair_table() {
+  PairTable t{};
+  for (int u = 0; u < 256; ++u)
+    for (int w = 0; w < 16; ++w)
+      t.v[16 * u + w] = static_cast<uint8_t>(__builtin_popcount((u >> 4) ^ w) + 16 * __builtin_popcount((u & 15) ^ w));
+  return t;
+}
+constexpr PairTable kPairTable = make_pair_table();
+
+// Pair offsets: PE[n, yp, xp, s] = 16 * E[n, yp, xp, s] + E[n, yp, xp + sw, s] (E = 0 past the row's end) =
+// 256 * nib + 16 * nib', the offset of the kPairTable row of padded pixels xp and xp + sw: the taps of two
+// horizontally adjacent output pixels (x, x + 1) at the same offsets as in E.
+void build_pair_offsets(const Geometry& g, const uint8_t* E, uint16_t* PE) {
+  const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw, L = 8 * g.Cw;
+  at::parallel_for(0, g.N * Hp, std::max<int64_t>(1, 32768 / (Wp * L)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r)
+      for (int64_t x = 0; x < Wp; ++x) {
+        const uint8_t* a = E + (r * Wp + x) * L;
+        const uint8_t* c = x + g.sw < Wp ? a + g.sw * L : nullptr;  // the partner, or none past the row's end
+        uint16_t* dst = PE + (r * Wp + x) * L;
+        int64_t k = 0;
+        for (; k + 16 <= L; k += 16) {
+          __m256i v = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + k))), 4);
+          if (c) v = _mm256_add_epi16(v, _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + k))));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), v);
+        }
+        for (; k < L; ++k) dst[k] = static_cast<uint16_t>(16 * a[k] + (c ? c[k] : 0));
+      }
+  });
+}
+
 inline int64_t byte_slot(int64_t c) {  // byte position of filter c (0..31) in a 32-filter vector; an involution
   // vpunpck{l,h}bw, which widens the uint8 counts, works within 128-bit lanes: with this order the widened 16-bit
   // lanes are filters 0..15 (low) and 16..31 (high).
@@ -481,6 +518,150 @@ inline Passes block_passes(int64_t nv) {
     default: return {{{block_avx2<4, 1>, 4, 0}, {}}, 1};
   }
 }
+
+// Pair blocks: 2 pairs of pixels (4 pixels) x V vectors of 32 filters. Per nibble step, one kPairTable row per pair
+// (broadcast) and one vpshufb per vector count both pixels' products in the two halves of each byte; the 2V "field"
+// accumulators F (ymm0-3) take 3 steps (at most 12 per half), then are split: lo += F (whole bytes: low half plus 16
+// times the high half, modulo 256), hi += (F >> 4) & 15. The low pixel's count is recovered at the flush as
+// lo - 16 * hi (mod 256; both counts are at most 63 * 4 = 252). Per 3 steps and vector that is 3 vpshufb, 2 vpaddb
+// and 4 split instructions for 2 pixels, against 6 vpshufb and 6 vpaddb with one pixel per table row: the vector
+// pipes, which bound the loop, do a third less work. Registers: F ymm0-3, lo ymm4-7, hi ymm8-11, weights ymm12-13,
+// table row ymm14, scratch ymm15; the accumulators lo, hi live in acc (memory) between runs.
+#define ZOO_PAIR_LOAD(ow) "movzwl " #ow "(%[q0]), %%eax\n\tmovzwl " #ow "(%[q1]), %%edx\n\t"
+#define ZOO_PAIR_STEP2(ow, op)                                                                                       \
+  ZOO_PAIR_LOAD(ow)                                                                                                   \
+  "vmovdqu (%[b]), %%ymm12\n\tvmovdqu 32(%[b]), %%ymm13\n\tadd %[bs], %[b]\n\t"                                       \
+  "vbroadcasti128 (%[tab],%%rax), %%ymm14\n\t" op(12, 0) op(13, 1)                                                    \
+  "vbroadcasti128 (%[tab],%%rdx), %%ymm14\n\t" op(12, 2) op(13, 3)
+#define ZOO_PAIR_STEP1(ow, op)                                                                                       \
+  ZOO_PAIR_LOAD(ow)                                                                                                   \
+  "vmovdqu (%[b]), %%ymm12\n\tadd %[bs], %[b]\n\t"                                                                    \
+  "vbroadcasti128 (%[tab],%%rax), %%ymm14\n\t" op(12, 0) "vbroadcasti128 (%[tab],%%rdx), %%ymm14\n\t" op(12, 1)
+#define ZOO_SET(w, f) "vpshufb %%ymm" #w ", %%ymm14, %%ymm" #f "\n\t"
+#define ZOO_ADD(w, f) "vpshufb %%ymm" #w ", %%ymm14, %%ymm15\n\tvpaddb %%ymm15, %%ymm" #f ", %%ymm" #f "\n\t"
+#define ZOO_SPLIT1(f, lo, hi)                                                                                         \
+  "vpaddb %%ymm" #f ", %%ymm" #lo ", %%ymm" #lo "\n\tvpsrlw $4, %%ymm" #f ", %%ymm15\n\t"                             \
+  "vpand %[mask], %%ymm15, %%ymm15\n\tvpaddb %%ymm15, %%ymm" #hi ", %%ymm" #hi "\n\t"
+// acc vectors klo, khi <-> registers lo, hi
+#define ZOO_ACC_IO(op, lo, hi, klo, khi) op(lo, klo) op(hi, khi)
+#define ZOO_LOAD_ACC(r, k) "vmovdqu " #k "*32(%[acc]), %%ymm" #r "\n\t"
+#define ZOO_STORE_ACC(r, k) "vmovdqu %%ymm" #r ", " #k "*32(%[acc])\n\t"
+#define ZOO_ZERO_ACC(r, k) "vpxor %%xmm" #r ", %%xmm" #r ", %%xmm" #r "\n\t"
+// Flush of one pair and vector: lo -= 16 (hi & 15) (bytewise), then lo and hi widened and added to the uint16 sums of
+// rows rlo, rhi at byte offset off (filters 0..15 and 16..31 of the vector, see byte_slot); ymm14 = 0.
+#define ZOO_WIDEN1(c, row, off)                                                                                       \
+  "vpunpcklbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvpaddw " #off row ", %%ymm15, %%ymm15\n\tvmovdqu %%ymm15, " #off row  \
+  "\n\tvpunpckhbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvpaddw 32+" #off row ", %%ymm15, %%ymm15\n\t"                    \
+  "vmovdqu %%ymm15, 32+" #off row "\n\t"
+#define ZOO_FLUSH1(lo, hi, rlo, rhi, off)                                                                             \
+  "vpand %[mask], %%ymm" #hi ", %%ymm15\n\tvpsllw $4, %%ymm15, %%ymm15\n\tvpsubb %%ymm15, %%ymm" #lo ", %%ymm" #lo  \
+  "\n\t" ZOO_WIDEN1(lo, rlo, off) ZOO_WIDEN1(hi, rhi, off)
+#define ZOO_ROW0 "(%[dst])"
+#define ZOO_ROW1 "(%[dst],%[ldd],1)"
+#define ZOO_ROW2 "(%[dst],%[ldd],2)"
+#define ZOO_ROW3 "(%%rax,%[ldd],1)"
+// A run: accumulators zeroed (flags bit 0) or loaded from acc; groups of 3 steps, then the rest (0-2 steps); then
+// flushed to the sums at dst (flags bit 1) or stored to acc.
+#define ZOO_PAIR_RUN(STEP, SPLIT, ACC_IO, FLUSH)                                                                      \
+  "test $1, %[flags]\n\tjz 5f\n\t" ACC_IO(ZOO_ZERO_ACC) "jmp 6f\n5:\n\t" ACC_IO(ZOO_LOAD_ACC)                         \
+  "6:\n\ttest %[g], %[g]\n\tjz 2f\n\t.p2align 5\n"                                                                    \
+  "1:\n\t" STEP(0, ZOO_SET) STEP(2, ZOO_ADD) STEP(4, ZOO_ADD) SPLIT                                                    \
+  "add $6, %[q0]\n\tadd $6, %[q1]\n\tdec %[g]\n\tjnz 1b\n"                                                            \
+  "2:\n\ttest %[r], %[r]\n\tjz 3f\n\t" STEP(0, ZOO_SET) "cmp $1, %[r]\n\tje 4f\n\t" STEP(2, ZOO_ADD)                  \
+  "4:\n\t" SPLIT "3:\n\ttest $2, %[flags]\n\tjz 7f\n\t"                                                               \
+  "vpxor %%xmm14, %%xmm14, %%xmm14\n\tlea (%[dst],%[ldd],2), %%rax\n\t" FLUSH "jmp 8f\n7:\n\t" ACC_IO(ZOO_STORE_ACC)  \
+  "8:\n\t"
+
+// One run of steps for 2 pairs (q0, q1: their pair offsets at the run's first step) and V vectors (b: the panel at
+// the run's first step). Between runs the accumulators live in acc (lo[p][v] at 32 (V p + v), hi[p][v] at
+// 32 (2 V + V p + v)); the first run after a flush starts them at zero (flags bit 0), the last one before a flush
+// (flags bit 1) adds them to the uint16 sums of the block's 4 rows at dst (ldd bytes apart).
+template <int V>
+inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, int64_t bstride, int64_t steps,
+                     uint8_t* acc, int64_t flags, uint16_t* dst, int64_t ldd) {
+  static const __m256i low_nibbles = _mm256_set1_epi8(15);
+  int64_t groups = steps / 3;
+  const int64_t rest = steps % 3;
+  if constexpr (V == 2) {
+#define ZOO_IO2(op) \
+  ZOO_ACC_IO(op, 4, 8, 0, 4) ZOO_ACC_IO(op, 5, 9, 1, 5) ZOO_ACC_IO(op, 6, 10, 2, 6) ZOO_ACC_IO(op, 7, 11, 3, 7)
+    asm volatile(ZOO_PAIR_RUN(ZOO_PAIR_STEP2,
+                              ZOO_SPLIT1(0, 4, 8) ZOO_SPLIT1(1, 5, 9) ZOO_SPLIT1(2, 6, 10) ZOO_SPLIT1(3, 7, 11),
+                              ZOO_IO2,
+                              ZOO_FLUSH1(4, 8, ZOO_ROW0, ZOO_ROW1, 0) ZOO_FLUSH1(5, 9, ZOO_ROW0, ZOO_ROW1, 64)
+                                  ZOO_FLUSH1(6, 10, ZOO_ROW2, ZOO_ROW3, 0) ZOO_FLUSH1(7, 11, ZOO_ROW2, ZOO_ROW3, 64))
+                 : [q0] "+r"(q0), [q1] "+r"(q1), [b] "+r"(b), [g] "+r"(groups)
+                 : [bs] "r"(bstride), [r] "r"(rest), [tab] "r"(kPairTable.v), [mask] "m"(low_nibbles),
+                   [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "r"(2 * ldd)
+                 : "rax", "rdx", "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
+                   "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+#undef ZOO_IO2
+  } else {
+#define ZOO_IO1(op) ZOO_ACC_IO(op, 4, 8, 0, 2) ZOO_ACC_IO(op, 5, 9, 1, 3)
+    asm volatile(ZOO_PAIR_RUN(ZOO_PAIR_STEP1, ZOO_SPLIT1(0, 4, 8) ZOO_SPLIT1(1, 5, 9), ZOO_IO1,
+                              ZOO_FLUSH1(4, 8, ZOO_ROW0, ZOO_ROW1, 0) ZOO_FLUSH1(5, 9, ZOO_ROW2, ZOO_ROW3, 0))
+                 : [q0] "+r"(q0), [q1] "+r"(q1), [b] "+r"(b), [g] "+r"(groups)
+                 : [bs] "r"(bstride), [r] "r"(rest), [tab] "r"(kPairTable.v), [mask] "m"(low_nibbles),
+                   [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "r"(2 * ldd)
+                 : "rax", "rdx", "memory", "cc", "xmm0", "xmm1", "xmm4", "xmm5", "xmm8", "xmm9", "xmm12", "xmm14",
+                   "xmm15");
+#undef ZOO_IO1
+  }
+}
+#undef ZOO_PAIR_LOAD
+#undef ZOO_PAIR_STEP2
+#undef ZOO_PAIR_STEP1
+#undef ZOO_SET
+#undef ZOO_ADD
+#undef ZOO_SPLIT1
+#undef ZOO_ACC_IO
+#undef ZOO_LOAD_ACC
+#undef ZOO_STORE_ACC
+#undef ZOO_ZERO_ACC
+#undef ZOO_WIDEN1
+#undef ZOO_FLUSH1
+#undef ZOO_ROW0
+#undef ZOO_ROW1
+#undef ZOO_ROW2
+#undef ZOO_ROW3
+#undef ZOO_PAIR_RUN
+
+// sums[i * ldd + j] += D over a chunk's runs for the 2 pairs pq[0], pq[1] (their tap (0, 0) in the pair offsets;
+// rows 0, 1: pixels x, x + 1 of pair 0, rows 2, 3: of pair 1) and V * 32 filters of the panel from B.
+template <int V>
+void block_pairs(const uint16_t* const* pq, const Run* runs, int64_t n_runs, const uint8_t* B, int64_t bstride,
+                 uint16_t* sums, int64_t ldd) {
+  alignas(32) uint8_t acc[4 * V * 32];  // the accumulators between the runs of a flush group
+  int64_t first = 1;
+  for (int64_t r = 0; r < n_runs; ++r) {  // a flush after at most kNibbleSteps steps: the uint8 counts do not overflow
+    const Run& run = runs[r];
+    pair_run<V>(pq[0] + run.offset, pq[1] + run.offset, B, bstride, run.steps, acc, first | (run.flush ? 2 : 0), sums,
+                ldd);
+    B += run.steps * bstride;
+    first = run.flush;
+  }
+}
+
+using PairBlockFn = void (*)(const uint16_t* const*, const Run*, int64_t, const uint8_t*, int64_t, uint16_t*,
+                             int64_t);
+struct PairPass {
+  PairBlockFn fn;
+  int64_t v0;
+};
+struct PairPasses {  // at most two, by value
+  PairPass pass[2];
+  int n;
+  const PairPass* begin() const { return pass; }
+  const PairPass* end() const { return pass + n; }
+};
+inline PairPasses pair_passes(int64_t nv) {
+  switch (nv) {
+    case 4: return {{{block_pairs<2>, 0}, {block_pairs<2>, 2}}, 2};
+    case 3: return {{{block_pairs<2>, 0}, {block_pairs<1>, 2}}, 2};
+    case 2: return {{{block_pairs<2>, 0}, {}}, 1};
+    default: return {{{block_pairs<1>, 0}, {}}, 1};
+  }
+}
 constexpr bool kHaveAvx2 = true;
 #else
 constexpr bool kHaveAvx2 = false;
@@ -657,8 +838,9 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     TORCH_CHECK(residual->sizes() == at::IntArrayRef({g.N, g.O, g.Ho, g.Wo}) &&
                     residual->scalar_type() == at::kFloat && residual->device().is_cpu(),
                 "xnor_conv2d: residual must be a float32 CPU tensor of the output's shape");
-  TORCH_CHECK(variant >= 0 && variant <= 2, "xnor_conv2d: variant must be 0 (auto), 1 (scalar) or 2 (avx2)");
-  TORCH_CHECK(variant != 2 || kHaveAvx2, "xnor_conv2d: the AVX2 variant was not compiled in");
+  TORCH_CHECK(variant >= 0 && variant <= 3,
+              "xnor_conv2d: variant must be 0 (auto), 1 (scalar), 2 (avx2 pixel blocks) or 3 (avx2 pair blocks)");
+  TORCH_CHECK(variant < 2 || kHaveAvx2, "xnor_conv2d: the AVX2 variants were not compiled in");
 
   at::Tensor out = at::empty({g.N, g.O, g.Ho, g.Wo}, x_packed.options().dtype(at::kFloat),
                              at::MemoryFormat::ChannelsLast);  // (N, Ho, Wo, O) in memory
@@ -675,6 +857,9 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   float* out_ptr = out.data_ptr<float>();
 
   const bool use_avx2 = kHaveAvx2 && variant != 1;
+  // Pair blocks (variant 3, and auto where few of them are wasted: an odd width leaves one empty place per row);
+  // else pixel blocks (variant 2).
+  const bool use_pairs = use_avx2 && (variant == 3 || (variant == 0 && (g.Wo % 2 == 0 || g.Wo >= 5)));
   const int64_t T = g.T(), K32 = g.K32(), K64 = g.K64(), C = g.C;
   const std::shared_ptr<const Prepared> prepared = prepared_weights(w_packed, wp, g);
   const std::vector<Panel>& panels = prepared->panels;
@@ -685,29 +870,39 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     for (int64_t o = 0; o < g.O; ++o) std::memcpy(Bw.data() + o * K64, wp.data_ptr<int32_t>() + o * K32, K32 * 4);
   }
 
-  // TP pixels per tile, a multiple of every register block's MR: the tile's uint16 sums (TP x 32 nv x 2 bytes, 16 KB
-  // at most), a chunk of the panel (about kChunkBytes) and the pixels' bytes of that chunk stay in L1 and L2. (Tiles
-  // of half the size were 3-8% slower at batch 16.) Balanced so that the last tile is not mostly empty.
+  // The rows of the tiles: output pixels in order, or with pairs, places (n, y, x) for x < 2 * ceil(Wo / 2), a
+  // place past Wo computed but not written. TP rows per tile, a multiple of every register block's rows (4): the
+  // tile's uint16 sums (TP x 32 nv x 2 bytes, 16 KB at most), a chunk of the panel (about kChunkBytes) and the pixels'
+  // bytes of that chunk stay in L1 and L2. (Tiles of half the size were 3-8% slower at batch 16.) Balanced so that
+  // the last tile is not mostly empty.
+  const int64_t Wq = use_pairs ? 2 * ceil_div(g.Wo, 2) : g.Wo;  // places per output row
+  const int64_t R = g.N * g.Ho * Wq;
   const int64_t nv0 = panels.front().nv;
-  const int64_t TP = ceil_div(ceil_div(P, ceil_div(P, std::min<int64_t>(128, 256 / nv0))), 4) * 4;
-  const int64_t n_pblocks = ceil_div(P, TP);  // after rounding TP up: no tile is empty
+  const int64_t TP = ceil_div(ceil_div(R, ceil_div(R, std::min<int64_t>(128, 256 / nv0))), 4) * 4;
+  const int64_t n_pblocks = ceil_div(R, TP);  // after rounding TP up: no tile is empty
   const int64_t n_panels = static_cast<int64_t>(panels.size());
   const int64_t L = 8 * g.Cw, steps = T * L;  // nibble steps per tap and in all (AVX2 path)
   const bool wide = !use_avx2 || steps > kMaxSumSteps;  // int32 sums (else D fits the uint16 sums)
 
-  // AVX2 path: the padded image of nibble offsets (built by this thread, read by all), each pixel's tap (0, 0) in it,
-  // and the chunks of the steps as runs within taps.
+  // AVX2 path: the padded image of nibble offsets (built by this thread, read by all), with pairs the pair offsets
+  // built from it, and the chunks of the steps as runs.
   const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
   thread_local std::vector<uint8_t> padded;  // reused across calls: no page faults for a fresh buffer each time
+  thread_local std::vector<uint16_t> pair_offsets;
   std::vector<Chunk> chunks;
   if (use_avx2) {
 #ifdef __AVX2__
     padded.resize(static_cast<size_t>(g.N * Hp * Wp * L));
     build_padded_nibbles(g, x_ptr, padded.data());
+    if (use_pairs) {
+      pair_offsets.resize(padded.size());
+      build_pair_offsets(g, padded.data(), pair_offsets.data());
+    }
     chunks = make_chunks(g, Wp, kChunkBytes / (32 * nv0));
 #endif
   }
-  const uint8_t* E = padded.data();  // not the name inside the workers: each thread has its own thread_local
+  const uint8_t* E = padded.data();  // not the names inside the workers: each thread has its own thread_locals
+  const uint16_t* PE = pair_offsets.data();
 
   // Outputs far larger than L2 are written with non-temporal stores: no read of each line before it is written.
   const bool stream = use_avx2 && g.O % 8 == 0 && P * g.O * 4 > kStreamBytes;
@@ -722,38 +917,43 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     std::vector<uint16_t> sums16(use_avx2 ? TP * kPanel : 0);
     std::vector<int32_t> sums32(wide ? TP * kPanel : 0);
     std::vector<const uint8_t*> px(TP);
+    std::vector<const uint16_t*> pq(TP / 2);
+    std::vector<int64_t> pixel(TP);  // the output pixel of each row, or -1 (a place past Wo, or past the end)
     std::vector<int32_t> pattern(TP), lead;
     std::vector<TapRange> ranges;
     int64_t built = -1;
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t pb = tile / n_panels;
       const Panel& pn = panels[tile % n_panels];
-      const int64_t p0 = pb * TP, tp = std::min(TP, P - p0), oe = std::min(32 * pn.nv, g.O - pn.o0);
+      const int64_t r0 = pb * TP, tp = std::min(TP, R - r0), oe = std::min(32 * pn.nv, g.O - pn.o0);
       const int64_t ldd = 32 * pn.nv;  // row stride of the tile's sums
       if (pb != built) {
         if (!use_avx2) {
           EmitWords emit{reinterpret_cast<uint32_t*>(A.data()), 2 * K64};
-          walk_im2col(g, x_ptr, p0, TP, emit);
+          walk_im2col(g, x_ptr, r0, TP, emit);
         }
         // Valid taps per pixel: a range ky_lo..ky_hi x kx_lo..kx_hi; border pixels share few ranges ("patterns").
         ranges.clear();
-        int64_t n = p0 / HoWo, y = (p0 % HoWo) / g.Wo, x = p0 % g.Wo;
-        for (int64_t i = 0; i < tp; ++i) {
-          if (use_avx2) px[i] = E + ((n * Hp + y * g.sh) * Wp + x * g.sw) * L;  // the pixel's tap (0, 0)
-          const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
-          pattern[i] = -1;
-          if (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W) {
-            const TapRange r = valid_taps(g, iy0, ix0);
-            auto it = std::find_if(ranges.begin(), ranges.end(), [&](const TapRange& q) { return q.key() == r.key(); });
-            pattern[i] = static_cast<int32_t>(it - ranges.begin());
-            if (it == ranges.end()) ranges.push_back(r);
+        for (int64_t i = 0; i < TP; ++i) {
+          // Rows past R repeat the last pixel (or pair): computed, never written.
+          const int64_t r = r0 + i < R ? r0 + i : use_pairs ? R - 2 + i % 2 : R - 1;
+          const int64_t n = r / (g.Ho * Wq), y = (r / Wq) % g.Ho, x = r % Wq;
+          if (use_avx2) {
+            const int64_t at = (n * Hp + y * g.sh) * Wp + x * g.sw;  // the pixel's tap (0, 0)
+            px[i] = E + at * L;
+            if (use_pairs && i % 2 == 0) pq[i / 2] = PE + at * L;
           }
-          if (++x == g.Wo) {
-            x = 0;
-            if (++y == g.Ho) y = 0, ++n;
+          pixel[i] = r0 + i < R && x < g.Wo ? (n * g.Ho + y) * g.Wo + x : -1;
+          pattern[i] = -1;
+          const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
+          if (pixel[i] >= 0 &&
+              (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W)) {
+            const TapRange tr = valid_taps(g, iy0, ix0);
+            auto it = std::find_if(ranges.begin(), ranges.end(), [&](const TapRange& q) { return q.key() == tr.key(); });
+            pattern[i] = static_cast<int32_t>(it - ranges.begin());
+            if (it == ranges.end()) ranges.push_back(tr);
           }
         }
-        for (int64_t i = tp; i < TP; ++i) px[i] = px[tp - 1];  // pixels past P: computed, never written
         built = pb;
       }
       // lead[r + 1] = |V_r| * C + 2 * (popcounts of the taps that pattern r misses) for this panel's filters; lead[0]
@@ -772,6 +972,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       if (use_avx2) {
 #ifdef __AVX2__
         const Passes passes = block_passes(pn.nv);
+        const PairPasses ppasses = pair_passes(pn.nv);
         const uint8_t* B = prepared->bytes.get() + pn.offset;
         if (wide) std::fill(sums32.begin(), sums32.begin() + TP * ldd, 0);
         std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
@@ -785,11 +986,18 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
           if (in16 + c.steps > kMaxSumSteps) widen();  // only when wide
           const uint8_t* Bc = B + c.s0 * 32 * pn.nv;
           const int64_t n_runs = static_cast<int64_t>(c.runs.size());
-          for (int64_t i = 0; i < tp; i += 4)  // pixel-major: a group of pixels through every pass
-            for (const Pass& ps : passes)
-              for (int64_t k = i; k < i + 4; k += ps.mr)
-                ps.fn(px.data() + k, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
-                      sums16.data() + k * ldd + ps.v0 * 32, ldd);
+          for (int64_t i = 0; i < tp; i += 4) {  // row-major: a group of 4 rows through every pass
+            if (use_pairs) {
+              for (const PairPass& ps : ppasses)
+                ps.fn(pq.data() + i / 2, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
+                      sums16.data() + i * ldd + ps.v0 * 32, ldd);
+            } else {
+              for (const Pass& ps : passes)
+                for (int64_t k = i; k < i + 4; k += ps.mr)
+                  ps.fn(px.data() + k, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
+                        sums16.data() + k * ldd + ps.v0 * 32, ldd);
+            }
+          }
           in16 += c.steps;
         }
         if (wide) widen();
@@ -802,7 +1010,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       const float* a = alpha_ptr + pn.o0;
       const float* b = (bias_ptr ? bias_ptr : zeros.data()) + pn.o0;
       for (int64_t i = 0; i < tp; ++i) {
-        const int64_t p = p0 + i;
+        const int64_t p = pixel[i];
+        if (p < 0) continue;
         const int32_t* l = lead.data() + (pattern[i] + 1) * ldd;
         const float* r = res_ptr ? res_ptr + p * g.O + pn.o0 : nullptr;
         float* dst = out_ptr + p * g.O + pn.o0;
@@ -817,7 +1026,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     if (stream) _mm_sfence();  // the streamed stores are visible before the threads join
 #endif
   });
-  if (padded.capacity() > kKeepPaddedBytes) std::vector<uint8_t>().swap(padded);  // keep only a moderate buffer
+  if (padded.capacity() > kKeepPaddedBytes) std::vector<uint8_t>().swap(padded);  // keep only moderate buffers
+  if (pair_offsets.capacity() * 2 > kKeepPaddedBytes) std::vector<uint16_t>().swap(pair_offsets);
   return out;
 }
 
@@ -847,7 +1057,7 @@ at::Tensor xnor_conv2d_float_cpu(const at::Tensor& x, const at::Tensor& w_packed
 }
 
 std::string kernel_info() {
-  return std::string("xnor_conv2d: ") + (kHaveAvx2 ? "avx2 (vpshufb nibble tables)" : "scalar popcount") +
+  return std::string("xnor_conv2d: ") + (kHaveAvx2 ? "avx2 (vpshufb nibble and pair tables)" : "scalar popcount") +
          ", threads " + std::to_string(at::get_num_threads());
 }
 

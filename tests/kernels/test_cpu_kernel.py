@@ -15,7 +15,7 @@ from zoo_kernels.reference import xnor_conv2d_reference
 
 AVAILABLE = cpu.cpu_kernel_available()
 needs_kernel = pytest.mark.skipif(not AVAILABLE, reason="the C++ extension could not be built here")
-VARIANTS = ["scalar", "avx2"] if AVAILABLE and "avx2" in cpu.kernel_info() else ["scalar"]
+VARIANTS = ["scalar", "avx2", "avx2_pairs"] if AVAILABLE and "avx2" in cpu.kernel_info() else ["scalar"]
 
 # (kernel, stride, padding, dilation)
 GEOMETRIES = [(1, 1, 0, 1), (3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 2), (3, 2, 0, 1)]
