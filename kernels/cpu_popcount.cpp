@@ -528,15 +528,18 @@ inline Passes block_passes(int64_t nv) {
 // pipes, which bound the loop, do a third less work. Registers: F ymm0-3, lo ymm4-7, hi ymm8-11, weights ymm12-13,
 // table row ymm14, scratch ymm15; the accumulators lo, hi live in acc (memory) between runs.
 #define ZOO_PAIR_LOAD(ow) "movzwl " #ow "(%[q0]), %%eax\n\tmovzwl " #ow "(%[q1]), %%edx\n\t"
-#define ZOO_PAIR_STEP2(ow, op)                                                                                       \
+#define ZOO_PAIR_STEP2(ow, op, w)                                                                                    \
   ZOO_PAIR_LOAD(ow)                                                                                                   \
-  "vmovdqu (%[b]), %%ymm12\n\tvmovdqu 32(%[b]), %%ymm13\n\tadd %[bs], %[b]\n\t"                                       \
+  "vmovdqu " w ", %%ymm12\n\tvmovdqu 32+" w ", %%ymm13\n\t"                                                            \
   "vbroadcasti128 (%[tab],%%rax), %%ymm14\n\t" op(12, 0) op(13, 1)                                                    \
   "vbroadcasti128 (%[tab],%%rdx), %%ymm14\n\t" op(12, 2) op(13, 3)
-#define ZOO_PAIR_STEP1(ow, op)                                                                                       \
+#define ZOO_PAIR_STEP1(ow, op, w)                                                                                    \
   ZOO_PAIR_LOAD(ow)                                                                                                   \
-  "vmovdqu (%[b]), %%ymm12\n\tadd %[bs], %[b]\n\t"                                                                    \
+  "vmovdqu " w ", %%ymm12\n\t"                                                                                        \
   "vbroadcasti128 (%[tab],%%rax), %%ymm14\n\t" op(12, 0) "vbroadcasti128 (%[tab],%%rdx), %%ymm14\n\t" op(12, 1)
+#define ZOO_W0 "(%[b])"
+#define ZOO_W1 "(%[b],%[bs],1)"
+#define ZOO_W2 "(%[b],%[bs],2)"
 #define ZOO_SET(w, f) "vpshufb %%ymm" #w ", %%ymm14, %%ymm" #f "\n\t"
 #define ZOO_ADD(w, f) "vpshufb %%ymm" #w ", %%ymm14, %%ymm15\n\tvpaddb %%ymm15, %%ymm" #f ", %%ymm" #f "\n\t"
 #define ZOO_SPLIT1(f, lo, hi)                                                                                         \
@@ -553,9 +556,13 @@ inline Passes block_passes(int64_t nv) {
   "vpunpcklbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvpaddw " #off row ", %%ymm15, %%ymm15\n\tvmovdqu %%ymm15, " #off row  \
   "\n\tvpunpckhbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvpaddw 32+" #off row ", %%ymm15, %%ymm15\n\t"                    \
   "vmovdqu %%ymm15, 32+" #off row "\n\t"
-#define ZOO_FLUSH1(lo, hi, rlo, rhi, off)                                                                             \
-  "vpand %[mask], %%ymm" #hi ", %%ymm15\n\tvpsllw $4, %%ymm15, %%ymm15\n\tvpsubb %%ymm15, %%ymm" #lo ", %%ymm" #lo  \
-  "\n\t" ZOO_WIDEN1(lo, rlo, off) ZOO_WIDEN1(hi, rhi, off)
+#define ZOO_STORE1(c, row, off)                                                                                       \
+  "vpunpcklbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvmovdqu %%ymm15, " #off row "\n\t"                                    \
+  "vpunpckhbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvmovdqu %%ymm15, 32+" #off row "\n\t"
+#define ZOO_FIXUP(lo, hi)                                                                                             \
+  "vpand %[mask], %%ymm" #hi ", %%ymm15\n\tvpsllw $4, %%ymm15, %%ymm15\n\tvpsubb %%ymm15, %%ymm" #lo ", %%ymm" #lo "\n\t"
+#define ZOO_FLUSH1(lo, hi, rlo, rhi, off) ZOO_FIXUP(lo, hi) ZOO_WIDEN1(lo, rlo, off) ZOO_WIDEN1(hi, rhi, off)
+#define ZOO_FIRST1(lo, hi, rlo, rhi, off) ZOO_FIXUP(lo, hi) ZOO_STORE1(lo, rlo, off) ZOO_STORE1(hi, rhi, off)
 #define ZOO_ROW0 "(%[dst])"
 #define ZOO_ROW1 "(%[dst],%[ldd],1)"
 #define ZOO_ROW2 "(%[dst],%[ldd],2)"
@@ -565,17 +572,18 @@ inline Passes block_passes(int64_t nv) {
 #define ZOO_PAIR_RUN(STEP, SPLIT, ACC_IO, FLUSH)                                                                      \
   "test $1, %[flags]\n\tjz 5f\n\t" ACC_IO(ZOO_ZERO_ACC) "jmp 6f\n5:\n\t" ACC_IO(ZOO_LOAD_ACC)                         \
   "6:\n\ttest %[g], %[g]\n\tjz 2f\n\t.p2align 5\n"                                                                    \
-  "1:\n\t" STEP(0, ZOO_SET) STEP(2, ZOO_ADD) STEP(4, ZOO_ADD) SPLIT                                                    \
-  "add $6, %[q0]\n\tadd $6, %[q1]\n\tdec %[g]\n\tjnz 1b\n"                                                            \
-  "2:\n\ttest %[r], %[r]\n\tjz 3f\n\t" STEP(0, ZOO_SET) "cmp $1, %[r]\n\tje 4f\n\t" STEP(2, ZOO_ADD)                  \
+  "1:\n\t" STEP(0, ZOO_SET, ZOO_W0) STEP(2, ZOO_ADD, ZOO_W1) STEP(4, ZOO_ADD, ZOO_W2) SPLIT                            \
+  "add $6, %[q0]\n\tadd $6, %[q1]\n\tadd %[bs3], %[b]\n\tdec %[g]\n\tjnz 1b\n"                                        \
+  "2:\n\ttest %[r], %[r]\n\tjz 3f\n\t" STEP(0, ZOO_SET, ZOO_W0) "cmp $1, %[r]\n\tje 4f\n\t" STEP(2, ZOO_ADD, ZOO_W1)  \
   "4:\n\t" SPLIT "3:\n\ttest $2, %[flags]\n\tjz 7f\n\t"                                                               \
-  "vpxor %%xmm14, %%xmm14, %%xmm14\n\tlea (%[dst],%[ldd],2), %%rax\n\t" FLUSH "jmp 8f\n7:\n\t" ACC_IO(ZOO_STORE_ACC)  \
-  "8:\n\t"
+  "vpxor %%xmm14, %%xmm14, %%xmm14\n\tlea (%[dst],%[ldd],2), %%rax\n\ttest $4, %[flags]\n\tjnz 9f\n\t"                 \
+  FLUSH(ZOO_FLUSH1) "jmp 8f\n9:\n\t" FLUSH(ZOO_FIRST1) "jmp 8f\n7:\n\t" ACC_IO(ZOO_STORE_ACC) "8:\n\t"
 
 // One run of steps for 2 pairs (q0, q1: their pair offsets at the run's first step) and V vectors (b: the panel at
 // the run's first step). Between runs the accumulators live in acc (lo[p][v] at 32 (V p + v), hi[p][v] at
 // 32 (2 V + V p + v)); the first run after a flush starts them at zero (flags bit 0), the last one before a flush
-// (flags bit 1) adds them to the uint16 sums of the block's 4 rows at dst (ldd bytes apart).
+// (flags bit 1) adds them to the uint16 sums of the block's 4 rows at dst (ldd elements apart), or stores them there
+// (flags bit 2: the sums' first flush).
 template <int V>
 inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, int64_t bstride, int64_t steps,
                      uint8_t* acc, int64_t flags, uint16_t* dst, int64_t ldd) {
@@ -585,27 +593,30 @@ inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, i
   if constexpr (V == 2) {
 #define ZOO_IO2(op) \
   ZOO_ACC_IO(op, 4, 8, 0, 4) ZOO_ACC_IO(op, 5, 9, 1, 5) ZOO_ACC_IO(op, 6, 10, 2, 6) ZOO_ACC_IO(op, 7, 11, 3, 7)
+#define ZOO_FLUSH2(op) \
+  op(4, 8, ZOO_ROW0, ZOO_ROW1, 0) op(5, 9, ZOO_ROW0, ZOO_ROW1, 64) op(6, 10, ZOO_ROW2, ZOO_ROW3, 0) \
+      op(7, 11, ZOO_ROW2, ZOO_ROW3, 64)
     asm volatile(ZOO_PAIR_RUN(ZOO_PAIR_STEP2,
                               ZOO_SPLIT1(0, 4, 8) ZOO_SPLIT1(1, 5, 9) ZOO_SPLIT1(2, 6, 10) ZOO_SPLIT1(3, 7, 11),
-                              ZOO_IO2,
-                              ZOO_FLUSH1(4, 8, ZOO_ROW0, ZOO_ROW1, 0) ZOO_FLUSH1(5, 9, ZOO_ROW0, ZOO_ROW1, 64)
-                                  ZOO_FLUSH1(6, 10, ZOO_ROW2, ZOO_ROW3, 0) ZOO_FLUSH1(7, 11, ZOO_ROW2, ZOO_ROW3, 64))
+                              ZOO_IO2, ZOO_FLUSH2)
                  : [q0] "+r"(q0), [q1] "+r"(q1), [b] "+r"(b), [g] "+r"(groups)
-                 : [bs] "r"(bstride), [r] "r"(rest), [tab] "r"(kPairTable.v), [mask] "m"(low_nibbles),
-                   [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "r"(2 * ldd)
+                 : [bs] "r"(bstride), [bs3] "r"(3 * bstride), [r] "r"(rest), [tab] "r"(kPairTable.v),
+                   [mask] "m"(low_nibbles), [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "r"(2 * ldd)
                  : "rax", "rdx", "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
                    "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
 #undef ZOO_IO2
+#undef ZOO_FLUSH2
   } else {
 #define ZOO_IO1(op) ZOO_ACC_IO(op, 4, 8, 0, 2) ZOO_ACC_IO(op, 5, 9, 1, 3)
-    asm volatile(ZOO_PAIR_RUN(ZOO_PAIR_STEP1, ZOO_SPLIT1(0, 4, 8) ZOO_SPLIT1(1, 5, 9), ZOO_IO1,
-                              ZOO_FLUSH1(4, 8, ZOO_ROW0, ZOO_ROW1, 0) ZOO_FLUSH1(5, 9, ZOO_ROW2, ZOO_ROW3, 0))
+#define ZOO_FLUSH_1(op) op(4, 8, ZOO_ROW0, ZOO_ROW1, 0) op(5, 9, ZOO_ROW2, ZOO_ROW3, 0)
+    asm volatile(ZOO_PAIR_RUN(ZOO_PAIR_STEP1, ZOO_SPLIT1(0, 4, 8) ZOO_SPLIT1(1, 5, 9), ZOO_IO1, ZOO_FLUSH_1)
                  : [q0] "+r"(q0), [q1] "+r"(q1), [b] "+r"(b), [g] "+r"(groups)
-                 : [bs] "r"(bstride), [r] "r"(rest), [tab] "r"(kPairTable.v), [mask] "m"(low_nibbles),
-                   [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "r"(2 * ldd)
+                 : [bs] "r"(bstride), [bs3] "r"(3 * bstride), [r] "r"(rest), [tab] "r"(kPairTable.v),
+                   [mask] "m"(low_nibbles), [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "r"(2 * ldd)
                  : "rax", "rdx", "memory", "cc", "xmm0", "xmm1", "xmm4", "xmm5", "xmm8", "xmm9", "xmm12", "xmm14",
                    "xmm15");
 #undef ZOO_IO1
+#undef ZOO_FLUSH_1
   }
 }
 #undef ZOO_PAIR_LOAD
@@ -619,6 +630,12 @@ inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, i
 #undef ZOO_STORE_ACC
 #undef ZOO_ZERO_ACC
 #undef ZOO_WIDEN1
+#undef ZOO_STORE1
+#undef ZOO_FIXUP
+#undef ZOO_FIRST1
+#undef ZOO_W0
+#undef ZOO_W1
+#undef ZOO_W2
 #undef ZOO_FLUSH1
 #undef ZOO_ROW0
 #undef ZOO_ROW1
@@ -627,23 +644,25 @@ inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, i
 #undef ZOO_PAIR_RUN
 
 // sums[i * ldd + j] += D over a chunk's runs for the 2 pairs pq[0], pq[1] (their tap (0, 0) in the pair offsets;
-// rows 0, 1: pixels x, x + 1 of pair 0, rows 2, 3: of pair 1) and V * 32 filters of the panel from B.
+// rows 0, 1: pixels x, x + 1 of pair 0, rows 2, 3: of pair 1) and V * 32 filters of the panel from B; fresh: the sums
+// start here (are overwritten, not added to, by the first flush).
 template <int V>
 void block_pairs(const uint16_t* const* pq, const Run* runs, int64_t n_runs, const uint8_t* B, int64_t bstride,
-                 uint16_t* sums, int64_t ldd) {
+                 uint16_t* sums, int64_t ldd, bool fresh) {
   alignas(32) uint8_t acc[4 * V * 32];  // the accumulators between the runs of a flush group
-  int64_t first = 1;
+  int64_t first = 1, store = fresh ? 4 : 0;
   for (int64_t r = 0; r < n_runs; ++r) {  // a flush after at most kNibbleSteps steps: the uint8 counts do not overflow
     const Run& run = runs[r];
-    pair_run<V>(pq[0] + run.offset, pq[1] + run.offset, B, bstride, run.steps, acc, first | (run.flush ? 2 : 0), sums,
-                ldd);
+    pair_run<V>(pq[0] + run.offset, pq[1] + run.offset, B, bstride, run.steps, acc,
+                first | (run.flush ? 2 | store : 0), sums, ldd);
     B += run.steps * bstride;
     first = run.flush;
+    if (run.flush) store = 0;
   }
 }
 
 using PairBlockFn = void (*)(const uint16_t* const*, const Run*, int64_t, const uint8_t*, int64_t, uint16_t*,
-                             int64_t);
+                             int64_t, bool);
 struct PairPass {
   PairBlockFn fn;
   int64_t v0;
@@ -975,11 +994,12 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
         const PairPasses ppasses = pair_passes(pn.nv);
         const uint8_t* B = prepared->bytes.get() + pn.offset;
         if (wide) std::fill(sums32.begin(), sums32.begin() + TP * ldd, 0);
-        std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
+        // (pair blocks overwrite the uint16 sums at their first flush: no fill)
+        if (!use_pairs) std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
         int64_t in16 = 0;  // steps summed in the uint16 sums
         auto widen = [&] {
           for (int64_t k = 0; k < tp * ldd; ++k) sums32[k] += sums16[k];
-          std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
+          if (!use_pairs) std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
           in16 = 0;
         };
         for (const Chunk& c : chunks) {
@@ -990,7 +1010,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
             if (use_pairs) {
               for (const PairPass& ps : ppasses)
                 ps.fn(pq.data() + i / 2, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
-                      sums16.data() + i * ldd + ps.v0 * 32, ldd);
+                      sums16.data() + i * ldd + ps.v0 * 32, ldd, in16 == 0);
             } else {
               for (const Pass& ps : passes)
                 for (int64_t k = i; k < i + 4; k += ps.mr)

@@ -126,10 +126,11 @@ def test_large_output_streamed():
 
 
 @needs_kernel
-def test_long_filters_overflow_no_counter():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_long_filters_overflow_no_counter(variant):
     # 8192 x 3 x 3 bits per filter: more nibble steps than uint16 sums hold, so the int32 sums take over
-    x, w = torch.randn(1, 8192, 3, 3), torch.randn(5, 8192, 3, 3)
-    assert torch.equal(run(x, w, 1, 1, 1).double(), int_conv(x, w, 1, 1, 1))
+    x, w = torch.randn(1, 8192, 3, 4), torch.randn(5, 8192, 3, 3)
+    assert torch.equal(run(x, w, 1, 1, 1, variant).double(), int_conv(x, w, 1, 1, 1))
 
 
 @needs_kernel
