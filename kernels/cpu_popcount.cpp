@@ -953,10 +953,14 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
         }
         // Valid taps per pixel: a range ky_lo..ky_hi x kx_lo..kx_hi; border pixels share few ranges ("patterns").
         ranges.clear();
+        int64_t n = r0 / (g.Ho * Wq), y = (r0 / Wq) % g.Ho, x = r0 % Wq;  // of row r0 + i, advanced incrementally
         for (int64_t i = 0; i < TP; ++i) {
-          // Rows past R repeat the last pixel (or pair): computed, never written.
-          const int64_t r = r0 + i < R ? r0 + i : use_pairs ? R - 2 + i % 2 : R - 1;
-          const int64_t n = r / (g.Ho * Wq), y = (r / Wq) % g.Ho, x = r % Wq;
+          if (i == tp) {  // rows past R repeat the last pixel (or pair): computed, never written
+            const int64_t r = use_pairs ? R - 2 : R - 1;
+            n = r / (g.Ho * Wq), y = (r / Wq) % g.Ho, x = r % Wq;
+          } else if (i > tp && use_pairs) {
+            x ^= 1;
+          }
           if (use_avx2) {
             const int64_t at = (n * Hp + y * g.sh) * Wp + x * g.sw;  // the pixel's tap (0, 0)
             px[i] = E + at * L;
@@ -971,6 +975,10 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
             auto it = std::find_if(ranges.begin(), ranges.end(), [&](const TapRange& q) { return q.key() == tr.key(); });
             pattern[i] = static_cast<int32_t>(it - ranges.begin());
             if (it == ranges.end()) ranges.push_back(tr);
+          }
+          if (i < tp && ++x == Wq) {
+            x = 0;
+            if (++y == g.Ho) y = 0, ++n;
           }
         }
         built = pb;
