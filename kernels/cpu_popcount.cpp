@@ -527,7 +527,7 @@ inline Passes block_passes(int64_t nv) {
 // and 4 split instructions for 2 pixels, against 6 vpshufb and 6 vpaddb with one pixel per table row: the vector
 // pipes, which bound the loop, do a third less work. Registers: F ymm0-3, lo ymm4-7, hi ymm8-11, weights ymm12-13,
 // table row ymm14, scratch ymm15; the accumulators lo, hi live in acc (memory) between runs.
-#define ZOO_PAIR_LOAD(ow) "movzwl " #ow "(%[q0]), %%eax\n\tmovzwl " #ow "(%[q1]), %%edx\n\t"
+#define ZOO_PAIR_LOAD(ow) "movzwl " #ow "(%[q0],%[i]), %%eax\n\tmovzwl " #ow "(%[q1],%[i]), %%edx\n\t"
 #define ZOO_PAIR_STEP2(ow, op, w)                                                                                    \
   ZOO_PAIR_LOAD(ow)                                                                                                   \
   "vmovdqu " w ", %%ymm12\n\tvmovdqu 32+" w ", %%ymm13\n\t"                                                            \
@@ -544,7 +544,7 @@ inline Passes block_passes(int64_t nv) {
 #define ZOO_ADD(w, f) "vpshufb %%ymm" #w ", %%ymm14, %%ymm15\n\tvpaddb %%ymm15, %%ymm" #f ", %%ymm" #f "\n\t"
 #define ZOO_SPLIT1(f, lo, hi)                                                                                         \
   "vpaddb %%ymm" #f ", %%ymm" #lo ", %%ymm" #lo "\n\tvpsrlw $4, %%ymm" #f ", %%ymm15\n\t"                             \
-  "vpand %[mask], %%ymm15, %%ymm15\n\tvpaddb %%ymm15, %%ymm" #hi ", %%ymm" #hi "\n\t"
+  "vpaddb %%ymm15, %%ymm" #hi ", %%ymm" #hi "\n\t"
 // acc vectors klo, khi <-> registers lo, hi
 #define ZOO_ACC_IO(op, lo, hi, klo, khi) op(lo, klo) op(hi, khi)
 #define ZOO_LOAD_ACC(r, k) "vmovdqu " #k "*32(%[acc]), %%ymm" #r "\n\t"
@@ -559,25 +559,33 @@ inline Passes block_passes(int64_t nv) {
 #define ZOO_STORE1(c, row, off)                                                                                       \
   "vpunpcklbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvmovdqu %%ymm15, " #off row "\n\t"                                    \
   "vpunpckhbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvmovdqu %%ymm15, 32+" #off row "\n\t"
+#define ZOO_SUB16(x, t, d) /* d -= 16 (x & 15), bytewise */                                                           \
+  "vpand %[mask], %%ymm" #x ", %%ymm" #t "\n\tvpsllw $4, %%ymm" #t ", %%ymm" #t "\n\t"                                 \
+  "vpsubb %%ymm" #t ", %%ymm" #d ", %%ymm" #d "\n\t"
 #define ZOO_FIXUP(lo, hi)                                                                                             \
-  "vpand %[mask], %%ymm" #hi ", %%ymm15\n\tvpsllw $4, %%ymm15, %%ymm15\n\tvpsubb %%ymm15, %%ymm" #lo ", %%ymm" #lo "\n\t"
+  "vmovdqa %%ymm" #lo ", %%ymm12\n\t" ZOO_SUB16(hi, 15, 12) "vpsrlw $8, %%ymm12, %%ymm12\n\t" ZOO_SUB16(12, 12, hi)  \
+      ZOO_SUB16(hi, 15, lo)
 #define ZOO_FLUSH1(lo, hi, rlo, rhi, off) ZOO_FIXUP(lo, hi) ZOO_WIDEN1(lo, rlo, off) ZOO_WIDEN1(hi, rhi, off)
 #define ZOO_FIRST1(lo, hi, rlo, rhi, off) ZOO_FIXUP(lo, hi) ZOO_STORE1(lo, rlo, off) ZOO_STORE1(hi, rhi, off)
 #define ZOO_ROW0 "(%[dst])"
-#define ZOO_ROW1 "(%[dst],%[ldd],1)"
-#define ZOO_ROW2 "(%[dst],%[ldd],2)"
-#define ZOO_ROW3 "(%%rax,%[ldd],1)"
-// A run: accumulators zeroed (flags bit 0) or loaded from acc; groups of 3 steps, then the rest (0-2 steps); then
-// flushed to the sums at dst (flags bit 1) or stored to acc.
+#define ZOO_ROW1 "(%[dst],%%rdx,1)"
+#define ZOO_ROW2 "(%[dst],%%rdx,2)"
+#define ZOO_ROW3 "(%%rax,%%rdx,1)"
+// A run: accumulators zeroed (flags bit 0) or loaded from acc; groups of 3 steps (two per loop iteration), then the
+// rest (0-2 steps); then flushed to the sums at dst (flags bit 1) or stored to acc. i: the offset (bytes) into the
+// pair offsets, b: the panel at the group's first step.
+#define ZOO_PAIR_GROUP(STEP, SPLIT, o0, o1, o2)                                                                        \
+  STEP(o0, ZOO_SET, ZOO_W0) STEP(o1, ZOO_ADD, ZOO_W1) STEP(o2, ZOO_ADD, ZOO_W2) SPLIT "add %[bs3], %[b]\n\t"
 #define ZOO_PAIR_RUN(STEP, SPLIT, ACC_IO, FLUSH)                                                                      \
   "test $1, %[flags]\n\tjz 5f\n\t" ACC_IO(ZOO_ZERO_ACC) "jmp 6f\n5:\n\t" ACC_IO(ZOO_LOAD_ACC)                         \
   "6:\n\ttest %[g], %[g]\n\tjz 2f\n\t.p2align 5\n"                                                                    \
-  "1:\n\t" STEP(0, ZOO_SET, ZOO_W0) STEP(2, ZOO_ADD, ZOO_W1) STEP(4, ZOO_ADD, ZOO_W2) SPLIT                            \
-  "add $6, %[q0]\n\tadd $6, %[q1]\n\tadd %[bs3], %[b]\n\tdec %[g]\n\tjnz 1b\n"                                        \
-  "2:\n\ttest %[r], %[r]\n\tjz 3f\n\t" STEP(0, ZOO_SET, ZOO_W0) "cmp $1, %[r]\n\tje 4f\n\t" STEP(2, ZOO_ADD, ZOO_W1)  \
+  "1:\n\t" ZOO_PAIR_GROUP(STEP, SPLIT, 0, 2, 4) ZOO_PAIR_GROUP(STEP, SPLIT, 6, 8, 10)                                 \
+  "add $12, %[i]\n\tdec %[g]\n\tjnz 1b\n"                                                                             \
+  "2:\n\tcmp $3, %[r]\n\tjb 10f\n\t" ZOO_PAIR_GROUP(STEP, SPLIT, 0, 2, 4) "add $6, %[i]\n\tsub $3, %[r]\n"            \
+  "10:\n\ttest %[r], %[r]\n\tjz 3f\n\t" STEP(0, ZOO_SET, ZOO_W0) "cmp $1, %[r]\n\tje 4f\n\t" STEP(2, ZOO_ADD, ZOO_W1) \
   "4:\n\t" SPLIT "3:\n\ttest $2, %[flags]\n\tjz 7f\n\t"                                                               \
-  "vpxor %%xmm14, %%xmm14, %%xmm14\n\tlea (%[dst],%[ldd],2), %%rax\n\ttest $4, %[flags]\n\tjnz 9f\n\t"                 \
-  FLUSH(ZOO_FLUSH1) "jmp 8f\n9:\n\t" FLUSH(ZOO_FIRST1) "jmp 8f\n7:\n\t" ACC_IO(ZOO_STORE_ACC) "8:\n\t"
+  "vpxor %%xmm14, %%xmm14, %%xmm14\n\tmov %[ldd], %%rdx\n\tlea (%[dst],%%rdx,2), %%rax\n\ttest $4, %[flags]\n\t"       \
+  "jnz 9f\n\t" FLUSH(ZOO_FLUSH1) "jmp 8f\n9:\n\t" FLUSH(ZOO_FIRST1) "jmp 8f\n7:\n\t" ACC_IO(ZOO_STORE_ACC) "8:\n\t"
 
 // One run of steps for 2 pairs (q0, q1: their pair offsets at the run's first step) and V vectors (b: the panel at
 // the run's first step). Between runs the accumulators live in acc (lo[p][v] at 32 (V p + v), hi[p][v] at
@@ -588,8 +596,8 @@ template <int V>
 inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, int64_t bstride, int64_t steps,
                      uint8_t* acc, int64_t flags, uint16_t* dst, int64_t ldd) {
   static const __m256i low_nibbles = _mm256_set1_epi8(15);
-  int64_t groups = steps / 3;
-  const int64_t rest = steps % 3;
+  int64_t pairs_of_groups = steps / 6, rest = steps % 6, i = 0;
+  const int64_t bstride3 = 3 * bstride, ldd_bytes = 2 * ldd;
   if constexpr (V == 2) {
 #define ZOO_IO2(op) \
   ZOO_ACC_IO(op, 4, 8, 0, 4) ZOO_ACC_IO(op, 5, 9, 1, 5) ZOO_ACC_IO(op, 6, 10, 2, 6) ZOO_ACC_IO(op, 7, 11, 3, 7)
@@ -599,9 +607,9 @@ inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, i
     asm volatile(ZOO_PAIR_RUN(ZOO_PAIR_STEP2,
                               ZOO_SPLIT1(0, 4, 8) ZOO_SPLIT1(1, 5, 9) ZOO_SPLIT1(2, 6, 10) ZOO_SPLIT1(3, 7, 11),
                               ZOO_IO2, ZOO_FLUSH2)
-                 : [q0] "+r"(q0), [q1] "+r"(q1), [b] "+r"(b), [g] "+r"(groups)
-                 : [bs] "r"(bstride), [bs3] "r"(3 * bstride), [r] "r"(rest), [tab] "r"(kPairTable.v),
-                   [mask] "m"(low_nibbles), [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "r"(2 * ldd)
+                 : [i] "+r"(i), [b] "+r"(b), [g] "+r"(pairs_of_groups), [r] "+r"(rest)
+                 : [q0] "r"(q0), [q1] "r"(q1), [bs] "r"(bstride), [bs3] "m"(bstride3), [tab] "r"(kPairTable.v),
+                   [mask] "m"(low_nibbles), [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "m"(ldd_bytes)
                  : "rax", "rdx", "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
                    "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
 #undef ZOO_IO2
@@ -610,9 +618,9 @@ inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, i
 #define ZOO_IO1(op) ZOO_ACC_IO(op, 4, 8, 0, 2) ZOO_ACC_IO(op, 5, 9, 1, 3)
 #define ZOO_FLUSH_1(op) op(4, 8, ZOO_ROW0, ZOO_ROW1, 0) op(5, 9, ZOO_ROW2, ZOO_ROW3, 0)
     asm volatile(ZOO_PAIR_RUN(ZOO_PAIR_STEP1, ZOO_SPLIT1(0, 4, 8) ZOO_SPLIT1(1, 5, 9), ZOO_IO1, ZOO_FLUSH_1)
-                 : [q0] "+r"(q0), [q1] "+r"(q1), [b] "+r"(b), [g] "+r"(groups)
-                 : [bs] "r"(bstride), [bs3] "r"(3 * bstride), [r] "r"(rest), [tab] "r"(kPairTable.v),
-                   [mask] "m"(low_nibbles), [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "r"(2 * ldd)
+                 : [i] "+r"(i), [b] "+r"(b), [g] "+r"(pairs_of_groups), [r] "+r"(rest)
+                 : [q0] "r"(q0), [q1] "r"(q1), [bs] "r"(bstride), [bs3] "m"(bstride3), [tab] "r"(kPairTable.v),
+                   [mask] "m"(low_nibbles), [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "m"(ldd_bytes)
                  : "rax", "rdx", "memory", "cc", "xmm0", "xmm1", "xmm4", "xmm5", "xmm8", "xmm9", "xmm12", "xmm14",
                    "xmm15");
 #undef ZOO_IO1
@@ -632,6 +640,7 @@ inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, i
 #undef ZOO_WIDEN1
 #undef ZOO_STORE1
 #undef ZOO_FIXUP
+#undef ZOO_SUB16
 #undef ZOO_FIRST1
 #undef ZOO_W0
 #undef ZOO_W1
@@ -642,6 +651,7 @@ inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, i
 #undef ZOO_ROW2
 #undef ZOO_ROW3
 #undef ZOO_PAIR_RUN
+#undef ZOO_PAIR_GROUP
 
 // sums[i * ldd + j] += D over a chunk's runs for the 2 pairs pq[0], pq[1] (their tap (0, 0) in the pair offsets;
 // rows 0, 1: pixels x, x + 1 of pair 0, rows 2, 3: of pair 1) and V * 32 filters of the panel from B; fresh: the sums
