@@ -947,13 +947,14 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const std::vector<float> zeros(bias_ptr ? 0 : g.O, 0.0f);  // the bias when there is none
 
   // Workers: at most one per ~2^24 binary products (~0.05 ms; splitting less work costs more in wake-ups than it
-  // saves). They take the tiles one pixel block (all its panels) at a time from a shared counter rather than in
-  // fixed shares: this VM's cores run at different speeds from moment to moment, and with fixed shares the faster one
-  // waited for the slower (OpenMP spin-waits were 15-20% of the samples of a profile at batch 16).
+  // saves). They take the tiles (pixel-major: a pixel block's panels in a row) one at a time from a shared counter
+  // rather than in fixed shares: this VM's cores run at different speeds from moment to moment, and with fixed
+  // shares the faster one waited for the slower (OpenMP spin-waits were 15-20% of the samples of a profile at batch
+  // 16). A worker rebuilds its pixel block's pointers and border patterns when the block changes.
   const int64_t n_tiles = n_pblocks * n_panels;
   const int64_t tiles_per_worker = std::max<int64_t>(1, kMinConvWork / (TP * 32 * nv0 * K32 * kWordBits));
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), ceil_div(n_tiles, tiles_per_worker));
-  std::atomic<int64_t> next_block{0};
+  std::atomic<int64_t> next_tile{0};
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     std::vector<uint64_t> A(use_avx2 ? 0 : TP * K64);
     std::vector<uint16_t> sums16(use_avx2 ? TP * kPanel : 0);
@@ -964,12 +965,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     std::vector<int32_t> pattern(TP), lead;
     std::vector<TapRange> ranges;
     int64_t built = -1;
-    for (int64_t tile = 0, tile_end = 0;; ++tile) {
-      if (tile == tile_end) {  // the next pixel block, all its panels
-        const int64_t block = next_block.fetch_add(1, std::memory_order_relaxed);
-        if (block >= n_pblocks) break;
-        tile = block * n_panels, tile_end = tile + n_panels;
-      }
+    for (int64_t tile = next_tile.fetch_add(1, std::memory_order_relaxed); tile < n_tiles;
+         tile = next_tile.fetch_add(1, std::memory_order_relaxed)) {
       const int64_t pb = tile / n_panels;
       const Panel& pn = panels[tile % n_panels];
       const int64_t r0 = pb * TP, tp = std::min(TP, R - r0), oe = std::min(32 * pn.nv, g.O - pn.o0);
