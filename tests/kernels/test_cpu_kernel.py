@@ -305,3 +305,26 @@ def test_reference_and_compiled_agree_on_random_layers():
         x, w = torch.randn(2, c, 8, 7), torch.randn(o, c, k, k)
         ref = xnor_conv2d_reference(pack_signs(x), pack_weight_signs(w), c, 1, k // 2, 1)
         assert torch.equal(run(x, w, 1, k // 2, 1).double(), ref.double())
+
+
+@needs_kernel
+def test_random_geometries_every_variant():
+    # Random layers across the tile and pair logic: odd and tiny widths (a pair's second place past the row), strides
+    # up to 3, dilation, rectangular kernels, 1-3 images, 1-4 filter vectors per panel and several panels.
+    gen = torch.Generator().manual_seed(5)
+
+    def draw(lo, hi):
+        return int(torch.randint(lo, hi + 1, (), generator=gen))
+
+    for _ in range(24):
+        kh, kw = draw(1, 4), draw(1, 4)
+        stride, dilation = (draw(1, 3), draw(1, 3)), (draw(1, 2), draw(1, 2))
+        padding = (draw(0, 2), draw(0, 2))
+        h = max(draw(1, 12), dilation[0] * (kh - 1) + 1 - 2 * padding[0])
+        w = max(draw(1, 12), dilation[1] * (kw - 1) + 1 - 2 * padding[1])
+        c, o, n = draw(1, 130), draw(1, 200), draw(1, 3)
+        x, wt = torch.randn(n, c, h, w, generator=gen), torch.randn(o, c, kh, kw, generator=gen)
+        expected = int_conv(x, wt, stride, padding, dilation)
+        for variant in VARIANTS:
+            got = run(x, wt, stride, padding, dilation, variant).double()
+            assert torch.equal(got, expected), (variant, (n, c, h, w), (o, kh, kw), stride, padding, dilation)
