@@ -50,10 +50,11 @@
 // kChunkBytes of the panel, so that the chunk of the panel, the pixels' bytes and the tile's uint16 sums stay in L1
 // while every register block of the tile passes over them. A chunk is a list of runs: each kernel row's taps (one
 // contiguous segment of the pixel's bytes when dw == 1, else each tap) cut into equal runs of at most 63 steps, the
-// uint8 counts flushed only between whole runs, so that the loops' trip counts repeat and their exits are predicted. The output is channels_last:
-// a pixel's filters are contiguous, so the epilogue writes whole vectors (non-temporal stores when the output is far
-// larger than the caches), and the next layer's sign packing reads 32 contiguous channels per word. The scalar path
-// builds the im2col rows of A as 64-bit words per tile.
+// uint8 counts flushed only between whole runs, so that the loops' trip counts repeat and their exits are predicted.
+// The threads take tiles from a shared counter. The output is channels_last: a pixel's filters are contiguous, so the
+// epilogue writes whole vectors (non-temporal stores when the output is far larger than the caches), and the next
+// layer's sign packing reads 32 contiguous channels per word. The scalar path builds the im2col rows of A as 64-bit
+// words per tile.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -295,9 +296,12 @@ void build_pair_offsets(const Geometry& g, const uint8_t* E, uint16_t* PE) {
         const uint8_t* c = x + g.sw < Wp ? a + g.sw * L : nullptr;  // the partner, or none past the row's end
         uint16_t* dst = PE + (r * Wp + x) * L;
         int64_t k = 0;
+        const auto widen = [](const uint8_t* p) {  // 16 bytes to 16 uint16
+          return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        };
         for (; k + 16 <= L; k += 16) {
-          __m256i v = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + k))), 4);
-          if (c) v = _mm256_add_epi16(v, _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + k))));
+          __m256i v = _mm256_slli_epi16(widen(a + k), 4);
+          if (c) v = _mm256_add_epi16(v, widen(c + k));
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), v);
         }
         for (; k < L; ++k) dst[k] = static_cast<uint16_t>(16 * a[k] + (c ? c[k] : 0));
@@ -557,8 +561,9 @@ inline Passes block_passes(int64_t nv) {
 #define ZOO_LOAD_ACC(r, k) "vmovdqu " #k "*32(%[acc]), %%ymm" #r "\n\t"
 #define ZOO_STORE_ACC(r, k) "vmovdqu %%ymm" #r ", " #k "*32(%[acc])\n\t"
 #define ZOO_ZERO_ACC(r, k) "vpxor %%xmm" #r ", %%xmm" #r ", %%xmm" #r "\n\t"
-// Flush of one pair and vector: lo -= 16 (hi & 15) (bytewise), then lo and hi widened and added to the uint16 sums of
-// rows rlo, rhi at byte offset off (filters 0..15 and 16..31 of the vector, see byte_slot); ymm14 = 0.
+// Flush of one pair and vector: the exact counts recovered (ZOO_FIXUP, the steps described above), then lo and hi
+// widened and added to (ZOO_FLUSH1) or stored as (ZOO_FIRST1) the uint16 sums of rows rlo, rhi at byte offset off
+// (filters 0..15 and 16..31 of the vector, see byte_slot); ymm14 = 0.
 #define ZOO_WIDEN1(c, row, off)                                                                                       \
   "vpunpcklbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvpaddw " #off row ", %%ymm15, %%ymm15\n\tvmovdqu %%ymm15, " #off row  \
   "\n\tvpunpckhbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvpaddw 32+" #off row ", %%ymm15, %%ymm15\n\t"                    \
@@ -997,7 +1002,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
           if (pixel[i] >= 0 &&
               (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W)) {
             const TapRange tr = valid_taps(g, iy0, ix0);
-            auto it = std::find_if(ranges.begin(), ranges.end(), [&](const TapRange& q) { return q.key() == tr.key(); });
+            auto it =
+                std::find_if(ranges.begin(), ranges.end(), [&](const TapRange& q) { return q.key() == tr.key(); });
             pattern[i] = static_cast<int32_t>(it - ranges.begin());
             if (it == ranges.end()) ranges.push_back(tr);
           }
