@@ -274,3 +274,28 @@ def test_packed_bwn_weight_is_rebuilt_once_and_follows_the_bits():
         packed.alpha.mul_(2.0)  # an in-place change of the buffers invalidates the cache
     torch.testing.assert_close(packed.quantized_weight(), 2.0 * first)
     assert "_float_weight" not in packed.state_dict()
+
+
+def test_packed_resnet18_compiled_equals_reference_at_imagenet_shape(monkeypatch):
+    # 224x224 through the compiled CPU kernel's pair blocks at even widths (56, 28, 14) and at the odd 7x7 of the last
+    # stage (a place past the row computed, never written), stride-2 convs, residual and ReLU epilogues, folded
+    # BatchNorms: the same packed model on the pure-PyTorch reference (exact integer convs) gives the same logits.
+    from zoo_kernels import cpu
+
+    if not cpu.cpu_kernel_available():
+        pytest.skip("the C++ extension could not be built here")
+    torch.manual_seed(0)
+    model = zoo.create_model("xnor_resnet18").eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):  # statistics away from the identity, so that the folding matters
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+        packed, x = pack(model), torch.randn(2, 3, 224, 224)
+        compiled = packed(x)
+        monkeypatch.setattr(cpu, "load_extension", lambda: False)
+        reference = packed(x)
+    torch.testing.assert_close(compiled, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
+    assert torch.equal(compiled.argmax(1), reference.argmax(1))
