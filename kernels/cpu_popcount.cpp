@@ -504,25 +504,27 @@ void block_avx2(const uint8_t* const* px, const Run* runs, int64_t n_runs, const
 
 using BlockFn = void (*)(const uint8_t* const*, const Run*, int64_t, const uint8_t*, int64_t, uint16_t*, int64_t);
 
-// The register blocks that cover a panel of nv vectors: kernel, pixels (MR) and first vector. Wide panels run 4 pixels
-// x 2 vectors on each half rather than one 2 x 4 block: 2-5% faster with one thread in same-process A/B runs (with
-// two threads the difference was within the machine's noise).
-struct Pass {
-  BlockFn fn;
-  int64_t mr, v0;
-};
+// The register blocks that cover a panel of nv vectors of 32 filters, each with its first vector: a block kernel of 2
+// vectors (`two`) on each pair of them, one of 1 vector (`one`) on an odd last one. Wide panels run 2-vector blocks on
+// each half rather than one 4-vector block: 2-5% faster with one thread in same-process A/B runs (with two threads
+// the difference was within the machine's noise). Shared by the pixel blocks and the pair blocks.
+template <class Fn>
 struct Passes {  // at most two, by value: chosen once per tile, no allocation
-  Pass pass[2];
+  struct Pass {
+    Fn fn;
+    int64_t v0;
+  } pass[2];
   int n;
   const Pass* begin() const { return pass; }
   const Pass* end() const { return pass + n; }
 };
-inline Passes block_passes(int64_t nv) {
+template <class Fn>
+Passes<Fn> panel_passes(int64_t nv, Fn two, Fn one) {
   switch (nv) {
-    case 4: return {{{block_avx2<4, 2>, 4, 0}, {block_avx2<4, 2>, 4, 2}}, 2};
-    case 3: return {{{block_avx2<4, 2>, 4, 0}, {block_avx2<4, 1>, 4, 2}}, 2};
-    case 2: return {{{block_avx2<4, 2>, 4, 0}, {}}, 1};
-    default: return {{{block_avx2<4, 1>, 4, 0}, {}}, 1};
+    case 4: return {{{two, 0}, {two, 2}}, 2};
+    case 3: return {{{two, 0}, {one, 2}}, 2};
+    case 2: return {{{two, 0}, {}}, 1};
+    default: return {{{one, 0}, {}}, 1};
   }
 }
 
@@ -685,24 +687,6 @@ void block_pairs(const uint16_t* const* pq, const Run* runs, int64_t n_runs, con
 
 using PairBlockFn = void (*)(const uint16_t* const*, const Run*, int64_t, const uint8_t*, int64_t, uint16_t*,
                              int64_t, bool);
-struct PairPass {
-  PairBlockFn fn;
-  int64_t v0;
-};
-struct PairPasses {  // at most two, by value
-  PairPass pass[2];
-  int n;
-  const PairPass* begin() const { return pass; }
-  const PairPass* end() const { return pass + n; }
-};
-inline PairPasses pair_passes(int64_t nv) {
-  switch (nv) {
-    case 4: return {{{block_pairs<2>, 0}, {block_pairs<2>, 2}}, 2};
-    case 3: return {{{block_pairs<2>, 0}, {block_pairs<1>, 2}}, 2};
-    case 2: return {{{block_pairs<2>, 0}, {}}, 1};
-    default: return {{{block_pairs<1>, 0}, {}}, 1};
-  }
-}
 constexpr bool kHaveAvx2 = true;
 #else
 constexpr bool kHaveAvx2 = false;
@@ -1029,8 +1013,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       }
       if (use_avx2) {
 #ifdef __AVX2__
-        const Passes passes = block_passes(pn.nv);
-        const PairPasses ppasses = pair_passes(pn.nv);
+        const Passes<BlockFn> passes = panel_passes<BlockFn>(pn.nv, block_avx2<4, 2>, block_avx2<4, 1>);
+        const Passes<PairBlockFn> ppasses = panel_passes<PairBlockFn>(pn.nv, block_pairs<2>, block_pairs<1>);
         const uint8_t* B = prepared->bytes.get() + pn.offset;
         if (wide) std::fill(sums32.begin(), sums32.begin() + TP * ldd, 0);
         // (pair blocks overwrite the uint16 sums at their first flush: no fill)
@@ -1047,14 +1031,13 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
           const int64_t n_runs = static_cast<int64_t>(c.runs.size());
           for (int64_t i = 0; i < tp; i += 4) {  // row-major: a group of 4 rows through every pass
             if (use_pairs) {
-              for (const PairPass& ps : ppasses)
+              for (const auto& ps : ppasses)
                 ps.fn(pq.data() + i / 2, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
                       sums16.data() + i * ldd + ps.v0 * 32, ldd, in16 == 0);
             } else {
-              for (const Pass& ps : passes)
-                for (int64_t k = i; k < i + 4; k += ps.mr)
-                  ps.fn(px.data() + k, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
-                        sums16.data() + k * ldd + ps.v0 * 32, ldd);
+              for (const auto& ps : passes)
+                ps.fn(px.data() + i, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
+                      sums16.data() + i * ldd + ps.v0 * 32, ldd);
             }
           }
           in16 += c.steps;
