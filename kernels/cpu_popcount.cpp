@@ -783,7 +783,7 @@ int64_t cached_weights() {
 // kStream: non-temporal stores (dst 32-byte aligned), for an output much larger than the caches. 8 filters per
 // AVX2 vector; the scalar tail computes the same.
 template <bool kExtra, bool kStream, class D>
-void epilogue(const D* d, const int32_t* lead, const float* alpha, const float* bias, float s, const float* res,
+inline __attribute__((always_inline)) void epilogue(const D* d, const int32_t* lead, const float* alpha, const float* bias, float s, const float* res,
               bool relu, int64_t oe, float* dst) {
   int64_t j = 0;
 #ifdef __AVX2__
@@ -816,14 +816,65 @@ void epilogue(const D* d, const int32_t* lead, const float* alpha, const float* 
   }
 }
 
+// The epilogue of a tile's rows i < tp (sums: ldd per row) that are output pixels (pixel[i] >= 0; lead row
+// pattern[i] + 1, see conv), for the panel's filters o0 .. o0 + oe - 1: alpha, bias, out and res start at o0.
+template <bool kExtra, bool kStream, class D>
+void epilogue_rows(const D* sums, int64_t ldd, int64_t tp, const int64_t* pixel, const int32_t* pattern,
+                   const int32_t* lead, const float* alpha, const float* bias, const float* scale, const float* res,
+                   bool relu, int64_t O, int64_t oe, float* out) {
+  for (int64_t i = 0; i < tp; ++i) {
+    const int64_t p = pixel[i];
+    if (p < 0) continue;
+    epilogue<kExtra, kStream, D>(sums + i * ldd, lead + (pattern[i] + 1) * ldd, alpha, bias,
+                                 scale ? scale[p] : 1.0f, res ? res + p * O : nullptr, relu, oe, out + p * O);
+  }
+}
+
 template <class D>
-using EpilogueFn = void (*)(const D*, const int32_t*, const float*, const float*, float, const float*, bool, int64_t,
-                            float*);
+using EpilogueFn = void (*)(const D*, int64_t, int64_t, const int64_t*, const int32_t*, const int32_t*, const float*,
+                            const float*, const float*, const float*, bool, int64_t, int64_t, float*);
 
 template <class D>
 EpilogueFn<D> epilogue_fn(bool extra, bool stream) {
-  return extra ? (stream ? epilogue<true, true, D> : epilogue<true, false, D>)
-               : (stream ? epilogue<false, true, D> : epilogue<false, false, D>);
+  return extra ? (stream ? epilogue_rows<true, true, D> : epilogue_rows<true, false, D>)
+               : (stream ? epilogue_rows<false, true, D> : epilogue_rows<false, false, D>);
+}
+
+// The rows r0 .. r0 + TP - 1 of a tile (rows: output pixels in order, or with pairs places, Wq per output row, R
+// in all): row i's output pixel (pixel[i] = (n Ho + y) Wo + x, or -1 for a place past Wo or a row past R), its tap
+// (0, 0) in the padded image of Wp pixels per row (at[i], in pixels), and its border pattern (pattern[i]: an index
+// into ranges, whose valid taps it has; -1 when all its taps are in the image). Rows past R repeat the last pixel
+// (or pair): computed, never written. Arguments by value: the loop stores through pointers, and the compiler would
+// reload captured values after each store.
+__attribute__((noinline)) void map_rows(const Geometry g, const int64_t Wq, const int64_t R, const int64_t r0, const int64_t TP, const bool pairs,
+              const int64_t Wp, int64_t* at, int64_t* pixel, int32_t* pattern, std::vector<TapRange>& ranges) {
+  const int64_t Hp = g.H + 2 * g.ph, tp = std::min(TP, R - r0);
+  ranges.clear();
+  int64_t n = r0 / (g.Ho * Wq), y = (r0 / Wq) % g.Ho, x = r0 % Wq;  // of row r0 + i, advanced incrementally
+  for (int64_t i = 0; i < TP; ++i) {
+    if (i == tp) {
+      const int64_t r = pairs ? R - 2 : R - 1;
+      n = r / (g.Ho * Wq), y = (r / Wq) % g.Ho, x = r % Wq;
+    } else if (i > tp && pairs) {
+      x ^= 1;
+    }
+    at[i] = (n * Hp + y * g.sh) * Wp + x * g.sw;
+    const int64_t p = i < tp && x < g.Wo ? (n * g.Ho + y) * g.Wo + x : -1;
+    pixel[i] = p;
+    int32_t pat = -1;
+    const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
+    if (p >= 0 && (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W)) {
+      const TapRange tr = valid_taps(g, iy0, ix0);
+      auto it = std::find_if(ranges.begin(), ranges.end(), [&](const TapRange& q) { return q.key() == tr.key(); });
+      pat = static_cast<int32_t>(it - ranges.begin());
+      if (it == ranges.end()) ranges.push_back(tr);
+    }
+    pattern[i] = pat;
+    if (i < tp && ++x == Wq) {
+      x = 0;
+      if (++y == g.Ho) y = 0, ++n;
+    }
+  }
 }
 
 // The convolution; its epilogue optionally adds residual (N, O, Ho, Wo) and applies a ReLU (a ResNet block's end).
@@ -950,7 +1001,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     std::vector<int32_t> sums32(wide ? TP * kPanel : 0);
     std::vector<const uint8_t*> px(TP);
     std::vector<const uint16_t*> pq(TP / 2);
-    std::vector<int64_t> pixel(TP);  // the output pixel of each row, or -1 (a place past Wo, or past the end)
+    std::vector<int64_t> pixel(TP), at(TP);  // see map_rows
     std::vector<int32_t> pattern(TP), lead;
     std::vector<TapRange> ranges;
     int64_t built = -1;
@@ -966,36 +1017,12 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
           walk_im2col(g, x_ptr, r0, TP, emit);
         }
         // Valid taps per pixel: a range ky_lo..ky_hi x kx_lo..kx_hi; border pixels share few ranges ("patterns").
-        ranges.clear();
-        int64_t n = r0 / (g.Ho * Wq), y = (r0 / Wq) % g.Ho, x = r0 % Wq;  // of row r0 + i, advanced incrementally
-        for (int64_t i = 0; i < TP; ++i) {
-          if (i == tp) {  // rows past R repeat the last pixel (or pair): computed, never written
-            const int64_t r = use_pairs ? R - 2 : R - 1;
-            n = r / (g.Ho * Wq), y = (r / Wq) % g.Ho, x = r % Wq;
-          } else if (i > tp && use_pairs) {
-            x ^= 1;
+        map_rows(g, Wq, R, r0, TP, use_pairs, Wp, at.data(), pixel.data(), pattern.data(), ranges);
+        if (use_avx2)
+          for (int64_t i = 0; i < TP; ++i) {
+            px[i] = E + at[i] * L;
+            if (use_pairs && i % 2 == 0) pq[i / 2] = PE + at[i] * L;
           }
-          if (use_avx2) {
-            const int64_t at = (n * Hp + y * g.sh) * Wp + x * g.sw;  // the pixel's tap (0, 0)
-            px[i] = E + at * L;
-            if (use_pairs && i % 2 == 0) pq[i / 2] = PE + at * L;
-          }
-          pixel[i] = r0 + i < R && x < g.Wo ? (n * g.Ho + y) * g.Wo + x : -1;
-          pattern[i] = -1;
-          const int64_t iy0 = y * g.sh - g.ph, ix0 = x * g.sw - g.pw;
-          if (pixel[i] >= 0 &&
-              (iy0 < 0 || iy0 + (g.kh - 1) * g.dh >= g.H || ix0 < 0 || ix0 + (g.kw - 1) * g.dw >= g.W)) {
-            const TapRange tr = valid_taps(g, iy0, ix0);
-            auto it =
-                std::find_if(ranges.begin(), ranges.end(), [&](const TapRange& q) { return q.key() == tr.key(); });
-            pattern[i] = static_cast<int32_t>(it - ranges.begin());
-            if (it == ranges.end()) ranges.push_back(tr);
-          }
-          if (i < tp && ++x == Wq) {
-            x = 0;
-            if (++y == g.Ho) y = 0, ++n;
-          }
-        }
         built = pb;
       }
       // lead[r + 1] = |V_r| * C + 2 * (popcounts of the taps that pattern r misses) for this panel's filters; lead[0]
@@ -1049,20 +1076,14 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       }
       // Fused epilogue: out = alpha * K * (|V| * C - 2 * (D - corr)) + bias (+ residual, ReLU), one pixel's
       // contiguous run of filters at a time.
-      const float* a = alpha_ptr + pn.o0;
       const float* b = (bias_ptr ? bias_ptr : zeros.data()) + pn.o0;
-      for (int64_t i = 0; i < tp; ++i) {
-        const int64_t p = pixel[i];
-        if (p < 0) continue;
-        const int32_t* l = lead.data() + (pattern[i] + 1) * ldd;
-        const float* r = res_ptr ? res_ptr + p * g.O + pn.o0 : nullptr;
-        float* dst = out_ptr + p * g.O + pn.o0;
-        const float s = scale_ptr ? scale_ptr[p] : 1.0f;
-        if (wide)
-          ep32(sums32.data() + i * ldd, l, a, b, s, r, relu, oe, dst);
-        else
-          ep16(sums16.data() + i * ldd, l, a, b, s, r, relu, oe, dst);
-      }
+      const float* r = res_ptr ? res_ptr + pn.o0 : nullptr;
+      if (wide)
+        ep32(sums32.data(), ldd, tp, pixel.data(), pattern.data(), lead.data(), alpha_ptr + pn.o0, b, scale_ptr, r,
+             relu, g.O, oe, out_ptr + pn.o0);
+      else
+        ep16(sums16.data(), ldd, tp, pixel.data(), pattern.data(), lead.data(), alpha_ptr + pn.o0, b, scale_ptr, r,
+             relu, g.O, oe, out_ptr + pn.o0);
     }
 #ifdef __AVX2__
     if (stream) _mm_sfence();  // the streamed stores are visible before the threads join
