@@ -329,3 +329,47 @@ def test_random_geometries_every_variant():
         for variant in VARIANTS:
             got = run(x, wt, stride, padding, dilation, variant).double()
             assert torch.equal(got, expected), (variant, (n, c, h, w), (o, kh, kw), stride, padding, dilation)
+
+
+@needs_kernel
+def test_float_input_conv_equals_its_steps():
+    # The float-input conv (one call: packing with a fused BatchNorm affine, K, the conv, a residual with ReLU) gives
+    # the same floats as packing, K and the conv in turn, for tall images, strides, dilation, rectangular kernels,
+    # both layouts, NaN, and 1 or 2 threads.
+    gen = torch.Generator().manual_seed(7)
+
+    def draw(lo, hi):
+        return int(torch.randint(lo, hi + 1, (), generator=gen))
+
+    threads = torch.get_num_threads()
+    try:
+        for case in range(12):
+            kh, kw = draw(1, 3), draw(1, 3)
+            stride, dilation, padding = (draw(1, 2), draw(1, 2)), (draw(1, 2), 1), (draw(0, 2), draw(0, 1))
+            h = max(draw(20, 90), dilation[0] * (kh - 1) + 1)
+            w = max(draw(1, 40), kw)
+            c, o, n = draw(1, 80), draw(1, 70), draw(1, 3)
+            x = torch.randn(n, c, h, w, generator=gen)
+            x[0, 0, 0, 0] = float("nan")
+            if case % 3 == 1:
+                x = x.contiguous(memory_format=torch.channels_last)
+            wt = torch.randn(o, c, kh, kw, generator=gen)
+            wp, alpha = pack_weight_signs(wt), weight_scale(wt)
+            affine = (torch.randn(c, generator=gen), torch.randn(c, generator=gen)) if case % 2 else (None, None)
+            packed, absmean = cpu.pack_signs_cpu(x, True, *affine) if affine[0] is not None else \
+                cpu.pack_signs_cpu(x, True)
+            scale = cpu.input_scale_cpu(absmean, (kh, kw), stride, padding, dilation)
+            for input_scale, threads_now in itertools.product((False, True), (1, 2)):
+                torch.set_num_threads(threads_now)
+                expected = cpu.xnor_conv2d_cpu(packed, wp, alpha, scale if input_scale else None, None, c, stride,
+                                               padding, dilation)
+                residual = torch.randn(expected.shape, generator=gen) if case % 4 == 0 else None
+                got = cpu.xnor_conv2d_float_cpu(x, wp, alpha, None, *affine, c, (kh, kw), stride, padding, dilation,
+                                                input_scale, residual, residual is not None)
+                if residual is not None:
+                    expected = (expected + residual).relu()
+                where = (case, (n, c, h, w), (o, kh, kw), stride, padding, dilation, input_scale, threads_now)
+                torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True,
+                                           msg=lambda m, where=where: f"{m} {where}")
+    finally:
+        torch.set_num_threads(threads)
