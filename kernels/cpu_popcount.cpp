@@ -251,21 +251,23 @@ void expand_nibbles(const int32_t* src, int64_t count, uint8_t* dst) {
 // The zero-padded image of nibble offsets: E[n, yp, xp, :] (L = 8 Cw bytes) is pixel (yp - ph, xp - pw) of image n
 // expanded, or L zero bytes (zero words, as the im2col rows of the scalar path) on the padding; Hp = H + 2 ph rows of
 // Wp = W + 2 pw pixels. Output pixel (n, y, x)'s tap (ky, kx) is then E[n, y sh + ky dh, x sw + kx dw]: a fixed byte
-// offset from the tap (0, 0) of the pixel, whatever the pixel.
+// offset from the tap (0, 0) of the pixel, whatever the pixel. This builds row yp of image n (Wp * L bytes).
+void build_padded_row(const Geometry& g, const int32_t* xp, int64_t n, int64_t yp, uint8_t* row) {
+  const int64_t Wp = g.W + 2 * g.pw, L = 8 * g.Cw, iy = yp - g.ph;
+  if (iy < 0 || iy >= g.H) {
+    std::memset(row, 0, Wp * L);
+    return;
+  }
+  std::memset(row, 0, g.pw * L);
+  expand_nibbles(xp + (n * g.H + iy) * g.W * g.Cw, g.W * g.Cw, row + g.pw * L);
+  std::memset(row + (g.pw + g.W) * L, 0, g.pw * L);
+}
+
+// The whole image E, rows in parallel.
 void build_padded_nibbles(const Geometry& g, const int32_t* xp, uint8_t* E) {
   const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw, L = 8 * g.Cw;
   at::parallel_for(0, g.N * Hp, std::max<int64_t>(1, 65536 / (Wp * L)), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const int64_t n = r / Hp, iy = r % Hp - g.ph;
-      uint8_t* row = E + r * Wp * L;
-      if (iy < 0 || iy >= g.H) {
-        std::memset(row, 0, Wp * L);
-        continue;
-      }
-      std::memset(row, 0, g.pw * L);
-      expand_nibbles(xp + (n * g.H + iy) * g.W * g.Cw, g.W * g.Cw, row + g.pw * L);
-      std::memset(row + (g.pw + g.W) * L, 0, g.pw * L);
-    }
+    for (int64_t r = b; r < e; ++r) build_padded_row(g, xp, r / Hp, r % Hp, E + r * Wp * L);
   });
 }
 
@@ -286,26 +288,36 @@ constexpr PairTable kPairTable = make_pair_table();
 
 // Pair offsets: PE[n, yp, xp, s] = 16 * E[n, yp, xp, s] + E[n, yp, xp + sw, s] (E = 0 past the row's end) =
 // 256 * nib + 16 * nib', the offset of the kPairTable row of padded pixels xp and xp + sw: the taps of two
-// horizontally adjacent output pixels (x, x + 1) at the same offsets as in E.
-void build_pair_offsets(const Geometry& g, const uint8_t* E, uint16_t* PE) {
+// horizontally adjacent output pixels (x, x + 1) at the same offsets as in E. One row, from that row of E.
+void build_pair_row(const Geometry& g, const uint8_t* E, uint16_t* PE) {
+  const int64_t Wp = g.W + 2 * g.pw, L = 8 * g.Cw;
+  for (int64_t x = 0; x < Wp; ++x) {
+    const uint8_t* a = E + x * L;
+    const uint8_t* c = x + g.sw < Wp ? a + g.sw * L : nullptr;  // the partner, or none past the row's end
+    uint16_t* dst = PE + x * L;
+    int64_t k = 0;
+    const auto widen = [](const uint8_t* p) {  // 16 bytes to 16 uint16
+      return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    };
+    for (; k + 16 <= L; k += 16) {
+      __m256i v = _mm256_slli_epi16(widen(a + k), 4);
+      if (c) v = _mm256_add_epi16(v, widen(c + k));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), v);
+    }
+    for (; k < L; ++k) dst[k] = static_cast<uint16_t>(16 * a[k] + (c ? c[k] : 0));
+  }
+}
+
+// The whole image PE, rows in parallel, each through a row of E in a small per-thread buffer (E itself is not kept:
+// the pair blocks read only PE).
+void build_pair_offsets(const Geometry& g, const int32_t* xp, uint16_t* PE) {
   const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw, L = 8 * g.Cw;
   at::parallel_for(0, g.N * Hp, std::max<int64_t>(1, 32768 / (Wp * L)), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r)
-      for (int64_t x = 0; x < Wp; ++x) {
-        const uint8_t* a = E + (r * Wp + x) * L;
-        const uint8_t* c = x + g.sw < Wp ? a + g.sw * L : nullptr;  // the partner, or none past the row's end
-        uint16_t* dst = PE + (r * Wp + x) * L;
-        int64_t k = 0;
-        const auto widen = [](const uint8_t* p) {  // 16 bytes to 16 uint16
-          return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-        };
-        for (; k + 16 <= L; k += 16) {
-          __m256i v = _mm256_slli_epi16(widen(a + k), 4);
-          if (c) v = _mm256_add_epi16(v, widen(c + k));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), v);
-        }
-        for (; k < L; ++k) dst[k] = static_cast<uint16_t>(16 * a[k] + (c ? c[k] : 0));
-      }
+    std::vector<uint8_t> row(Wp * L);
+    for (int64_t r = b; r < e; ++r) {
+      build_padded_row(g, xp, r / Hp, r % Hp, row.data());
+      build_pair_row(g, row.data(), PE + r * Wp * L);
+    }
   });
 }
 
@@ -960,19 +972,20 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const int64_t L = 8 * g.Cw, steps = T * L;  // nibble steps per tap and in all (AVX2 path)
   const bool wide = !use_avx2 || steps > kMaxSumSteps;  // int32 sums (else D fits the uint16 sums)
 
-  // AVX2 path: the padded image of nibble offsets (built by this thread, read by all), with pairs the pair offsets
-  // built from it, and the chunks of the steps as runs.
+  // AVX2 path: the padded image of nibble offsets (read by all threads), or with pairs only the pair offsets (built
+  // row by row through a row of it), and the chunks of the steps as runs.
   const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
   thread_local std::vector<uint8_t> padded;  // reused across calls: no page faults for a fresh buffer each time
   thread_local std::vector<uint16_t> pair_offsets;
   std::vector<Chunk> chunks;
   if (use_avx2) {
 #ifdef __AVX2__
-    padded.resize(static_cast<size_t>(g.N * Hp * Wp * L));
-    build_padded_nibbles(g, x_ptr, padded.data());
     if (use_pairs) {
-      pair_offsets.resize(padded.size());
-      build_pair_offsets(g, padded.data(), pair_offsets.data());
+      pair_offsets.resize(static_cast<size_t>(g.N * Hp * Wp * L));
+      build_pair_offsets(g, x_ptr, pair_offsets.data());
+    } else {
+      padded.resize(static_cast<size_t>(g.N * Hp * Wp * L));
+      build_padded_nibbles(g, x_ptr, padded.data());
     }
     chunks = make_chunks(g, Wp, kChunkBytes / (32 * nv0));
 #endif
