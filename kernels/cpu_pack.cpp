@@ -10,8 +10,8 @@
 // channel mean of |y| (the A of XNOR-Net's input scale K) is accumulated in the same pass.
 //
 // Memory access: a channels_last input is read pixel by pixel, 32 contiguous channels per word (AVX2: 4 x 8 lanes,
-// fma, compare, movemask); an NCHW input 64 pixels of an image at a time (contiguous in each channel plane), the
-// words of 8 pixels built in the lanes of a vector, a compare, and and an or per channel (pack_word_vertical). K (A
+// fma, compare, movemask); an NCHW input 64 pixels of an image at a time (contiguous in each channel plane): 8 compares
+// + movemasks per channel give 64 pixel bits, 8 x 8 bit transposes turn them into channel bits per pixel. K (A
 // convolved with a box filter) is a small separate kernel, input_scale.
 
 #include <ATen/ATen.h>
@@ -49,80 +49,90 @@ struct Affine {
   }
 };
 
-constexpr int64_t kBlockPixels = 64;  // NCHW: pixels per block (8 vectors of 8 with AVX2)
-
 #ifdef __AVX2__
+// Bits of 32 channels x 64 pixels, from channel-major masks (bit p of bits[j]: channel j of pixel p) to pixel-major
+// words (bit j of words[p]). Per 8 channels an 8 x 8 byte transpose (unpacks) gathers, per 8 pixels, the 8 channels'
+// bytes; an 8 x 8 bit transpose of each (bit p of byte j -> bit j of byte p; 3 delta swaps, 4 at a time in the 64-bit
+// lanes of a ymm) gives a byte of channel bits per pixel; a last unpack interleaves the 4 bytes of each word.
+inline __m256i transpose8x8_bits(__m256i x) {
+  const auto swap = [](__m256i v, int shift, int64_t keep, int64_t move) {
+    const __m256i m = _mm256_set1_epi64x(move);
+    const __m128i n = _mm_cvtsi32_si128(shift);
+    const __m256i moved = _mm256_or_si256(_mm256_sll_epi64(_mm256_and_si256(v, m), n),
+                                          _mm256_and_si256(_mm256_srl_epi64(v, n), m));
+    return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi64x(keep)), moved);
+  };
+  x = swap(x, 7, static_cast<int64_t>(0xAA55AA55AA55AA55ull), 0x00AA00AA00AA00AAll);
+  x = swap(x, 14, static_cast<int64_t>(0xCCCC3333CCCC3333ull), 0x0000CCCC0000CCCCll);
+  return swap(x, 28, static_cast<int64_t>(0xF0F0F0F00F0F0F0Full), 0x00000000F0F0F0F0ll);
+}
 
-// One word (channels c0 .. c0 + jn - 1, jn <= 32) of NV vectors of 8 pixels, "vertically": per channel and vector,
-// a compare gives each pixel's bit as a lane mask, which is and-ed with the channel's bit (1 << j) and or-ed into the
-// vector's 8 words. 3 instructions per 8 floats (the load folds into the compare), no transpose. kMasked: vector v
-// loads the lanes of mask[v] (a tail). parts[v] (kAbs): the channels' sum of |y| per pixel, in channel order.
-template <int NV, bool kAffine, bool kAbs, bool kMasked>
-inline void pack_word_vertical(const float* src, int64_t plane, int64_t jn, const float* scale, const float* shift,
-                               const __m256i* mask, uint32_t* words, float* parts) {
-  const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
-  __m256i acc[NV];
-  __m256 part[NV];
-  for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_si256(), part[v] = zero;
-  __m256i bit = _mm256_set1_epi32(1);
-  for (int64_t j = 0; j < jn; ++j, src += plane) {
-    __m256 a = zero, b = zero;
-    if constexpr (kAffine) a = _mm256_set1_ps(scale[j]), b = _mm256_set1_ps(shift[j]);
-    for (int v = 0; v < NV; ++v) {
-      __m256 y = kMasked ? _mm256_maskload_ps(src + 8 * v, mask[v]) : _mm256_loadu_ps(src + 8 * v);
-      if constexpr (kAffine) y = _mm256_fmadd_ps(y, a, b);
-      const __m256i ge = _mm256_castps_si256(_mm256_cmp_ps(y, zero, _CMP_GE_OQ));  // NaN: 0
-      acc[v] = _mm256_or_si256(acc[v], _mm256_and_si256(ge, bit));
-      if constexpr (kAbs) part[v] = _mm256_add_ps(part[v], _mm256_andnot_ps(sign, y));
+void transpose_word_bits(const uint64_t bits[32], uint32_t words[64]) {
+  alignas(32) uint64_t x[4][8];  // x[g][pb]: byte j = byte pb of bits[8 g + j], then (transposed) byte p = pixel 8 pb + p
+  const auto row = [&](int64_t j) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bits + j)); };
+  for (int64_t g = 0; g < 4; ++g) {
+    const int64_t j = 8 * g;
+    const __m128i s0 = _mm_unpacklo_epi8(row(j), row(j + 1)), s1 = _mm_unpacklo_epi8(row(j + 2), row(j + 3));
+    const __m128i s2 = _mm_unpacklo_epi8(row(j + 4), row(j + 5)), s3 = _mm_unpacklo_epi8(row(j + 6), row(j + 7));
+    const __m128i u0 = _mm_unpacklo_epi16(s0, s1), u1 = _mm_unpackhi_epi16(s0, s1);
+    const __m128i u2 = _mm_unpacklo_epi16(s2, s3), u3 = _mm_unpackhi_epi16(s2, s3);
+    __m128i* dst = reinterpret_cast<__m128i*>(x[g]);
+    _mm_store_si128(dst, _mm_unpacklo_epi32(u0, u2));      // pixel bytes 0, 1
+    _mm_store_si128(dst + 1, _mm_unpackhi_epi32(u0, u2));  // 2, 3
+    _mm_store_si128(dst + 2, _mm_unpacklo_epi32(u1, u3));  // 4, 5
+    _mm_store_si128(dst + 3, _mm_unpackhi_epi32(u1, u3));  // 6, 7
+  }
+  for (int64_t g = 0; g < 4; ++g)
+    for (int64_t h = 0; h < 2; ++h) {
+      __m256i* v = reinterpret_cast<__m256i*>(x[g] + 4 * h);
+      _mm256_store_si256(v, transpose8x8_bits(_mm256_load_si256(v)));
     }
-    bit = _mm256_add_epi32(bit, bit);
-  }
-  for (int v = 0; v < NV; ++v) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + 8 * v), acc[v]);
-    if constexpr (kAbs) _mm256_storeu_ps(parts + 8 * v, part[v]);
-  }
-}
-
-template <bool kAffine, bool kAbs, bool kMasked>
-void pack_block_words(const float* src, int64_t plane, int64_t jn, const float* scale, const float* shift,
-                      const __m256i* mask, uint32_t* words, float* parts) {
-  if constexpr (kAbs) {  // 4 vectors at a time: 8 accumulators, and the registers are not spilled
-    pack_word_vertical<4, kAffine, kAbs, kMasked>(src, plane, jn, scale, shift, mask, words, parts);
-    pack_word_vertical<4, kAffine, kAbs, kMasked>(src + 32, plane, jn, scale, shift, mask + 4, words + 32, parts + 32);
-  } else {
-    pack_word_vertical<8, kAffine, kAbs, kMasked>(src, plane, jn, scale, shift, mask, words, parts);
+  for (int64_t pb = 0; pb < 8; ++pb) {
+    const auto t = [&](int64_t g) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(x[g] + pb)); };
+    const __m128i q01 = _mm_unpacklo_epi8(t(0), t(1)), q23 = _mm_unpacklo_epi8(t(2), t(3));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(words + 8 * pb), _mm_unpacklo_epi16(q01, q23));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(words + 8 * pb + 4), _mm_unpackhi_epi16(q01, q23));
   }
 }
 
-// Pixels q .. q + qn - 1 (qn <= 64) of an NCHW float image (channel c's plane at img + c * plane), word by word
-// (pack_word_vertical; a block shorter than 64 pixels loads the lanes it has). dst: the image's NHWC words;
-// total[p] += sum_c |y| of pixel q + p.
+constexpr int64_t kBlockPixels = 64;  // NCHW: pixels per block, one 64-bit mask per channel
+
+// Pixels q .. q + qn - 1 (qn <= 64) of an NCHW float image (channel c's plane at img + c * plane): per channel, up
+// to 8 compares + movemasks give a 64-bit mask of the pixels' bits (the last 8 pixels by a masked load), which
+// transpose_word_bits turns into words. dst: the image's NHWC words; total[p] += sum_c |y| of pixel q + p.
 void pack_nchw_block(const float* img, const Affine<float>& f, int64_t C, int64_t plane, int64_t q, int64_t qn,
                      int32_t* dst, double* total) {
-  const int64_t Cw = ceil_div(C, kWordBits);
-  __m256i mask[8];
-  for (int v = 0; v < 8; ++v)
-    mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(qn - 8 * v, 0, 8))),
-                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  alignas(32) uint32_t words[kBlockPixels];
-  alignas(32) float parts[kBlockPixels];
-  const bool full = qn == kBlockPixels, affine = f.scale != nullptr, abs = total != nullptr;
-  using Fn = void (*)(const float*, int64_t, int64_t, const float*, const float*, const __m256i*, uint32_t*, float*);
-  static constexpr Fn kFns[8] = {pack_block_words<false, false, false>, pack_block_words<false, false, true>,
-                                 pack_block_words<false, true, false>,  pack_block_words<false, true, true>,
-                                 pack_block_words<true, false, false>,  pack_block_words<true, false, true>,
-                                 pack_block_words<true, true, false>,   pack_block_words<true, true, true>};
-  const Fn fn = kFns[4 * affine + 2 * abs + !full];
+  const int64_t Cw = ceil_div(C, kWordBits), nvec = ceil_div(qn, 8);
+  const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(qn - 8 * (nvec - 1))),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));  // lanes of the last vector
+  alignas(16) uint64_t bits[kWordBits];
+  uint32_t words[kBlockPixels];
   for (int64_t k = 0; k < Cw; ++k) {
-    const int64_t c0 = k * kWordBits, jn = std::min(kWordBits, C - c0);
-    fn(img + c0 * plane + q, plane, jn, affine ? f.scale + c0 : nullptr, affine ? f.shift + c0 : nullptr, mask,
-       words, parts);
+    __m256 part[8];
+    for (auto& v : part) v = zero;
+    for (int64_t j = 0; j < kWordBits; ++j) {
+      const int64_t c = k * kWordBits + j;
+      bits[j] = 0;  // padding bits stay 0
+      if (c >= C) continue;
+      const float* src = img + c * plane + q;
+      const __m256 a = _mm256_set1_ps(f.scale ? f.scale[c] : 1.0f), b = _mm256_set1_ps(f.scale ? f.shift[c] : 0.0f);
+      for (int v = 0; v < nvec; ++v) {
+        __m256 y = v + 1 < nvec ? _mm256_loadu_ps(src + 8 * v) : _mm256_maskload_ps(src + 8 * v, tail);
+        if (f.scale) y = _mm256_fmadd_ps(y, a, b);
+        bits[j] |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(y, zero, _CMP_GE_OQ))) << (8 * v);  // NaN: 0
+        part[v] = _mm256_add_ps(part[v], _mm256_andnot_ps(sign, y));
+      }
+    }
+    transpose_word_bits(bits, words);
     for (int64_t p = 0; p < qn; ++p) dst[(q + p) * Cw + k] = static_cast<int32_t>(words[p]);
-    if (abs)
-      for (int64_t p = 0; p < qn; ++p) total[p] += parts[p];
+    if (total) {
+      alignas(32) float lanes[kBlockPixels];
+      for (int v = 0; v < 8; ++v) _mm256_store_ps(lanes + 8 * v, part[v]);
+      for (int64_t p = 0; p < qn; ++p) total[p] += lanes[p];
+    }
   }
 }
-
 #endif
 
 // x (N, C, H, W) contiguous -> out (N, H, W, Cw); absmean (N, H, W) = mean_c |y| if not null. An image's pixels
