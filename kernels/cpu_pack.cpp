@@ -35,7 +35,7 @@
 namespace {
 
 constexpr int64_t kWordBits = 32;
-constexpr int64_t kMinPackWork = 1 << 18;  // floats per thread, at least, when packing
+constexpr int64_t kMinPackWork = 1 << 16;  // floats per thread, at least, when packing (2^18: batch 1 on 1 thread)
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
