@@ -795,8 +795,9 @@ int64_t cached_weights() {
 // kStream: non-temporal stores (dst 32-byte aligned), for an output much larger than the caches. 8 filters per
 // AVX2 vector; the scalar tail computes the same.
 template <bool kExtra, bool kStream, class D>
-inline __attribute__((always_inline)) void epilogue(const D* d, const int32_t* lead, const float* alpha, const float* bias, float s, const float* res,
-              bool relu, int64_t oe, float* dst) {
+inline __attribute__((always_inline)) void epilogue(const D* d, const int32_t* lead, const float* alpha,
+                                                    const float* bias, float s, const float* res, bool relu,
+                                                    int64_t oe, float* dst) {
   int64_t j = 0;
 #ifdef __AVX2__
   const __m256 sv = _mm256_set1_ps(s), zero = _mm256_setzero_ps();
@@ -858,8 +859,9 @@ EpilogueFn<D> epilogue_fn(bool extra, bool stream) {
 // into ranges, whose valid taps it has; -1 when all its taps are in the image). Rows past R repeat the last pixel
 // (or pair): computed, never written. Arguments by value: the loop stores through pointers, and the compiler would
 // reload captured values after each store.
-__attribute__((noinline)) void map_rows(const Geometry g, const int64_t Wq, const int64_t R, const int64_t r0, const int64_t TP, const bool pairs,
-              const int64_t Wp, int64_t* at, int64_t* pixel, int32_t* pattern, std::vector<TapRange>& ranges) {
+__attribute__((noinline)) void map_rows(const Geometry g, const int64_t Wq, const int64_t R, const int64_t r0,
+                                        const int64_t TP, const bool pairs, const int64_t Wp, int64_t* at,
+                                        int64_t* pixel, int32_t* pattern, std::vector<TapRange>& ranges) {
   const int64_t Hp = g.H + 2 * g.ph, tp = std::min(TP, R - r0);
   ranges.clear();
   int64_t n = r0 / (g.Ho * Wq), y = (r0 / Wq) % g.Ho, x = r0 % Wq;  // of row r0 + i, advanced incrementally
