@@ -1113,7 +1113,8 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x_packed, const at::Tensor& w_packe
                            const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias,
                            int64_t channels, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                            int64_t variant) {
-  return conv(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, variant, std::nullopt, false);
+  return conv(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, variant, std::nullopt,
+              false);
 }
 
 // The float-input conv in one call (one dispatch, which matters at batch 1): sign packing with the optional fused
