@@ -43,7 +43,8 @@
 // the offset of its row of the table); the padding pixels are zero bytes, i.e. zero words. Row p of A is then never
 // copied: tap t of pixel p is the L bytes at a fixed offset (ky dh Wp + kx dw) L from the pixel's tap (0, 0), so a
 // register block reads its MR pixels' nibbles for tap t at MR pointers plus that offset, and a 3x3 conv reads each
-// expanded pixel nine times from cache instead of copying it nine times.
+// expanded pixel nine times from cache instead of copying it nine times. The pair blocks read pair offsets instead
+// (see build_pair_offsets), laid out the same way and built row by row through one row of that image.
 //
 // Tiling and memory access: tiles of TP pixels x one panel are distributed over torch's intra-op threads
 // (at::parallel_for, consecutive tiles per thread, pixel-major). A tile sweeps the T * L steps in chunks of about
@@ -1033,11 +1034,10 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
         }
         // Valid taps per pixel: a range ky_lo..ky_hi x kx_lo..kx_hi; border pixels share few ranges ("patterns").
         map_rows(g, Wq, R, r0, TP, use_pairs, Wp, at.data(), pixel.data(), pattern.data(), ranges);
-        if (use_avx2)
-          for (int64_t i = 0; i < TP; ++i) {
-            px[i] = E + at[i] * L;
-            if (use_pairs && i % 2 == 0) pq[i / 2] = PE + at[i] * L;
-          }
+        for (int64_t i = 0; use_avx2 && i < TP; ++i) {  // with pairs, the pair offsets only (E is not built)
+          if (use_pairs && i % 2 == 0) pq[i / 2] = PE + at[i] * L;
+          if (!use_pairs) px[i] = E + at[i] * L;
+        }
         built = pb;
       }
       // lead[r + 1] = |V_r| * C + 2 * (popcounts of the taps that pattern r misses) for this panel's filters; lead[0]

@@ -356,8 +356,7 @@ def test_float_input_conv_equals_its_steps():
             wt = torch.randn(o, c, kh, kw, generator=gen)
             wp, alpha = pack_weight_signs(wt), weight_scale(wt)
             affine = (torch.randn(c, generator=gen), torch.randn(c, generator=gen)) if case % 2 else (None, None)
-            packed, absmean = cpu.pack_signs_cpu(x, True, *affine) if affine[0] is not None else \
-                cpu.pack_signs_cpu(x, True)
+            packed, absmean = cpu.pack_signs_cpu(x, True, *affine)
             scale = cpu.input_scale_cpu(absmean, (kh, kw), stride, padding, dilation)
             for input_scale, threads_now in itertools.product((False, True), (1, 2)):
                 torch.set_num_threads(threads_now)
