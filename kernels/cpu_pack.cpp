@@ -97,12 +97,21 @@ void transpose_word_bits(const uint64_t bits[32], uint32_t words[64]) {
 
 constexpr int64_t kBlockPixels = 64;  // NCHW: pixels per block, one 64-bit mask per channel
 
+constexpr int64_t kPrefetchChannels = 16;  // software prefetch distance, in channel rows of a block
+
+inline void prefetch_row(const float* p, int64_t n) {  // the cache lines of n floats from p
+  for (int64_t i = 0; i < n; i += 16) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T0);
+}
+
 // Pixels q .. q + qn - 1 (qn <= 64) of an NCHW float image (channel c's plane at img + c * plane): per channel, up
 // to 8 compares + movemasks give a 64-bit mask of the pixels' bits (the last 8 pixels by a masked load), which
-// transpose_word_bits turns into words. dst: the image's NHWC words; total[p] += sum_c |y| of pixel q + p.
+// transpose_word_bits turns into words. dst: the image's NHWC words; total[p] += sum_c |y| of pixel q + p (kAbs).
+// Instantiated per case (affine or not, |y| sums or not, a full block of 64 pixels or not) so that the inner loop
+// carries no branch and no unused work.
+template <bool kAffine, bool kAbs, bool kFull>
 void pack_nchw_block(const float* img, const Affine<float>& f, int64_t C, int64_t plane, int64_t q, int64_t qn,
-                     int32_t* dst, double* total) {
-  const int64_t Cw = ceil_div(C, kWordBits), nvec = ceil_div(qn, 8);
+                     int32_t* dst, double* total, const float* next, int64_t next_n) {
+  const int64_t Cw = ceil_div(C, kWordBits), nvec = kFull ? 8 : ceil_div(qn, 8);
   const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
   const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(qn - 8 * (nvec - 1))),
                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));  // lanes of the last vector
@@ -116,22 +125,42 @@ void pack_nchw_block(const float* img, const Affine<float>& f, int64_t C, int64_
       bits[j] = 0;  // padding bits stay 0
       if (c >= C) continue;
       const float* src = img + c * plane + q;
-      const __m256 a = _mm256_set1_ps(f.scale ? f.scale[c] : 1.0f), b = _mm256_set1_ps(f.scale ? f.shift[c] : 0.0f);
+      // Software prefetch kPrefetchChannels channels ahead (into the next block past the last channel): the block's C
+      // channel rows are C short streams, too many for the hardware prefetchers.
+      if (c + kPrefetchChannels < C)
+        prefetch_row(img + (c + kPrefetchChannels) * plane + q, qn);
+      else if (next)
+        prefetch_row(next + (c + kPrefetchChannels - C) * plane, next_n);
+      __m256 a = zero, b = zero;
+      if constexpr (kAffine) a = _mm256_set1_ps(f.scale[c]), b = _mm256_set1_ps(f.shift[c]);
+      uint64_t m = 0;
       for (int v = 0; v < nvec; ++v) {
-        __m256 y = v + 1 < nvec ? _mm256_loadu_ps(src + 8 * v) : _mm256_maskload_ps(src + 8 * v, tail);
-        if (f.scale) y = _mm256_fmadd_ps(y, a, b);
-        bits[j] |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(y, zero, _CMP_GE_OQ))) << (8 * v);  // NaN: 0
-        part[v] = _mm256_add_ps(part[v], _mm256_andnot_ps(sign, y));
+        __m256 y = kFull || v + 1 < nvec ? _mm256_loadu_ps(src + 8 * v) : _mm256_maskload_ps(src + 8 * v, tail);
+        if constexpr (kAffine) y = _mm256_fmadd_ps(y, a, b);
+        m |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(y, zero, _CMP_GE_OQ))) << (8 * v);  // NaN: 0
+        if constexpr (kAbs) part[v] = _mm256_add_ps(part[v], _mm256_andnot_ps(sign, y));
       }
+      bits[j] = m;
     }
     transpose_word_bits(bits, words);
     for (int64_t p = 0; p < qn; ++p) dst[(q + p) * Cw + k] = static_cast<int32_t>(words[p]);
-    if (total) {
+    if constexpr (kAbs) {
       alignas(32) float lanes[kBlockPixels];
       for (int v = 0; v < 8; ++v) _mm256_store_ps(lanes + 8 * v, part[v]);
       for (int64_t p = 0; p < qn; ++p) total[p] += lanes[p];
     }
   }
+}
+
+using PackBlockFn = void (*)(const float*, const Affine<float>&, int64_t, int64_t, int64_t, int64_t, int32_t*,
+                             double*, const float*, int64_t);
+
+PackBlockFn pack_block_fn(bool affine, bool abs, bool full) {
+  static constexpr PackBlockFn fns[8] = {
+      pack_nchw_block<false, false, false>, pack_nchw_block<false, false, true>, pack_nchw_block<false, true, false>,
+      pack_nchw_block<false, true, true>,   pack_nchw_block<true, false, false>, pack_nchw_block<true, false, true>,
+      pack_nchw_block<true, true, false>,   pack_nchw_block<true, true, true>};
+  return fns[4 * affine + 2 * abs + full];
 }
 #endif
 
@@ -154,7 +183,15 @@ void pack_nchw(const scalar_t* x, Affine<scalar_t> f, int32_t* out, float* absme
 #ifdef __AVX2__
       if constexpr (std::is_same_v<scalar_t, float>) {
         std::fill(total, total + kBlockPixels, 0.0);
-        pack_nchw_block(img, f, C, plane, q0, q1 - q0, dst, am ? total : nullptr);
+        const float* next = nullptr;
+        int64_t next_n = 0;
+        if (blk + 1 < end) {  // this thread's next block, whose first channels are prefetched
+          const int64_t nq = ((blk + 1) % blocks) * kBlockPixels;
+          next = x + (blk + 1) / blocks * C * plane + nq;
+          next_n = std::min(plane, nq + kBlockPixels) - nq;
+        }
+        pack_block_fn(f.scale != nullptr, am != nullptr, q1 - q0 == kBlockPixels)(
+            img, f, C, plane, q0, q1 - q0, dst, am ? total : nullptr, next, next_n);
         if (am)
           for (int64_t p = 0; p < q1 - q0; ++p) am[q0 + p] = static_cast<float>(total[p] / static_cast<double>(C));
         q = q1;
