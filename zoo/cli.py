@@ -164,11 +164,13 @@ _TOOLS = {"models": _models, "publish": _publish, "cards": _cards, "bench": _ben
 
 
 def main(argv: list[str] | None = None) -> None:
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _TOOLS:
         _TOOLS[argv[0]](argv[1:])
         return
-    ZooCLI(args=argv)
+    # From the command line LightningCLI reads sys.argv itself (given both, it warns that they may disagree).
+    ZooCLI(args=None if from_command_line else argv)
 
 
 if __name__ == "__main__":
