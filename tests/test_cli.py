@@ -40,6 +40,7 @@ def test_recipe_fit_then_test_validate_predict_from_checkpoint(tmp_path, hub_ser
                 "--publish.token", "hf_secret_token"], cwd=tmp_path, warnings=True)
     assert "xnor_resnet18: test top-1" in out
     assert "args parameter is intended" not in out  # the command line reaches LightningCLI once, through sys.argv
+    assert "anonymous setting" not in out  # no deprecated wandb setting passed on
     published = tmp_path / "hub" / "xnor_resnet18-digits"
     assert "published xnor_resnet18-digits" in out
     assert {p.name for p in published.iterdir()} == {"model.safetensors", "config.json", "README.md"}

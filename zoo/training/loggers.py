@@ -29,3 +29,7 @@ class ZooWandbLogger(WandbLogger):
 
     def __init__(self, *args, offline: bool | None = None, **kwargs):
         super().__init__(*args, offline=not wandb_configured() if offline is None else offline, **kwargs)
+        # Lightning always passes wandb.init an `anonymous` setting (None when not asked for), which recent wandb
+        # versions deprecate with a warning on every run; leave it out unless it was asked for.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
