@@ -129,7 +129,7 @@ void pack_nchw_block(const float* img, const Affine<float>& f, int64_t C, int64_
       // channel rows are C short streams, too many for the hardware prefetchers.
       if (c + kPrefetchChannels < C)
         prefetch_row(img + (c + kPrefetchChannels) * plane + q, qn);
-      else if (next)
+      else if (next && c + kPrefetchChannels - C < C)  // (fewer than 16 channels: only the next block's own)
         prefetch_row(next + (c + kPrefetchChannels - C) * plane, next_n);
       __m256 a = zero, b = zero;
       if constexpr (kAffine) a = _mm256_set1_ps(f.scale[c]), b = _mm256_set1_ps(f.shift[c]);
