@@ -31,5 +31,6 @@ class ZooWandbLogger(WandbLogger):
         super().__init__(*args, offline=not wandb_configured() if offline is None else offline, **kwargs)
         # Lightning always passes wandb.init an `anonymous` setting (None when not asked for), which recent wandb
         # versions deprecate with a warning on every run; leave it out unless it was asked for.
-        if self._wandb_init.get("anonymous") is None:
-            self._wandb_init.pop("anonymous", None)
+        init = getattr(self, "_wandb_init", None)  # Lightning's private dict: left alone if it ever changes
+        if isinstance(init, dict) and init.get("anonymous") is None:
+            init.pop("anonymous", None)
