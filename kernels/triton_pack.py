@@ -33,6 +33,7 @@ from .packing import num_words
 __all__ = ["pack_signs_absmean_triton", "pack_signs_triton"]
 
 _UNSPECIALIZED = ("P", "C", "Cw", "H", "W", "sx_n", "sx_c", "sx_h", "sx_w")
+GPU_BLOCK_P = 128  # pixels per program on the GPU (the interpreter takes larger blocks)
 
 
 @triton.jit(do_not_specialize=_UNSPECIALIZED)
@@ -88,7 +89,7 @@ def _launch(x: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | N
         if mean is not None:
             mean.fill_(float("nan"))  # the mean of no channels, as torch.mean
         return words.zero_(), mean
-    block_p = max(16, min(triton.next_power_of_2(p), 2048)) if INTERPRETED else 128
+    block_p = max(16, min(triton.next_power_of_2(p), 2048)) if INTERPRETED else GPU_BLOCK_P
     affine = scale is not None
     args = (x, scale.contiguous() if affine else x, shift.contiguous() if affine else x, words,
             mean if mean is not None else words, p, c, cw, h, w, *x.stride())
