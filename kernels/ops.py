@@ -16,6 +16,10 @@ Ops (inference only: no autograd formula is registered)::
                                                                   channels_last memory on CPU)
         int = sum over the taps inside the image of (C - 2 * popcount(a ^ w)) = conv2d(sign(x), sign(w)) exactly
 
+    zoo_xnor::pack_kbit_planes(Tensor x, int bits, Tensor? scale=None, Tensor? shift=None) -> Tensor
+        (N, C, H, W) float -> (bits, N, H, W, ceil(C / 32)) int32: the sign planes of XNOR-Net's k-bit quantizer
+        q_k(y) = sum_b 2^b / (2^k - 1) * s_b (see :mod:`zoo_kernels.kbit`), each packed as pack_signs packs
+
 The packed format is documented in :mod:`zoo_kernels.packing`; the integer conv in :mod:`zoo_kernels.reference`.
 Every op has a fake (meta) implementation, so they trace under ``torch.compile`` and ``torch.export``.
 
@@ -34,7 +38,8 @@ another device plugs in with::
 
 :func:`xnor_conv2d` is the float-input form used at inference: it packs the activations, computes XNOR-Net's input
 scale ``K = conv2d(mean_c |x|, 1 / (kh kw))`` (box filter, same stride / padding / dilation, zero padding counted
-as 0) when asked, and calls the op.
+as 0) when asked, and calls the op. :func:`kbit_conv2d` is the same for k-bit inputs: one popcount conv per sign
+plane, combined in the epilogues' ``alpha``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import cpu
+from .kbit import MAX_BITS, kbit_plane_weights
+from .kbit import pack_kbit_planes as _pack_kbit_planes_torch
 from .packing import num_words
 from .packing import pack_signs as _pack_signs_torch
 from .reference import conv_output_size
@@ -55,6 +62,8 @@ from .reference import conv_output_size
 __all__ = [
     "NAMESPACE",
     "has_kernel",
+    "kbit_conv2d",
+    "pack_kbit_planes",
     "pack_signs",
     "pack_signs_absmean",
     "register_device_kernel",
@@ -72,6 +81,7 @@ _KERNELS: dict[str, dict[str, Callable[..., object]]] = {
     "pack_signs_absmean": {},
     "input_scale": {},
     "xnor_conv2d": {},
+    "pack_kbit_planes": {},
 }
 
 
@@ -207,6 +217,7 @@ def _check_conv_geometry(
 _LIB = torch.library.Library(NAMESPACE, "DEF")
 _LIB.define("pack_signs(Tensor x, Tensor? scale=None, Tensor? shift=None) -> Tensor")
 _LIB.define("pack_signs_absmean(Tensor x, Tensor? scale=None, Tensor? shift=None) -> (Tensor, Tensor)")
+_LIB.define("pack_kbit_planes(Tensor x, int bits, Tensor? scale=None, Tensor? shift=None) -> Tensor")
 _LIB.define("input_scale(Tensor absmean, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation) -> Tensor")
 _LIB.define(
     "xnor_conv2d(Tensor x_packed, Tensor w_packed, Tensor alpha, Tensor? scale, Tensor? bias, int channels, "
@@ -250,6 +261,22 @@ def _pack_signs_absmean_impl(
     _check_float_input(x, f"{NAMESPACE}::pack_signs_absmean")
     _check_affine(x, scale, shift, f"{NAMESPACE}::pack_signs_absmean")
     return _KERNELS["pack_signs_absmean"].get(x.device.type, _pack_signs_absmean_torch)(x, scale, shift)
+
+
+def _check_bits(bits: int) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"{NAMESPACE}::pack_kbit_planes: bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
+
+
+def _pack_kbit_planes_affine_torch(x: Tensor, bits: int, scale: Tensor | None, shift: Tensor | None) -> Tensor:
+    return _pack_kbit_planes_torch(_affine(x, scale, shift), bits)
+
+
+def _pack_kbit_planes_impl(x: Tensor, bits: int, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+    _check_float_input(x, f"{NAMESPACE}::pack_kbit_planes")
+    _check_bits(bits)
+    _check_affine(x, scale, shift, f"{NAMESPACE}::pack_kbit_planes")
+    return _KERNELS["pack_kbit_planes"].get(x.device.type, _pack_kbit_planes_affine_torch)(x, bits, scale, shift)
 
 
 def _input_scale_torch(
@@ -312,6 +339,7 @@ def _register_dispatch_key(key: str) -> None:
     if key not in _DISPATCH_KEYS:
         _LIB.impl("pack_signs", _pack_signs_impl, key)
         _LIB.impl("pack_signs_absmean", _pack_signs_absmean_impl, key)
+        _LIB.impl("pack_kbit_planes", _pack_kbit_planes_impl, key)
         _LIB.impl("input_scale", _input_scale_impl, key)
         _LIB.impl("xnor_conv2d", _xnor_conv2d_impl, key)
         _DISPATCH_KEYS.add(key)
@@ -335,6 +363,15 @@ def _(x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> tu
     _check_affine(x, scale, shift, f"{NAMESPACE}::pack_signs_absmean")
     n, c, h, w = x.shape
     return x.new_empty((n, h, w, num_words(c)), dtype=torch.int32), x.new_empty((n, 1, h, w), dtype=torch.float32)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::pack_kbit_planes", lib=_LIB)
+def _(x: Tensor, bits: int, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+    _check_float_input(x, f"{NAMESPACE}::pack_kbit_planes")
+    _check_bits(bits)
+    _check_affine(x, scale, shift, f"{NAMESPACE}::pack_kbit_planes")
+    n, c, h, w = x.shape
+    return x.new_empty((bits, n, h, w, num_words(c)), dtype=torch.int32)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::input_scale", lib=_LIB)
@@ -374,6 +411,13 @@ def pack_signs_absmean(x: Tensor, scale: Tensor | None = None, shift: Tensor | N
     """``zoo_xnor::pack_signs_absmean``: :func:`pack_signs` and ``A = mean_c |y|`` ((N, 1, H, W) float32), one
     pass over ``x``. ``A`` is NaN where a channel is NaN."""
     return torch.ops.zoo_xnor.pack_signs_absmean(x, scale, shift)
+
+
+def pack_kbit_planes(x: Tensor, bits: int, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+    """``zoo_xnor::pack_kbit_planes``: the ``bits`` sign planes of ``q_k(y)``, ``y = x * scale[c] + shift[c]`` (or
+    ``x``), packed, ``(bits, N, H, W, ceil(C / 32))`` int32 (see :mod:`zoo_kernels.kbit`)."""
+    _check_bits(bits)  # before the dispatcher, which takes True for 1
+    return torch.ops.zoo_xnor.pack_kbit_planes(x, bits, scale, shift)
 
 
 def xnor_conv2d_packed(
@@ -463,6 +507,53 @@ def xnor_input_scale(
     return torch.ops.zoo_xnor.input_scale(absmean, list(kernel_size), list(stride), list(padding), list(dilation))
 
 
+def _float_conv_args(
+    name: str,
+    x: Tensor,
+    w_packed: Tensor,
+    alpha: Tensor,
+    channels: int,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int],
+    padding: int | Sequence[int],
+    dilation: int | Sequence[int],
+    bias: Tensor | None,
+    groups: int,
+    residual: Tensor | None,
+) -> tuple[list[int], list[int], list[int], list[int], Tensor, Tensor | None]:
+    """The checks of a float-input conv's arguments; its geometry as pairs, ``alpha`` and ``bias`` as detached
+    float32."""
+    _check_float_input(x, f"{name}: x")
+    if groups != 1:
+        raise NotImplementedError(f"{name}: only groups=1 is supported, got groups={groups}")
+    if not isinstance(w_packed, Tensor) or w_packed.dim() != 4 or w_packed.dtype != torch.int32:
+        raise TypeError(f"{name}: w_packed must be a 4D torch.int32 tensor (O, kh, kw, Cw)")
+    ks, st, pd, dl = (_pair(v, n) for v, n in ((kernel_size, "kernel_size"), (stride, "stride"),
+                                               (padding, "padding"), (dilation, "dilation")))
+    if x.shape[1] != channels:
+        raise ValueError(f"{name}: x has {x.shape[1]} channels, expected {channels}")
+    if tuple(w_packed.shape[1:3]) != tuple(ks) or w_packed.shape[3] != num_words(channels):
+        raise ValueError(
+            f"{name}: w_packed shape {tuple(w_packed.shape)} does not match kernel_size {tuple(ks)} and "
+            f"{channels} channels ({num_words(channels)} words)"
+        )
+    for t, what in ((w_packed, "w_packed"), (alpha, "alpha"), (bias, "bias")):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name}: {what} is on {t.device}, x on {x.device}")
+    if alpha.requires_grad or alpha.dtype != torch.float32:
+        alpha = alpha.detach().float()
+    if bias is not None and (bias.requires_grad or bias.dtype != torch.float32):
+        bias = bias.detach().float()
+    if residual is not None:
+        n, _, h, w = x.shape
+        shape = (n, w_packed.shape[0], conv_output_size(h, ks[0], st[0], pd[0], dl[0]),
+                 conv_output_size(w, ks[1], st[1], pd[1], dl[1]))
+        if residual.dtype != torch.float32 or residual.device != x.device or residual.shape != shape:
+            raise ValueError(f"{name}: residual must be float32 of the output's shape {shape} on {x.device}, got "
+                             f"{residual.dtype} {tuple(residual.shape)} on {residual.device}")
+    return ks, st, pd, dl, alpha, bias
+
+
 def xnor_conv2d(
     x: Tensor,
     w_packed: Tensor,
@@ -495,35 +586,9 @@ def xnor_conv2d(
     (``NaN >= 0`` is False) and, with ``input_scale``, makes ``K`` -- hence the outputs whose window covers it --
     NaN; no error is raised. ``-0.0`` packs as +1.
     """
-    _check_float_input(x, "xnor_conv2d: x")
-    if groups != 1:
-        raise NotImplementedError(f"xnor_conv2d: only groups=1 is supported, got groups={groups}")
-    if not isinstance(w_packed, Tensor) or w_packed.dim() != 4 or w_packed.dtype != torch.int32:
-        raise TypeError("xnor_conv2d: w_packed must be a 4D torch.int32 tensor (O, kh, kw, Cw)")
-    ks, st, pd, dl = (_pair(v, n) for v, n in ((kernel_size, "kernel_size"), (stride, "stride"),
-                                               (padding, "padding"), (dilation, "dilation")))
-    if x.shape[1] != channels:
-        raise ValueError(f"xnor_conv2d: x has {x.shape[1]} channels, expected {channels}")
-    if tuple(w_packed.shape[1:3]) != tuple(ks) or w_packed.shape[3] != num_words(channels):
-        raise ValueError(
-            f"xnor_conv2d: w_packed shape {tuple(w_packed.shape)} does not match kernel_size {tuple(ks)} and "
-            f"{channels} channels ({num_words(channels)} words)"
-        )
-    for t, what in ((w_packed, "w_packed"), (alpha, "alpha"), (bias, "bias")):
-        if t is not None and t.device != x.device:
-            raise ValueError(f"xnor_conv2d: {what} is on {t.device}, x on {x.device}")
-    if alpha.requires_grad or alpha.dtype != torch.float32:
-        alpha = alpha.detach().float()
-    if bias is not None and (bias.requires_grad or bias.dtype != torch.float32):
-        bias = bias.detach().float()
+    ks, st, pd, dl, alpha, bias = _float_conv_args("xnor_conv2d", x, w_packed, alpha, channels, kernel_size, stride,
+                                                   padding, dilation, bias, groups, residual)
     fused = _fused_cpu_kernel(x)
-    if residual is not None:
-        n, _, h, w = x.shape
-        shape = (n, w_packed.shape[0], conv_output_size(h, ks[0], st[0], pd[0], dl[0]),
-                 conv_output_size(w, ks[1], st[1], pd[1], dl[1]))
-        if residual.dtype != torch.float32 or residual.device != x.device or residual.shape != shape:
-            raise ValueError(f"xnor_conv2d: residual must be float32 of the output's shape {shape} on {x.device}, got "
-                             f"{residual.dtype} {tuple(residual.shape)} on {residual.device}")
     if fused is not None:  # the checks of the ops it stands for
         _check_affine(x, norm_scale, norm_shift, "xnor_conv2d")
         n, _, h, w = x.shape
@@ -538,4 +603,49 @@ def xnor_conv2d(
     out = xnor_conv2d_packed(x_packed, w_packed, alpha, scale, bias, channels, st, pd, dl)
     if residual is not None:
         out = out + residual
+    return out.relu_() if relu else out
+
+
+def kbit_conv2d(
+    x: Tensor,
+    w_packed: Tensor,
+    alpha: Tensor,
+    channels: int,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    bits: int = 2,
+    input_scale: bool = False,
+    bias: Tensor | None = None,
+    groups: int = 1,
+    norm_scale: Tensor | None = None,
+    norm_shift: Tensor | None = None,
+    residual: Tensor | None = None,
+    relu: bool = False,
+) -> Tensor:
+    """The conv of XNOR-Net's k-bit inputs with packed sign weights, on XNOR-popcount: ``y = alpha[o] * K[n, y, x] *
+    conv2d(q_k(x), sign(w)) + bias[o]``, float32.
+
+    ``q_k(x) = sum_b 2^b / (2^k - 1) * s_b`` with ``k = bits`` sign planes ``s_b`` (:mod:`zoo_kernels.kbit`), so the
+    conv is ``bits`` popcount convs (``zoo_xnor::xnor_conv2d``) of the packed planes, plane ``b``'s with ``alpha``
+    scaled by ``2^b / (2^k - 1)``, summed. The arguments are those of :func:`xnor_conv2d`: ``norm_scale`` /
+    ``norm_shift`` quantize ``x * norm_scale[c] + norm_shift[c]`` (a fused inference BatchNorm), ``K`` is
+    :func:`xnor_input_scale` of its ``mean_c |.|`` when ``input_scale``, ``residual`` is added and ``relu`` applied
+    last. A NaN input takes level 0 (``q = -1``); an empty batch gives an empty output.
+    """
+    ks, st, pd, dl, alpha, bias = _float_conv_args("kbit_conv2d", x, w_packed, alpha, channels, kernel_size, stride,
+                                                   padding, dilation, bias, groups, residual)
+    planes = pack_kbit_planes(x, bits, norm_scale, norm_shift)
+    scale = None
+    if input_scale:
+        absmean = _affine(x, norm_scale, norm_shift).float().abs().mean(dim=1, keepdim=True)
+        scale = xnor_input_scale(absmean, ks, st, pd, dl)
+    out = None
+    for plane, weight in zip(planes, kbit_plane_weights(bits), strict=True):
+        y = xnor_conv2d_packed(plane, w_packed, alpha * weight, scale, bias if out is None else None, channels, st,
+                               pd, dl)
+        out = y if out is None else out.add_(y)
+    if residual is not None:
+        out = out.add_(residual)
     return out.relu_() if relu else out

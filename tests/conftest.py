@@ -43,17 +43,28 @@ def hub_server() -> HubServer:
     return HUB_SERVER
 
 
-@pytest.fixture(scope="session")
-def trained_xnor(digits_batch):
-    """xnor_resnet18 after 12 Adam steps on real digits (non-trivial weights and BatchNorm statistics), in eval mode."""
+def _trained_briefly(name: str, images: torch.Tensor, labels: torch.Tensor) -> torch.nn.Module:
+    """Model ``name`` after 12 Adam steps on real digits (non-trivial weights and BatchNorm statistics), in eval
+    mode."""
     import zoo
 
     torch.manual_seed(0)
-    images, labels = digits_batch
-    model = zoo.create_model("xnor_resnet18", num_classes=10, in_chans=1, small_input=True).train()
+    model = zoo.create_model(name, num_classes=10, in_chans=1, small_input=True).train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(12):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(images), labels).backward()
         opt.step()
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_xnor(digits_batch):
+    """xnor_resnet18 briefly trained on real digits, in eval mode."""
+    return _trained_briefly("xnor_resnet18", *digits_batch)
+
+
+@pytest.fixture(scope="session")
+def trained_w1a2(digits_batch):
+    """w1a2_resnet18 (2-bit inputs, sign weights) briefly trained on real digits, in eval mode."""
+    return _trained_briefly("w1a2_resnet18", *digits_batch)

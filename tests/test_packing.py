@@ -124,9 +124,13 @@ def test_fp_model_packs_to_itself():
 
 
 @pytest.mark.parametrize("backend", ["compiled", "reference", "triton"])
-def test_packed_xnor_model_runs_on_bits_on_each_backend(trained_xnor, digits_batch, backend, monkeypatch):
+@pytest.mark.parametrize("model", ["xnor", "w1a2"])
+def test_packed_model_runs_on_bits_on_each_backend(request, model, digits_batch, backend, monkeypatch):
+    """XNOR (sign inputs) and w1a2 (2-bit inputs, as two sign planes) models: every binary conv runs on the popcount
+    kernel of the backend, and the packed model's logits match the training-mode model's."""
     from zoo_kernels import cpu, ops
 
+    trained = request.getfixturevalue(f"trained_{model}")
     images, _ = digits_batch
     device, kernel_route, triton_calls = "cpu", contextlib.nullcontext(), []
     if backend == "compiled" and not cpu.cpu_kernel_available():
@@ -147,17 +151,20 @@ def test_packed_xnor_model_runs_on_bits_on_each_backend(trained_xnor, digits_bat
         kernel_route = ops.use_kernel(
             "xnor_conv2d", device, lambda *a: triton_calls.append(1) or triton_xnor.xnor_conv2d_triton(*a)
         )
-    packed = pack(trained_xnor).to(device)
+    packed = pack(trained).to(device)
     layers = [m for m in packed.modules() if isinstance(m, PackedBinaryConv2d)]
     assert layers and all(m.runs_on_bits for m in layers)
-    calls = []
-    kernel = zoo.packing.popcount_conv2d
-    monkeypatch.setattr(zoo.packing, "popcount_conv2d", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    calls, planes = [], 1 if model == "xnor" else 2
+    entry = "popcount_conv2d" if model == "xnor" else "kbit_conv2d"
+    kernel = getattr(zoo.packing, entry)
+    monkeypatch.setattr(zoo.packing, entry, lambda *a, **k: calls.append(1) or kernel(*a, **k))
     with torch.no_grad(), kernel_route:
-        ref, out = trained_xnor(images), packed(images.to(device)).cpu()
-    assert len(calls) == len(layers) and len(triton_calls) == (len(layers) if backend == "triton" else 0)
+        ref, out = trained(images), packed(images.to(device)).cpu()
+    assert len(calls) == len(layers)
+    assert len(triton_calls) == (planes * len(layers) if backend == "triton" else 0)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
     assert torch.equal(out.argmax(1), ref.argmax(1))
+    assert ref.std() > 0.1  # real logits, not a constant
 
 
 def test_packed_conv_keeps_a_differentiable_float_path():

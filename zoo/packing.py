@@ -7,8 +7,9 @@ word ``c // 32`` (LSB first), bit 1 for ``W >= 0`` (``sign(0) = +1``), padding b
 A packed layer computes what its trainable layer computes in eval mode. A packed XNOR conv (sign inputs, groups 1)
 runs on bit operations: ``alpha * K * (n - 2 * popcount(x XOR w))`` (``zoo_kernels.ops.xnor_conv2d``: the compiled
 CPU kernel or its exact reference, the Triton kernel on CUDA; whichever kernel the input's device has, else the float
-path); other packed layers rebuild ``alpha * sign(W)`` from the bits and use a float conv. ``unpack(pack(model))``
-has identical binarized weights and can be fine-tuned.
+path). A packed conv of k-bit inputs (XNOR-Net's k-bit quantizer) runs on the same kernel, one popcount conv per bit
+plane of the quantized input (``zoo_kernels.ops.kbit_conv2d``). BWN layers (float inputs) rebuild ``alpha * sign(W)``
+from the bits and use a float conv. ``unpack(pack(model))`` has identical binarized weights and can be fine-tuned.
 
 Inference layout: in a packed block ``BatchNorm -> sign -> conv`` the BatchNorm is applied in the conv's sign-packing
 pass (``PackedBinaryConvBlock``: the same parameters and state dict, one pass over the activation instead of two); in
@@ -21,6 +22,7 @@ after it, is channels_last: the layout the CPU kernel packs fastest and returns.
 from __future__ import annotations
 
 import copy
+import functools
 import operator
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
-from zoo_kernels.ops import has_kernel
+from zoo_kernels.kbit import MAX_BITS
+from zoo_kernels.ops import has_kernel, kbit_conv2d
 from zoo_kernels.ops import xnor_conv2d as popcount_conv2d
 from zoo_kernels.packing import pack_weight_signs, unpack_signs
 
@@ -53,6 +56,18 @@ _T = TypeVar("_T")
 def is_packable(layer: nn.Module) -> bool:
     """A binary layer whose weights are ``alpha * sign(W)`` (every registered scheme but ``fp``)."""
     return getattr(getattr(layer, "kernel_quantizer", None), "quantizer_name", None) == "scaled_sign"
+
+
+def _input_bits(layer: BinaryConv2d | BinaryLinear) -> int | None:
+    """The bits per input value the popcount kernels see: 1 for sign inputs, k for the k-bit quantizer (as k sign
+    planes), None for float inputs (or a quantizer they do not know)."""
+    q = layer.input_quantizer
+    name = getattr(q, "quantizer_name", None)
+    if name in ("bin_activ", "ste_sign"):
+        return 1
+    if name == "kbit" and 1 <= q.bits <= MAX_BITS:
+        return q.bits
+    return None
 
 
 def _input_kwargs(layer: BinaryConv2d | BinaryLinear) -> dict:
@@ -122,9 +137,8 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
 
     @property
     def runs_on_bits(self) -> bool:
-        """Whether inference uses the XNOR-popcount kernel: sign-binarized inputs, no groups."""
-        name = getattr(self.input_quantizer, "quantizer_name", None)
-        return name in ("bin_activ", "ste_sign") and self.groups == 1
+        """Whether inference uses the XNOR-popcount kernel: sign-binarized or k-bit inputs, no groups."""
+        return _input_bits(self) is not None and self.groups == 1
 
     def on_bits(self, x: torch.Tensor) -> bool:
         """Whether ``forward(x)`` runs the popcount kernel (else the float conv of the rebuilt weights)."""
@@ -145,12 +159,14 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
         then adds ``residual`` and applies a ReLU when asked."""
         if alpha is None:
             alpha, bias = self._buffers["alpha"], self._parameters["bias"]
-        return popcount_conv2d(
-            x, self._buffers["weight_bits"], alpha, self.in_channels, self.kernel_size, self.stride, self.padding,
-            self.dilation,
-            input_scale=self.input_scale, bias=bias, norm_scale=norm_scale, norm_shift=norm_shift, residual=residual,
-            relu=relu,
-        )
+        args = (x, self._buffers["weight_bits"], alpha, self.in_channels, self.kernel_size, self.stride, self.padding,
+                self.dilation)
+        kwargs = {"input_scale": self.input_scale, "bias": bias, "norm_scale": norm_scale, "norm_shift": norm_shift,
+                  "residual": residual, "relu": relu}
+        bits = _input_bits(self)
+        if bits == 1:
+            return popcount_conv2d(*args, **kwargs)
+        return kbit_conv2d(*args, bits=bits, **kwargs)  # one popcount conv per bit plane
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.on_bits(x):
@@ -194,16 +210,16 @@ class PackedBinaryLinear(_PackedWeight, BinaryLinear):
 
     @property
     def runs_on_bits(self) -> bool:
-        """Whether inference uses the XNOR-popcount kernel: sign-binarized inputs."""
-        return getattr(self.input_quantizer, "quantizer_name", None) in ("bin_activ", "ste_sign")
+        """Whether inference uses the XNOR-popcount kernel: sign-binarized or k-bit inputs."""
+        return _input_bits(self) is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A fully connected layer is a 1x1 conv over a 1x1 image: K = mean_j |x_j| per sample, as in BinaryLinear.
         if self.runs_on_bits and x.dim() == 2 and not x.requires_grad and has_kernel("xnor_conv2d", x.device.type):
-            y = popcount_conv2d(
-                x[:, :, None, None], self.weight_bits[:, None, None, :], self.alpha, self.in_features, 1,
-                input_scale=self.input_scale, bias=self.bias,
-            )
+            bits = _input_bits(self)
+            conv = popcount_conv2d if bits == 1 else functools.partial(kbit_conv2d, bits=bits)
+            y = conv(x[:, :, None, None], self.weight_bits[:, None, None, :], self.alpha, self.in_features, 1,
+                     input_scale=self.input_scale, bias=self.bias)
             return y.flatten(1)
         return super().forward(x)
 
