@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from .kbit import pack_kbit_planes as _pack_kbit_planes_torch
 from .packing import pack_signs as _pack_signs_torch
 from .reference import xnor_conv2d_reference
 
@@ -44,6 +45,7 @@ __all__ = [
     "xnor_conv2d_float_cpu",
     "kernel_info",
     "load_extension",
+    "pack_kbit_planes_cpu",
     "pack_signs_cpu",
     "xnor_conv2d_cpu",
 ]
@@ -113,6 +115,7 @@ def load_extension() -> bool:
                     _build()
                     _ops["pack_signs"] = torch.ops.zoo_xnor_cpu.pack_signs.default
                     _ops["input_scale"] = torch.ops.zoo_xnor_cpu.input_scale.default
+                    _ops["pack_kbit_planes"] = torch.ops.zoo_xnor_cpu.pack_kbit_planes.default
                     _ops["xnor_conv2d"] = torch.ops.zoo_xnor_cpu.xnor_conv2d.default
                     _ops["xnor_conv2d_float"] = torch.ops.zoo_xnor_cpu.xnor_conv2d_float.default
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
@@ -161,6 +164,21 @@ def pack_signs_cpu(
         x = y.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     packed = _pack_signs_torch(x)
     return packed, (x.float().abs().mean(dim=1, keepdim=True) if absmean else None)
+
+
+def pack_kbit_planes_cpu(
+    x: torch.Tensor, bits: int, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The sign planes of XNOR-Net's k-bit quantizer, ``(N, C, H, W)`` float -> ``(bits, N, H, W, Cw)`` int32, as
+    :func:`zoo_kernels.kbit.pack_kbit_planes` gives them, of ``y = x * scale[c] + shift[c]`` (``fma``) when given.
+    float32 and float64 inputs in the compiled kernel; other dtypes, and the fallback, in PyTorch."""
+    if (scale is None) != (shift is None):
+        raise ValueError("pack_kbit_planes_cpu: give both scale and shift, or neither")
+    if x.dtype in (torch.float32, torch.float64) and load_extension():
+        return _ops["pack_kbit_planes"](x, bits, scale, shift)
+    if scale is not None:
+        x = torch.addcmul(shift.view(1, -1, 1, 1).to(x.dtype), x, scale.view(1, -1, 1, 1).to(x.dtype))
+    return _pack_kbit_planes_torch(x, bits)
 
 
 def input_scale_cpu(

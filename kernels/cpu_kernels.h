@@ -12,6 +12,11 @@ namespace zoo_xnor_cpu {
 std::tuple<at::Tensor, at::Tensor> pack_signs(const at::Tensor& x, bool absmean, const std::optional<at::Tensor>& scale,
                                               const std::optional<at::Tensor>& shift);
 
+// The sign planes of XNOR-Net's k-bit quantizer of x (or of fma(x, scale[c], shift[c])), packed to
+// (bits, N, H, W, Cw) int32 (see kbit.py).
+at::Tensor pack_kbit_planes(const at::Tensor& x, int64_t bits, const std::optional<at::Tensor>& scale,
+                            const std::optional<at::Tensor>& shift);
+
 // XNOR-Net's K: absmean (N, 1, H, W) convolved with a kh x kw box of 1 / (kh * kw), zero padding counted as 0.
 at::Tensor input_scale(const at::Tensor& absmean, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                        at::IntArrayRef padding, at::IntArrayRef dilation);

@@ -275,6 +275,145 @@ void pack_nhwc(const scalar_t* x, Affine<scalar_t> f, int32_t* out, float* absme
   });
 }
 
+// ---------------------------------------------------------------------------------------- k-bit sign planes
+// XNOR-Net's k-bit quantizer as sign planes (see kbit.py): the level L = floor(n (clamp(y, -1, 1) + 1) / 2 + 1/2),
+// n = 2^bits - 1 (NaN: level 0), and plane b holds bit b of L, packed as the signs are. The level is computed with
+// the operations of the PyTorch definition, in the same order, so that both give the same L.
+
+constexpr int kMaxBits = 16;
+
+template <typename scalar_t>
+inline int32_t kbit_level(scalar_t y, scalar_t n) {
+  if (std::isnan(y)) return 0;
+  const scalar_t t = std::min(std::max(y, scalar_t(-1)), scalar_t(1));
+  return static_cast<int32_t>(std::floor(n * (t + scalar_t(1)) / scalar_t(2) + scalar_t(0.5)));
+}
+
+// The planes' words of one pixel (channels c = 0 .. C-1 at src[c * cstride]), scalar: dst[b * pstride + k].
+template <typename scalar_t>
+void kbit_pixel_scalar(const scalar_t* src, int64_t cstride, const Affine<scalar_t>& f, int64_t C, int64_t k0,
+                       int bits, int32_t* dst, int64_t pstride) {
+  const scalar_t n = static_cast<scalar_t>((1 << bits) - 1);
+  for (int64_t k = k0; k < ceil_div(C, kWordBits); ++k) {
+    uint32_t words[kMaxBits] = {};
+    for (int64_t j = 0; j < kWordBits && k * kWordBits + j < C; ++j) {
+      const int64_t c = k * kWordBits + j;
+      const uint32_t level = static_cast<uint32_t>(kbit_level(f(src[c * cstride], c), n));
+      for (int b = 0; b < bits; ++b) words[b] |= ((level >> b) & 1u) << j;
+    }
+    for (int b = 0; b < bits; ++b) dst[b * pstride + k] = static_cast<int32_t>(words[b]);
+  }
+}
+
+#ifdef __AVX2__
+// Levels of 8 values (as kbit_level: halving is exact, so the order of the multiplications does not matter).
+inline __m256i kbit_levels8(__m256 y, __m256 n) {
+  const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
+  __m256 t = _mm256_min_ps(_mm256_max_ps(y, _mm256_set1_ps(-1.0f)), one);
+  t = _mm256_mul_ps(_mm256_mul_ps(n, _mm256_add_ps(t, one)), half);
+  t = _mm256_floor_ps(_mm256_add_ps(t, half));
+  const __m256 ordered = _mm256_cmp_ps(y, y, _CMP_ORD_Q);  // NaN: level 0
+  return _mm256_and_si256(_mm256_cvttps_epi32(t), _mm256_castps_si256(ordered));
+}
+
+inline uint32_t plane_mask8(__m256i levels, int b) {  // bit b of each of the 8 levels
+  return static_cast<uint32_t>(
+      _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_sll_epi32(levels, _mm_cvtsi32_si128(31 - b)))));
+}
+
+// One channels_last pixel: whole words 8 channels at a time, the rest scalar.
+void kbit_pixel_nhwc(const float* src, const Affine<float>& f, int64_t C, int bits, int32_t* dst, int64_t pstride) {
+  const __m256 n = _mm256_set1_ps(static_cast<float>((1 << bits) - 1));
+  int64_t k = 0;
+  for (; k < C / kWordBits; ++k) {
+    uint32_t words[kMaxBits] = {};
+    for (int q = 0; q < 4; ++q) {
+      const int64_t c = k * kWordBits + 8 * q;
+      __m256 y = _mm256_loadu_ps(src + c);
+      if (f.scale) y = _mm256_fmadd_ps(y, _mm256_loadu_ps(f.scale + c), _mm256_loadu_ps(f.shift + c));
+      const __m256i levels = kbit_levels8(y, n);
+      for (int b = 0; b < bits; ++b) words[b] |= plane_mask8(levels, b) << (8 * q);
+    }
+    for (int b = 0; b < bits; ++b) dst[b * pstride + k] = static_cast<int32_t>(words[b]);
+  }
+  kbit_pixel_scalar(src, 1, f, C, k, bits, dst, pstride);
+}
+
+// Pixels q .. q + qn - 1 (qn <= 64) of an NCHW image, as pack_nchw_block: per channel a 64-bit mask per plane, then
+// per plane the bit transposes. dst: the image's words in plane 0 (planes pstride apart).
+void kbit_nchw_block(const float* img, const Affine<float>& f, int64_t C, int64_t plane, int64_t q, int64_t qn,
+                     int bits, int32_t* dst, int64_t pstride) {
+  const int64_t Cw = ceil_div(C, kWordBits), nvec = ceil_div(qn, 8);
+  const __m256 n = _mm256_set1_ps(static_cast<float>((1 << bits) - 1));
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(qn - 8 * (nvec - 1))),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  alignas(16) uint64_t masks[kMaxBits][kWordBits];
+  uint32_t words[kBlockPixels];
+  for (int64_t k = 0; k < Cw; ++k) {
+    for (int64_t j = 0; j < kWordBits; ++j) {
+      const int64_t c = k * kWordBits + j;
+      for (int b = 0; b < bits; ++b) masks[b][j] = 0;  // padding bits stay 0
+      if (c >= C) continue;
+      const float* src = img + c * plane + q;
+      if (c + kPrefetchChannels < C) prefetch_row(img + (c + kPrefetchChannels) * plane + q, qn);
+      const __m256 a = f.scale ? _mm256_set1_ps(f.scale[c]) : _mm256_setzero_ps();
+      const __m256 sh = f.scale ? _mm256_set1_ps(f.shift[c]) : _mm256_setzero_ps();
+      for (int64_t v = 0; v < nvec; ++v) {
+        __m256 y = v + 1 < nvec || qn % 8 == 0 ? _mm256_loadu_ps(src + 8 * v) : _mm256_maskload_ps(src + 8 * v, tail);
+        if (f.scale) y = _mm256_fmadd_ps(y, a, sh);
+        const __m256i levels = kbit_levels8(y, n);  // lanes past qn are never stored
+        for (int b = 0; b < bits; ++b) masks[b][j] |= static_cast<uint64_t>(plane_mask8(levels, b)) << (8 * v);
+      }
+    }
+    for (int b = 0; b < bits; ++b) {
+      transpose_word_bits(masks[b], words);
+      for (int64_t p = 0; p < qn; ++p) dst[b * pstride + (q + p) * Cw + k] = static_cast<int32_t>(words[p]);
+    }
+  }
+}
+#endif
+
+// x (N, C, H, W), NCHW or channels_last contiguous -> out (bits, N, H, W, Cw).
+template <typename scalar_t>
+void pack_kbit(const scalar_t* x, bool nhwc, const Affine<scalar_t>& f, int bits, int32_t* out, int64_t N, int64_t C,
+               int64_t H, int64_t W) {
+  const int64_t Cw = ceil_div(C, kWordBits), plane = H * W, pstride = N * plane * Cw;
+  const int64_t grain = std::max<int64_t>(1, kMinPackWork / std::max<int64_t>(1, C * bits));
+  if (nhwc) {
+    at::parallel_for(0, N * plane, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+#ifdef __AVX2__
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          kbit_pixel_nhwc(x + p * C, f, C, bits, out + p * Cw, pstride);
+          continue;
+        }
+#endif
+        kbit_pixel_scalar(x + p * C, 1, f, C, 0, bits, out + p * Cw, pstride);
+      }
+    });
+    return;
+  }
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const int64_t blocks = ceil_div(plane, kBlockPixels);
+    at::parallel_for(0, N * blocks, std::max<int64_t>(1, grain / kBlockPixels), [&](int64_t begin, int64_t end) {
+      for (int64_t blk = begin; blk < end; ++blk) {
+        const int64_t n = blk / blocks, q0 = (blk % blocks) * kBlockPixels;
+        kbit_nchw_block(x + n * C * plane, f, C, plane, q0, std::min(plane, q0 + kBlockPixels) - q0, bits,
+                        out + n * plane * Cw, pstride);
+      }
+    });
+    return;
+  }
+#endif
+  at::parallel_for(0, N * plane, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t n = p / plane, q = p % plane;
+      kbit_pixel_scalar(x + n * C * plane + q, plane, f, C, 0, bits, out + p * Cw, pstride);
+    }
+  });
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> zoo_xnor_cpu::pack_signs(const at::Tensor& x_in, bool with_absmean,
@@ -313,6 +452,36 @@ std::tuple<at::Tensor, at::Tensor> zoo_xnor_cpu::pack_signs(const at::Tensor& x_
       pack_nchw(xc.data_ptr<scalar_t>(), f, out.data_ptr<int32_t>(), am_ptr, N, C, H, W);
   });
   return {out, am};
+}
+
+at::Tensor zoo_xnor_cpu::pack_kbit_planes(const at::Tensor& x, int64_t bits, const std::optional<at::Tensor>& scale_in,
+                                          const std::optional<at::Tensor>& shift_in) {
+  TORCH_CHECK(x.dim() == 4, "pack_kbit_planes: expected a 4D (N, C, H, W) tensor, got ", x.dim(), "D");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "pack_kbit_planes: expected a float32 or float64 tensor, got ", x.scalar_type());
+  TORCH_CHECK(x.device().is_cpu(), "pack_kbit_planes: expected a CPU tensor");
+  TORCH_CHECK(bits >= 1 && bits <= kMaxBits, "pack_kbit_planes: bits must be from 1 to ", kMaxBits, ", got ", bits);
+  TORCH_CHECK(scale_in.has_value() == shift_in.has_value(), "pack_kbit_planes: give both scale and shift, or neither");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(C > 0, "pack_kbit_planes: zero channels");
+  at::Tensor scale, shift;
+  if (scale_in.has_value()) {
+    TORCH_CHECK(scale_in->numel() == C && shift_in->numel() == C && scale_in->scalar_type() == at::kFloat &&
+                    shift_in->scalar_type() == at::kFloat && scale_in->device().is_cpu() && shift_in->device().is_cpu(),
+                "pack_kbit_planes: scale and shift must be float32 CPU tensors of C = ", C, " elements");
+    scale = scale_in->contiguous();
+    shift = shift_in->contiguous();
+  }
+  at::Tensor out = at::empty({bits, N, H, W, ceil_div(C, kWordBits)}, x.options().dtype(at::kInt));
+  if (x.numel() == 0) return out;
+  const bool nhwc = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor xc = nhwc ? x : x.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "pack_kbit_planes", [&] {
+    const Affine<scalar_t> f{scale.defined() ? scale.data_ptr<float>() : nullptr,
+                             shift.defined() ? shift.data_ptr<float>() : nullptr};
+    pack_kbit(xc.data_ptr<scalar_t>(), nhwc, f, static_cast<int>(bits), out.data_ptr<int32_t>(), N, C, H, W);
+  });
+  return out;
 }
 
 // K[n, 0, y, x] = (1 / (kh * kw)) * sum over the taps inside the image of A[n, 0, iy, ix]: XNOR-Net's K = A * k,
@@ -368,9 +537,11 @@ at::Tensor zoo_xnor_cpu::input_scale(const at::Tensor& absmean, at::IntArrayRef 
 TORCH_LIBRARY_FRAGMENT(zoo_xnor_cpu, m) {
   m.def("pack_signs(Tensor x, bool absmean, Tensor? scale, Tensor? shift) -> (Tensor, Tensor)");
   m.def("input_scale(Tensor absmean, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
+  m.def("pack_kbit_planes(Tensor x, int bits, Tensor? scale, Tensor? shift) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
   m.impl("pack_signs", &zoo_xnor_cpu::pack_signs);
   m.impl("input_scale", &zoo_xnor_cpu::input_scale);
+  m.impl("pack_kbit_planes", &zoo_xnor_cpu::pack_kbit_planes);
 }

@@ -448,6 +448,7 @@ def xnor_conv2d_packed(
 _CPU_KERNELS: dict[str, Callable[..., object]] = {
     "pack_signs": lambda x, scale, shift: cpu.pack_signs_cpu(x, False, scale, shift)[0],
     "pack_signs_absmean": lambda x, scale, shift: cpu.pack_signs_cpu(x, True, scale, shift),
+    "pack_kbit_planes": cpu.pack_kbit_planes_cpu,
     "input_scale": cpu.input_scale_cpu,
     "xnor_conv2d": cpu.xnor_conv2d_cpu,
 }

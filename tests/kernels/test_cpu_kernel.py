@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from zoo_kernels import cpu
+from zoo_kernels.kbit import pack_kbit_planes
 from zoo_kernels.packing import pack_signs, pack_weight_signs, weight_scale
 from zoo_kernels.reference import xnor_conv2d_reference
 
@@ -372,3 +373,42 @@ def test_float_input_conv_equals_its_steps():
                                            msg=lambda m, where=where: f"{m} {where}")
     finally:
         torch.set_num_threads(threads)
+
+
+def _kbit_inputs(shape, bits):
+    """Random values, a third of them exactly on a level boundary (n (y + 1) / 2 + 1/2 an integer), and a NaN."""
+    n = 2**bits - 1
+    x = torch.randn(shape) * 0.8
+    on_boundary = 2 * (torch.randint(0, n + 1, shape).float() - 0.5) / n - 1
+    x = torch.where(torch.rand(shape) < 0.3, on_boundary, x)
+    x.view(-1)[0] = float("nan")
+    return x
+
+
+@needs_kernel
+@pytest.mark.parametrize("bits", [1, 2, 3, 8, 16])
+def test_compiled_kbit_planes(bits):
+    for c in (1, 3, 31, 32, 33, 100):
+        for shape in [(2, c, 5, 7), (1, c, 9, 9), (2, c, 1, 70)]:  # partial 64-pixel blocks, several blocks
+            x = _kbit_inputs(shape, bits)
+            for layout in (x, x.contiguous(memory_format=torch.channels_last), x.double(),
+                           x.double().contiguous(memory_format=torch.channels_last), x[:, :, :, ::1].half()):
+                assert torch.equal(cpu.pack_kbit_planes_cpu(layout, bits), pack_kbit_planes(layout, bits))
+    assert cpu.pack_kbit_planes_cpu(torch.randn(0, 3, 2, 2), 2).shape == (2, 0, 2, 2, 1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_compiled_kbit_planes_with_fused_affine(layout):
+    """The planes of q_k(x * scale + shift) against an unfused float64 affine, where float32 rounding cannot move a
+    value across a level boundary."""
+    x, scale, shift = torch.randn(2, 40, 9, 9), torch.randn(40), torch.randn(40) * 0.3
+    y = x.double() * scale.double().view(1, -1, 1, 1) + shift.double().view(1, -1, 1, 1)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    planes = cpu.pack_kbit_planes_cpu(x, 3, scale, shift)
+    t = 7 * (y.clamp(-1, 1) + 1) / 2 + 0.5
+    clear = ((t - t.round()).abs() > 1e-4).all(dim=1)  # pixels with no channel within rounding of a boundary
+    assert clear.float().mean() > 0.9
+    expected = pack_kbit_planes(y, 3)
+    assert torch.equal(planes[:, clear], expected[:, clear])
