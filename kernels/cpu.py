@@ -43,6 +43,7 @@ __all__ = [
     "cpu_kernel_available",
     "input_scale_cpu",
     "xnor_conv2d_float_cpu",
+    "kbit_conv2d_float_cpu",
     "kernel_info",
     "load_extension",
     "pack_kbit_planes_cpu",
@@ -118,6 +119,7 @@ def load_extension() -> bool:
                     _ops["pack_kbit_planes"] = torch.ops.zoo_xnor_cpu.pack_kbit_planes.default
                     _ops["xnor_conv2d"] = torch.ops.zoo_xnor_cpu.xnor_conv2d.default
                     _ops["xnor_conv2d_float"] = torch.ops.zoo_xnor_cpu.xnor_conv2d_float.default
+                    _ops["kbit_conv2d_float"] = torch.ops.zoo_xnor_cpu.kbit_conv2d_float.default
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
                     error = e
             _state.update(loaded=True, ok=error is None, error=error)
@@ -212,7 +214,9 @@ def xnor_conv2d_cpu(
     """``out[n, o, y, x] = alpha[o] * scale[n, 0, y, x] * int[n, o, y, x] + bias[o]``, float32 (N, O, Ho, Wo) in
     channels_last memory.
 
-    ``int`` is the exact XNOR-popcount conv of :func:`zoo_kernels.reference.xnor_conv2d_reference`; ``scale``
+    ``int`` is the exact XNOR-popcount conv of :func:`zoo_kernels.reference.xnor_conv2d_reference`; for a 5D
+    ``x_packed`` (bits, N, H, W, Cw) of bit planes, ``int = sum_b 2^b int_b`` over the planes (so ``alpha / (2^bits -
+    1)`` gives the conv of the k-bit input, see :mod:`zoo_kernels.kbit`). ``scale``
     (N, 1, Ho, Wo) and ``bias`` (O,) are optional (1 and 0 when None). ``variant`` picks the compiled inner loop
     ("auto", "scalar", "avx2" with blocks of 4 pixels, "avx2_pairs" with blocks of 2 pairs of adjacent pixels); the
     fallback ignores it. The C++ kernel checks shapes and dtypes again (RuntimeError);
@@ -221,7 +225,9 @@ def xnor_conv2d_cpu(
     if load_extension():
         return _ops["xnor_conv2d"](x_packed, w_packed, alpha, scale, bias, channels, list(stride), list(padding),
                                    list(dilation), _VARIANTS[variant])
-    acc = xnor_conv2d_reference(x_packed, w_packed, channels, stride, padding, dilation).to(torch.float32)
+    planes = x_packed if x_packed.dim() == 5 else x_packed[None]
+    acc = sum((2**b) * xnor_conv2d_reference(p, w_packed, channels, stride, padding, dilation)
+              for b, p in enumerate(planes)).to(torch.float32)
     out = acc * alpha.float().view(1, -1, 1, 1)
     if scale is not None:
         out = out * scale.float().reshape(out.shape[0], 1, out.shape[2], out.shape[3])
@@ -255,6 +261,40 @@ def xnor_conv2d_float_cpu(
     packed, absmean = pack_signs_cpu(x, input_scale, norm_scale, norm_shift)
     scale = input_scale_cpu(absmean, kernel_size, stride, padding, dilation) if input_scale else None
     out = xnor_conv2d_cpu(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
+    if residual is not None:
+        out = out + residual
+    return out.relu_() if relu else out
+
+
+def kbit_conv2d_float_cpu(
+    x: torch.Tensor,
+    w_packed: torch.Tensor,
+    alpha: torch.Tensor,
+    bias: torch.Tensor | None,
+    norm_scale: torch.Tensor | None,
+    norm_shift: torch.Tensor | None,
+    channels: int,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    bits: int,
+    input_scale: bool,
+    residual: torch.Tensor | None = None,
+    relu: bool = False,
+) -> torch.Tensor:
+    """The conv of the k-bit quantized ``x`` (``bits`` sign planes, :mod:`zoo_kernels.kbit`) in one call of the
+    compiled kernel: the planes, ``K`` when ``input_scale``, one conv over all planes (``alpha / (2^bits - 1)``), and
+    the ``residual`` / ReLU epilogue; the same steps in turn without it."""
+    if load_extension():
+        return _ops["kbit_conv2d_float"](x, w_packed, alpha, bias, norm_scale, norm_shift, channels, kernel_size,
+                                         stride, padding, dilation, bits, input_scale, residual, relu)
+    planes = pack_kbit_planes_cpu(x, bits, norm_scale, norm_shift)
+    scale = None
+    if input_scale:
+        absmean = pack_signs_cpu(x, True, norm_scale, norm_shift)[1]
+        scale = input_scale_cpu(absmean, kernel_size, stride, padding, dilation)
+    out = xnor_conv2d_cpu(planes, w_packed, alpha / (2**bits - 1), scale, bias, channels, stride, padding, dilation)
     if residual is not None:
         out = out + residual
     return out.relu_() if relu else out

@@ -893,11 +893,21 @@ __attribute__((noinline)) void map_rows(const Geometry g, const int64_t Wq, cons
 }
 
 // The convolution; its epilogue optionally adds residual (N, O, Ho, Wo) and applies a ReLU (a ResNet block's end).
+//
+// Bit planes: x_packed (bits, N, H, W, Cw) holds the sign planes s_b of a k-bit input (see kbit.py), and the conv
+// computes int = sum_b 2^b int_b, int_b the XNOR conv of plane b: with int_b = lead - 2 D_b (lead = |V| C + 2 corr,
+// the same for every plane), int = n lead - 2 sum_b 2^b D_b, n = 2^bits - 1. Each tile sums D over the planes by
+// Horner's rule (from the highest plane: double the sums, add the next plane's D), so the epilogue runs once, on
+// n lead - 2 D. The caller divides alpha by n. A 4D x_packed is one plane.
 at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
                 const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias, int64_t channels,
                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t variant,
                 const std::optional<at::Tensor>& residual, bool relu) {
-  TORCH_CHECK(x_packed.dim() == 4 && w_packed.dim() == 4, "xnor_conv2d: x_packed and w_packed must be 4D");
+  TORCH_CHECK((x_packed.dim() == 4 || x_packed.dim() == 5) && w_packed.dim() == 4,
+              "xnor_conv2d: x_packed must be 4D (or 5D: bit planes) and w_packed 4D");
+  const int64_t bits = x_packed.dim() == 5 ? x_packed.size(0) : 1, d0 = x_packed.dim() - 4;
+  TORCH_CHECK(bits >= 1 && bits <= 16, "xnor_conv2d: 1 to 16 bit planes, got ", bits);
+  const int64_t n_levels = (int64_t(1) << bits) - 1;  // n: the weight of lead
   TORCH_CHECK(x_packed.scalar_type() == at::kInt && w_packed.scalar_type() == at::kInt,
               "xnor_conv2d: packed tensors must be int32");
   TORCH_CHECK(x_packed.device().is_cpu() && w_packed.device().is_cpu() && alpha.device().is_cpu(),
@@ -905,7 +915,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               "xnor_conv2d: stride, padding and dilation must have 2 elements");
   Geometry g{};
-  g.N = x_packed.size(0), g.H = x_packed.size(1), g.W = x_packed.size(2), g.Cw = x_packed.size(3);
+  g.N = x_packed.size(d0), g.H = x_packed.size(d0 + 1), g.W = x_packed.size(d0 + 2), g.Cw = x_packed.size(d0 + 3);
   g.O = w_packed.size(0), g.kh = w_packed.size(1), g.kw = w_packed.size(2);
   g.C = channels;
   g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1], g.dh = dilation[0], g.dw = dilation[1];
@@ -973,7 +983,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const int64_t n_pblocks = ceil_div(R, TP);  // after rounding TP up: no tile is empty
   const int64_t n_panels = static_cast<int64_t>(panels.size());
   const int64_t L = 8 * g.Cw, steps = T * L;  // nibble steps per tap and in all (AVX2 path)
-  const bool wide = !use_avx2 || steps > kMaxSumSteps;  // int32 sums (else D fits the uint16 sums)
+  const bool wide = !use_avx2 || steps * n_levels > kMaxSumSteps;  // int32 sums (else D fits the uint16 sums)
+  const int64_t plane_words = g.N * g.H * g.W * g.Cw;
 
   // AVX2 path: the padded image of nibble offsets (read by all threads), or with pairs only the pair offsets (built
   // row by row through a row of it), and the chunks of the steps as runs.
@@ -984,11 +995,13 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   if (use_avx2) {
 #ifdef __AVX2__
     if (use_pairs) {
-      pair_offsets.resize(static_cast<size_t>(g.N * Hp * Wp * L));
-      build_pair_offsets(g, x_ptr, pair_offsets.data());
+      pair_offsets.resize(static_cast<size_t>(bits * g.N * Hp * Wp * L));
+      for (int64_t b = 0; b < bits; ++b)
+        build_pair_offsets(g, x_ptr + b * plane_words, pair_offsets.data() + b * g.N * Hp * Wp * L);
     } else {
-      padded.resize(static_cast<size_t>(g.N * Hp * Wp * L));
-      build_padded_nibbles(g, x_ptr, padded.data());
+      padded.resize(static_cast<size_t>(bits * g.N * Hp * Wp * L));
+      for (int64_t b = 0; b < bits; ++b)
+        build_padded_nibbles(g, x_ptr + b * plane_words, padded.data() + b * g.N * Hp * Wp * L);
     }
     chunks = make_chunks(g, Wp, kChunkBytes / (32 * nv0));
 #endif
@@ -1012,11 +1025,11 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), ceil_div(n_tiles, tiles_per_worker));
   std::atomic<int64_t> next_tile{0};
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    std::vector<uint64_t> A(use_avx2 ? 0 : TP * K64);
+    std::vector<uint64_t> A(use_avx2 ? 0 : bits * TP * K64);  // per plane
     std::vector<uint16_t> sums16(use_avx2 ? TP * kPanel : 0);
-    std::vector<int32_t> sums32(wide ? TP * kPanel : 0);
-    std::vector<const uint8_t*> px(TP);
-    std::vector<const uint16_t*> pq(TP / 2);
+    std::vector<int32_t> sums32(wide ? TP * kPanel : 0), plane_sums(!use_avx2 && bits > 1 ? TP * kPanel : 0);
+    std::vector<const uint8_t*> px(bits * TP);  // per plane
+    std::vector<const uint16_t*> pq(bits * (TP / 2));
     std::vector<int64_t> pixel(TP), at(TP);  // see map_rows
     std::vector<int32_t> pattern(TP), lead;
     std::vector<TapRange> ranges;
@@ -1028,21 +1041,24 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       const int64_t r0 = pb * TP, tp = std::min(TP, R - r0), oe = std::min(32 * pn.nv, g.O - pn.o0);
       const int64_t ldd = 32 * pn.nv;  // row stride of the tile's sums
       if (pb != built) {
-        if (!use_avx2) {
-          EmitWords emit{reinterpret_cast<uint32_t*>(A.data()), 2 * K64};
-          walk_im2col(g, x_ptr, r0, TP, emit);
+        for (int64_t b = 0; !use_avx2 && b < bits; ++b) {
+          EmitWords emit{reinterpret_cast<uint32_t*>(A.data() + b * TP * K64), 2 * K64};
+          walk_im2col(g, x_ptr + b * plane_words, r0, TP, emit);
         }
         // Valid taps per pixel: a range ky_lo..ky_hi x kx_lo..kx_hi; border pixels share few ranges ("patterns").
         map_rows(g, Wq, R, r0, TP, use_pairs, Wp, at.data(), pixel.data(), pattern.data(), ranges);
-        for (int64_t i = 0; use_avx2 && i < TP; ++i) {  // with pairs, the pair offsets only (E is not built)
-          if (use_pairs && i % 2 == 0) pq[i / 2] = PE + at[i] * L;
-          if (!use_pairs) px[i] = E + at[i] * L;
+        for (int64_t b = 0; use_avx2 && b < bits; ++b) {  // with pairs, the pair offsets only (E is not built)
+          const int64_t off = b * g.N * Hp * Wp * L;
+          for (int64_t i = 0; i < TP; ++i) {
+            if (use_pairs && i % 2 == 0) pq[b * (TP / 2) + i / 2] = PE + off + at[i] * L;
+            if (!use_pairs) px[b * TP + i] = E + off + at[i] * L;
+          }
         }
         built = pb;
       }
       // lead[r + 1] = |V_r| * C + 2 * (popcounts of the taps that pattern r misses) for this panel's filters; lead[0]
       // (pixels with every tap in the image) = T * C.
-      lead.assign((ranges.size() + 1) * ldd, static_cast<int32_t>(T * C));
+      lead.assign((ranges.size() + 1) * ldd, static_cast<int32_t>(T * C));  // (times n below, for bit planes)
       for (size_t r = 0; r < ranges.size(); ++r) {
         int32_t* row = lead.data() + (r + 1) * ldd;
         std::fill(row, row + ldd, static_cast<int32_t>(ranges[r].count() * C));
@@ -1053,6 +1069,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
             for (int64_t j = 0; j < oe; ++j) row[j] += 2 * pw_t[j];
           }
       }
+      if (n_levels > 1)
+        for (int32_t& v : lead) v *= static_cast<int32_t>(n_levels);
       if (use_avx2) {
 #ifdef __AVX2__
         const Passes<BlockFn> passes = panel_passes<BlockFn>(pn.nv, block_avx2<4, 2>, block_avx2<4, 1>);
@@ -1067,27 +1085,46 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
           if (!use_pairs) std::fill(sums16.begin(), sums16.begin() + TP * ldd, 0);
           in16 = 0;
         };
-        for (const Chunk& c : chunks) {
-          if (in16 + c.steps > kMaxSumSteps) widen();  // only when wide
-          const uint8_t* Bc = B + c.s0 * 32 * pn.nv;
-          const int64_t n_runs = static_cast<int64_t>(c.runs.size());
-          for (int64_t i = 0; i < tp; i += 4) {  // row-major: a group of 4 rows through every pass
-            if (use_pairs) {
-              for (const auto& ps : ppasses)
-                ps.fn(pq.data() + i / 2, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
-                      sums16.data() + i * ldd + ps.v0 * 32, ldd, in16 == 0);
+        for (int64_t b = bits - 1; b >= 0; --b) {  // bit planes by Horner's rule, the highest first
+          if (b != bits - 1) {  // the sums so far count twice
+            if (wide) {
+              widen();
+              for (int64_t k = 0; k < tp * ldd; ++k) sums32[k] *= 2;
             } else {
-              for (const auto& ps : passes)
-                ps.fn(px.data() + i, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
-                      sums16.data() + i * ldd + ps.v0 * 32, ldd);
+              for (int64_t k = 0; k < tp * ldd; ++k) sums16[k] = static_cast<uint16_t>(sums16[k] << 1);
+              in16 *= 2;
             }
           }
-          in16 += c.steps;
+          const uint16_t* const* pqb = pq.data() + b * (TP / 2);
+          const uint8_t* const* pxb = px.data() + b * TP;
+          for (const Chunk& c : chunks) {
+            if (in16 + c.steps > kMaxSumSteps) widen();  // only when wide
+            const uint8_t* Bc = B + c.s0 * 32 * pn.nv;
+            const int64_t n_runs = static_cast<int64_t>(c.runs.size());
+            for (int64_t i = 0; i < tp; i += 4) {  // row-major: a group of 4 rows through every pass
+              if (use_pairs) {
+                for (const auto& ps : ppasses)
+                  ps.fn(pqb + i / 2, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
+                        sums16.data() + i * ldd + ps.v0 * 32, ldd, in16 == 0);
+              } else {
+                for (const auto& ps : passes)
+                  ps.fn(pxb + i, c.runs.data(), n_runs, Bc + ps.v0 * 32, 32 * pn.nv,
+                        sums16.data() + i * ldd + ps.v0 * 32, ldd);
+              }
+            }
+            in16 += c.steps;
+          }
         }
         if (wide) widen();
 #endif
       } else {
-        block_scalar(A.data(), tp, Bw.data() + pn.o0 * K64, oe, K64, sums32.data(), ldd);
+        for (int64_t b = bits - 1; b >= 0; --b) {  // bit planes by Horner's rule, as above
+          int32_t* D = b == bits - 1 ? sums32.data() : plane_sums.data();
+          block_scalar(A.data() + b * TP * K64, tp, Bw.data() + pn.o0 * K64, oe, K64, D, ldd);
+          if (b != bits - 1)
+            for (int64_t i = 0; i < tp; ++i)
+              for (int64_t j = 0; j < oe; ++j) sums32[i * ldd + j] = 2 * sums32[i * ldd + j] + D[i * ldd + j];
+        }
       }
       // Fused epilogue: out = alpha * K * (|V| * C - 2 * (D - corr)) + bias (+ residual, ReLU), one pixel's
       // contiguous run of filters at a time.
@@ -1135,6 +1172,30 @@ at::Tensor xnor_conv2d_float_cpu(const at::Tensor& x, const at::Tensor& w_packed
   return conv(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, 0, residual, relu);
 }
 
+// The k-bit-input conv in one call: the input's sign planes (pack_kbit_planes, with the optional fused affine), K
+// when input_scale (from mean_c |.| of the same affine), then one conv over the planes (Horner sums, see conv) with
+// alpha / (2^bits - 1), and the residual and ReLU epilogue.
+at::Tensor kbit_conv2d_float_cpu(const at::Tensor& x, const at::Tensor& w_packed, const at::Tensor& alpha,
+                                 const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& norm_scale,
+                                 const std::optional<at::Tensor>& norm_shift, int64_t channels,
+                                 at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, int64_t bits, bool input_scale,
+                                 const std::optional<at::Tensor>& residual, bool relu) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == channels, "kbit_conv2d: x must be (N, ", channels, ", H, W)");
+  TORCH_CHECK(kernel_size.size() == 2 && w_packed.dim() == 4 && w_packed.size(1) == kernel_size[0] &&
+                  w_packed.size(2) == kernel_size[1],
+              "kbit_conv2d: w_packed does not match the kernel size");
+  TORCH_CHECK(alpha.scalar_type() == at::kFloat, "kbit_conv2d: alpha must be float32");
+  const at::Tensor planes = zoo_xnor_cpu::pack_kbit_planes(x, bits, norm_scale, norm_shift);
+  std::optional<at::Tensor> scale;
+  if (input_scale) {
+    const at::Tensor absmean = std::get<1>(zoo_xnor_cpu::pack_signs(x, true, norm_scale, norm_shift));
+    scale = zoo_xnor_cpu::input_scale(absmean, kernel_size, stride, padding, dilation);
+  }
+  const at::Tensor alpha_n = alpha / static_cast<double>((int64_t(1) << bits) - 1);
+  return conv(planes, w_packed, alpha_n, scale, bias, channels, stride, padding, dilation, 0, residual, relu);
+}
+
 std::string kernel_info() {
   return std::string("xnor_conv2d: ") + (kHaveAvx2 ? "avx2 (vpshufb nibble and pair tables)" : "scalar popcount") +
          ", threads " + std::to_string(at::get_num_threads());
@@ -1150,6 +1211,10 @@ TORCH_LIBRARY(zoo_xnor_cpu, m) {
       "xnor_conv2d_float(Tensor x, Tensor w_packed, Tensor alpha, Tensor? bias, Tensor? norm_scale, "
       "Tensor? norm_shift, int channels, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
       "bool input_scale, Tensor? residual, bool relu) -> Tensor");
+  m.def(
+      "kbit_conv2d_float(Tensor x, Tensor w_packed, Tensor alpha, Tensor? bias, Tensor? norm_scale, "
+      "Tensor? norm_shift, int channels, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "int bits, bool input_scale, Tensor? residual, bool relu) -> Tensor");
   m.def("kernel_info() -> str", &kernel_info);
   m.def("cached_weights() -> int", &cached_weights);
 }
@@ -1157,4 +1222,5 @@ TORCH_LIBRARY(zoo_xnor_cpu, m) {
 TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
   m.impl("xnor_conv2d", &xnor_conv2d_cpu);
   m.impl("xnor_conv2d_float", &xnor_conv2d_float_cpu);
+  m.impl("kbit_conv2d_float", &kbit_conv2d_float_cpu);
 }

@@ -456,13 +456,15 @@ for _op, _fn in _CPU_KERNELS.items():
     register_device_kernel(_op, "cpu", _fn)
 
 
-def _fused_cpu_kernel(x: Tensor) -> Callable[..., Tensor] | None:
+def _fused_cpu_kernel(x: Tensor, fused: Callable[..., Tensor]) -> Callable[..., Tensor] | None:
+    """``fused`` (a one-call form of the CPU ops) for a plain CPU tensor while the CPU kernels are the registered
+    ones and nothing traces, else None."""
     if type(x) is not Tensor or not x.is_cpu or torch.compiler.is_compiling():
         return None
     for op, fn in _CPU_KERNELS.items():
         if _KERNELS[op].get("cpu") is not fn:
             return None
-    return cpu.xnor_conv2d_float_cpu
+    return fused
 
 
 def _xnor_conv2d_triton(*args: object) -> Tensor:
@@ -589,7 +591,7 @@ def xnor_conv2d(
     """
     ks, st, pd, dl, alpha, bias = _float_conv_args("xnor_conv2d", x, w_packed, alpha, channels, kernel_size, stride,
                                                    padding, dilation, bias, groups, residual)
-    fused = _fused_cpu_kernel(x)
+    fused = _fused_cpu_kernel(x, cpu.xnor_conv2d_float_cpu)
     if fused is not None:  # the checks of the ops it stands for
         _check_affine(x, norm_scale, norm_shift, "xnor_conv2d")
         n, _, h, w = x.shape
@@ -637,6 +639,14 @@ def kbit_conv2d(
     """
     ks, st, pd, dl, alpha, bias = _float_conv_args("kbit_conv2d", x, w_packed, alpha, channels, kernel_size, stride,
                                                    padding, dilation, bias, groups, residual)
+    fused = _fused_cpu_kernel(x, cpu.kbit_conv2d_float_cpu) if x.dtype == torch.float32 else None
+    if fused is not None:  # the checks of the ops it stands for; then planes, K and one conv over the planes
+        _check_bits(bits)
+        _check_affine(x, norm_scale, norm_shift, "kbit_conv2d")
+        n, _, h, w = x.shape
+        _check_conv_geometry((n, h, w, num_words(channels)), x, w_packed, alpha, None, bias, channels, st, pd, dl)
+        return fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, bits, input_scale,
+                     residual, relu)
     planes = pack_kbit_planes(x, bits, norm_scale, norm_shift)
     scale = None
     if input_scale:

@@ -412,3 +412,23 @@ def test_compiled_kbit_planes_with_fused_affine(layout):
     assert clear.float().mean() > 0.9
     expected = pack_kbit_planes(y, 3)
     assert torch.equal(planes[:, clear], expected[:, clear])
+
+
+@pytest.mark.parametrize("variant", ["auto", "scalar", "avx2", "avx2_pairs"])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_conv_over_bit_planes_is_the_weighted_sum_of_plane_convs(variant, bits):
+    """A 5D x_packed of bit planes: int = sum_b 2^b int_b exactly (Horner sums in every inner loop), checked with an
+    alpha of 1 / (2^bits - 1) times powers of two, so that every output is exact in float32."""
+    if variant != "auto" and not AVAILABLE:
+        pytest.skip("the C++ extension could not be built here")
+    n = 2**bits - 1
+    cases = [(40, 24, (9, 11), 3, 1, 1, 1), (64, 40, (7, 8), 3, 2, 1, 1), (5, 7, (6, 5), 1, 1, 0, 1),
+             (33, 9, (7, 7), 3, 1, 2, 2), (512, 32, (3, 3), 3, 1, 1, 1)]  # 512 x 3 x 3 at 4 bits: int32 sums
+    for c, o, size, k, s, p, d in cases:
+        x, w = torch.randn(bits, 2, c, *size), torch.randn(o, c, k, k)
+        planes, wp = torch.stack([pack_signs(p_) for p_ in x]), pack_weight_signs(w)
+        expected = sum((2**b) * xnor_conv2d_reference(planes[b], wp, c, s, p, d) for b in range(bits))
+        alpha = 2.0 ** torch.randint(-2, 3, (o,)).float()
+        out = cpu.xnor_conv2d_cpu(planes, wp, alpha / n, None, None, c, (s, s), (p, p), (d, d), variant)
+        torch.testing.assert_close(out.double() * n, expected.double() * alpha.double().view(1, -1, 1, 1),
+                                   rtol=1e-6, atol=1e-4)

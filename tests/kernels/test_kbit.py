@@ -113,4 +113,5 @@ def test_kbit_conv2d_traces_under_torch_compile():
         return ops.kbit_conv2d(x, wp, alpha, 40, 3, padding=1, bits=2)
 
     x = torch.randn(2, 40, 6, 6)
-    assert torch.equal(torch.compile(f, backend="aot_eager", fullgraph=True)(x), f(x))
+    # traced: the ops one plane at a time; eager: the compiled kernel's single conv over the planes (other rounding)
+    torch.testing.assert_close(torch.compile(f, backend="aot_eager", fullgraph=True)(x), f(x), rtol=1e-6, atol=1e-5)
