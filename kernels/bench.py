@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ops
+from .kbit import kbit_levels
 from .packing import pack_weight_signs, weight_scale
 
 __all__ = ["RESNET18_3X3", "benchmark_conv", "conv_shapes", "conv_table", "float_dtype", "time_interleaved"]
@@ -80,11 +81,14 @@ def _variants(
         "float": lambda: F.conv2d(x, w, None, 1, 1),
         "xnor": lambda: ops.xnor_conv2d(x, w_packed, alpha, channels, 3, 1, 1, 1, input_scale=False),
         "xnor_k": lambda: ops.xnor_conv2d(x, w_packed, alpha, channels, 3, 1, 1, 1, input_scale=True),
+        "a2": lambda: ops.kbit_conv2d(x, w_packed, alpha, channels, 3, 1, 1, 1, bits=2),
     }
     if check:  # the XNOR result is alpha * conv(sign(x), sign(w)): the float conv of the binarized operands
         sx = torch.where(x >= 0, 1.0, -1.0)
         sw = torch.where(w >= 0, 1.0, -1.0) * alpha.view(-1, 1, 1, 1)
         torch.testing.assert_close(fns["xnor"](), F.conv2d(sx, sw, None, 1, 1), rtol=1e-4, atol=1e-3)
+        q2 = (2 * kbit_levels(x, 2) - 3).to(dtype) / 3  # XNOR-Net's 2-bit quantizer
+        torch.testing.assert_close(fns["a2"](), F.conv2d(q2, sw, None, 1, 1), rtol=1e-4, atol=1e-3)
     return fns
 
 
@@ -102,7 +106,9 @@ def benchmark_conv(
     kernel caches as it does for a model's weights (nothing here requires grad, so no autograd graph is recorded).
 
     A row has ``batch``, ``channels``, ``size``, ``<variant>_ms`` (median) and ``<variant>_min_ms`` for the variants
-    ``float``, ``xnor``, ``xnor_k``, and ``speedup`` = float / xnor, ``speedup_k`` = float / xnor_k (medians).
+    ``float``, ``xnor``, ``xnor_k`` and ``a2`` (2-bit inputs: XNOR-Net's k-bit quantizer, two sign planes, as in
+    ``w1a2`` models), and ``speedup`` = float / xnor, ``speedup_k`` = float / xnor_k, ``speedup_a2`` = float / a2
+    (medians).
     """
     device = torch.device(device)
     rows = []
@@ -115,6 +121,7 @@ def benchmark_conv(
                 row[f"{name}_min_ms"] = min(ts) * 1e3
             row["speedup"] = row["float_ms"] / row["xnor_ms"]
             row["speedup_k"] = row["float_ms"] / row["xnor_k_ms"]
+            row["speedup_a2"] = row["float_ms"] / row["a2_ms"]
             rows.append(row)
     return rows
 
@@ -122,10 +129,10 @@ def benchmark_conv(
 def conv_table(rows: list[dict[str, float]], baseline: str) -> str:
     """The rows of :func:`benchmark_conv` as a text table: median ms (min ms) and speedups."""
     header = (f"{'batch':>5} {'C':>4} {'HxW':>7} | {baseline:>16} | {'xnor':>16} {'x':>5} | {'xnor+K':>16} "
-              f"{'x':>5}")
+              f"{'x':>5} | {'2-bit inputs':>16} {'x':>5}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        cells = [f"{r[f'{n}_ms']:7.2f} ({r[f'{n}_min_ms']:6.2f})" for n in ("float", "xnor", "xnor_k")]
+        cells = [f"{r[f'{n}_ms']:7.2f} ({r[f'{n}_min_ms']:6.2f})" for n in ("float", "xnor", "xnor_k", "a2")]
         lines.append(f"{r['batch']:>5} {r['channels']:>4} {r['size']:>3}x{r['size']:<3} | {cells[0]} | {cells[1]} "
-                     f"{r['speedup']:5.1f} | {cells[2]} {r['speedup_k']:5.1f}")
+                     f"{r['speedup']:5.1f} | {cells[2]} {r['speedup_k']:5.1f} | {cells[3]} {r['speedup_a2']:5.1f}")
     return "\n".join(lines)

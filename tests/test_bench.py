@@ -37,6 +37,7 @@ def test_bench_json(tmp_path, restore_threads, capsys):
     for r in doc["conv"]:
         assert r["speedup"] == pytest.approx(r["float_ms"] / r["xnor_ms"], rel=1e-12)
         assert r["speedup_k"] == pytest.approx(r["float_ms"] / r["xnor_k_ms"], rel=1e-12)
+        assert r["speedup_a2"] == pytest.approx(r["float_ms"] / r["a2_ms"], rel=1e-12)
         assert 0 < r["xnor_min_ms"] <= r["xnor_ms"]
 
     assert [(r["model"], r["baseline"], r["batch"]) for r in doc["end_to_end"]] == [

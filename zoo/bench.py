@@ -144,7 +144,8 @@ def run(
     """Run the benchmark; returns the JSON document.
 
     ``{"meta": {device, hardware, torch, threads, repeats, date, ...},
-    "conv": [{channels, size, batch, float_ms, xnor_ms, xnor_k_ms, speedup, speedup_k, <name>_min_ms}, ...],
+    "conv": [{channels, size, batch, float_ms, xnor_ms, xnor_k_ms, a2_ms, speedup, speedup_k, speedup_a2,
+    <name>_min_ms}, ...],
     "end_to_end": [{model, baseline, batch, input_size, float_ms, packed_ms, speedup, <name>_min_ms}, ...],
     "sizes": [{model, baseline, float_bytes, packed_bytes, ratio}, ...]}``. Speedups and the ratio are
     float / packed (of the medians); ``channels`` picks conv rows (default: all four shapes).
