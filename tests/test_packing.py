@@ -110,6 +110,25 @@ def test_packed_xnor_linear_runs_on_bits_against_a_float64_reference():
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_packed_kbit_linear_runs_on_bits_against_a_float64_reference(monkeypatch):
+    layer = BinaryLinear(70, 5, bias=True, input_quantizer="kbit", input_bits=2)
+    with torch.no_grad():
+        layer.bias.normal_()
+    packed = PackedBinaryLinear.from_binary(layer).eval()
+    assert packed.runs_on_bits
+    calls = []
+    kernel = zoo.packing.kbit_conv2d
+    monkeypatch.setattr(zoo.packing, "kbit_conv2d", lambda *a, **k: calls.append(k["bits"]) or kernel(*a, **k))
+    x = torch.randn(4, 70, dtype=torch.float64)
+    sw = torch.where(layer.weight >= 0, 1.0, -1.0).double()
+    alpha = layer.weight.double().abs().mean(dim=1)
+    expected = (zoo.quantizers.kbit_quantize(x.float(), 2).double() @ sw.T) * alpha + layer.bias.double()
+    with torch.no_grad():
+        got = packed(x.float())
+    assert calls == [2]
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_pack_needs_a_binarized_model():
     with pytest.raises(ValueError, match="binarized model"):
         pack(nn.Sequential(nn.Conv2d(1, 2, 3)))
