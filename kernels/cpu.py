@@ -236,6 +236,14 @@ def xnor_conv2d_cpu(
     return out.contiguous(memory_format=torch.channels_last)
 
 
+def residual_relu(out: torch.Tensor, residual: torch.Tensor | None, relu: bool) -> torch.Tensor:
+    """The end of a ResNet block on a fresh conv output: ``out + residual`` (when given), then a ReLU (when asked),
+    in place."""
+    if residual is not None:
+        out = out.add_(residual)
+    return out.relu_() if relu else out
+
+
 def xnor_conv2d_float_cpu(
     x: torch.Tensor,
     w_packed: torch.Tensor,
@@ -260,10 +268,8 @@ def xnor_conv2d_float_cpu(
                                          stride, padding, dilation, input_scale, residual, relu)
     packed, absmean = pack_signs_cpu(x, input_scale, norm_scale, norm_shift)
     scale = input_scale_cpu(absmean, kernel_size, stride, padding, dilation) if input_scale else None
-    out = xnor_conv2d_cpu(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
-    if residual is not None:
-        out = out + residual
-    return out.relu_() if relu else out
+    return residual_relu(xnor_conv2d_cpu(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation),
+                         residual, relu)
 
 
 def kbit_conv2d_float_cpu(
@@ -295,9 +301,7 @@ def kbit_conv2d_float_cpu(
         absmean = pack_signs_cpu(x, True, norm_scale, norm_shift)[1]
         scale = input_scale_cpu(absmean, kernel_size, stride, padding, dilation)
     out = xnor_conv2d_cpu(planes, w_packed, alpha / (2**bits - 1), scale, bias, channels, stride, padding, dilation)
-    if residual is not None:
-        out = out + residual
-    return out.relu_() if relu else out
+    return residual_relu(out, residual, relu)
 
 
 def cached_weights() -> int:

@@ -26,6 +26,7 @@
 #include <optional>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #ifdef __AVX2__
@@ -414,6 +415,17 @@ void pack_kbit(const scalar_t* x, bool nhwc, const Affine<scalar_t>& f, int bits
   });
 }
 
+// The fused affine's (scale, shift) of an op `what` for C channels, checked and contiguous; undefined without them.
+std::pair<at::Tensor, at::Tensor> affine_tensors(const char* what, int64_t C, const std::optional<at::Tensor>& scale,
+                                                 const std::optional<at::Tensor>& shift) {
+  TORCH_CHECK(scale.has_value() == shift.has_value(), what, ": give both scale and shift, or neither");
+  if (!scale.has_value()) return {};
+  TORCH_CHECK(scale->numel() == C && shift->numel() == C && scale->scalar_type() == at::kFloat &&
+                  shift->scalar_type() == at::kFloat && scale->device().is_cpu() && shift->device().is_cpu(),
+              what, ": scale and shift must be float32 CPU tensors of C = ", C, " elements");
+  return {scale->contiguous(), shift->contiguous()};
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> zoo_xnor_cpu::pack_signs(const at::Tensor& x_in, bool with_absmean,
@@ -422,20 +434,13 @@ std::tuple<at::Tensor, at::Tensor> zoo_xnor_cpu::pack_signs(const at::Tensor& x_
   TORCH_CHECK(x_in.dim() == 4, "pack_signs: expected a 4D (N, C, H, W) tensor, got ", x_in.dim(), "D");
   TORCH_CHECK(x_in.is_floating_point(), "pack_signs: expected a floating-point tensor, got ", x_in.scalar_type());
   TORCH_CHECK(x_in.device().is_cpu(), "pack_signs: expected a CPU tensor");
-  TORCH_CHECK(scale_in.has_value() == shift_in.has_value(), "pack_signs: give both scale and shift, or neither");
   // float32 or float64 as is; half / bfloat16 widen to float32 exactly (signs, zeros and NaN are kept). (float64
   // is not narrowed: a tiny negative double would round to -0.0f, which is >= 0.)
   const at::Tensor x = x_in.scalar_type() == at::kDouble ? x_in : x_in.to(at::kFloat);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(C > 0, "pack_signs: zero channels");
   at::Tensor scale, shift;
-  if (scale_in.has_value()) {
-    TORCH_CHECK(scale_in->numel() == C && shift_in->numel() == C && scale_in->scalar_type() == at::kFloat &&
-                    shift_in->scalar_type() == at::kFloat && scale_in->device().is_cpu() && shift_in->device().is_cpu(),
-                "pack_signs: scale and shift must be float32 CPU tensors of C = ", C, " elements");
-    scale = scale_in->contiguous();
-    shift = shift_in->contiguous();
-  }
+  std::tie(scale, shift) = affine_tensors("pack_signs", C, scale_in, shift_in);
   const int64_t Cw = ceil_div(C, kWordBits);
   at::Tensor out = at::empty({N, H, W, Cw}, x.options().dtype(at::kInt));
   at::Tensor am = at::empty({with_absmean ? N : 0, 1, H, W}, x.options().dtype(at::kFloat));
@@ -461,17 +466,10 @@ at::Tensor zoo_xnor_cpu::pack_kbit_planes(const at::Tensor& x, int64_t bits, con
               "pack_kbit_planes: expected a float32 or float64 tensor, got ", x.scalar_type());
   TORCH_CHECK(x.device().is_cpu(), "pack_kbit_planes: expected a CPU tensor");
   TORCH_CHECK(bits >= 1 && bits <= kMaxBits, "pack_kbit_planes: bits must be from 1 to ", kMaxBits, ", got ", bits);
-  TORCH_CHECK(scale_in.has_value() == shift_in.has_value(), "pack_kbit_planes: give both scale and shift, or neither");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(C > 0, "pack_kbit_planes: zero channels");
   at::Tensor scale, shift;
-  if (scale_in.has_value()) {
-    TORCH_CHECK(scale_in->numel() == C && shift_in->numel() == C && scale_in->scalar_type() == at::kFloat &&
-                    shift_in->scalar_type() == at::kFloat && scale_in->device().is_cpu() && shift_in->device().is_cpu(),
-                "pack_kbit_planes: scale and shift must be float32 CPU tensors of C = ", C, " elements");
-    scale = scale_in->contiguous();
-    shift = shift_in->contiguous();
-  }
+  std::tie(scale, shift) = affine_tensors("pack_kbit_planes", C, scale_in, shift_in);
   at::Tensor out = at::empty({bits, N, H, W, ceil_div(C, kWordBits)}, x.options().dtype(at::kInt));
   if (x.numel() == 0) return out;
   const bool nhwc = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);

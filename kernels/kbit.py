@@ -29,20 +29,21 @@ import torch
 
 from .packing import pack_signs
 
-__all__ = ["MAX_BITS", "kbit_levels", "kbit_plane_weights", "pack_kbit_planes"]
+__all__ = ["MAX_BITS", "check_bits", "kbit_levels", "kbit_plane_weights", "pack_kbit_planes"]
 
 MAX_BITS = 16  # levels up to 65535: exact in float32, and more than any k-bit network uses
 
 
-def _check_bits(bits: int) -> None:
+def check_bits(bits: int, what: str = "kbit") -> None:
+    """A ValueError naming ``what`` unless ``bits`` is an int from 1 to :data:`MAX_BITS` (not a bool)."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
+        raise ValueError(f"{what}: bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
 
 
 def kbit_levels(y: torch.Tensor, bits: int) -> torch.Tensor:
     """The level ``L`` of each value (int32, same shape), with the arithmetic of ``kbit_quantize`` in ``y``'s
     dtype, so that ``(2 L - n) / n`` is exactly its ``q_k(y)``; NaN gets level 0."""
-    _check_bits(bits)
+    check_bits(bits)
     n = 2**bits - 1
     level = torch.floor(n * (y.clamp(-1.0, 1.0) + 1.0) / 2.0 + 0.5)
     return torch.nan_to_num(level, nan=0.0).to(torch.int32)
@@ -50,7 +51,7 @@ def kbit_levels(y: torch.Tensor, bits: int) -> torch.Tensor:
 
 def kbit_plane_weights(bits: int) -> list[float]:
     """``2^b / (2^k - 1)`` for each plane ``b``: ``q_k = sum_b weight_b * s_b``."""
-    _check_bits(bits)
+    check_bits(bits)
     return [2.0**b / (2**bits - 1) for b in range(bits)]
 
 

@@ -53,7 +53,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import cpu
-from .kbit import MAX_BITS, kbit_plane_weights
+from .cpu import residual_relu as _residual_relu
+from .kbit import check_bits, kbit_plane_weights
 from .kbit import pack_kbit_planes as _pack_kbit_planes_torch
 from .packing import num_words
 from .packing import pack_signs as _pack_signs_torch
@@ -263,18 +264,13 @@ def _pack_signs_absmean_impl(
     return _KERNELS["pack_signs_absmean"].get(x.device.type, _pack_signs_absmean_torch)(x, scale, shift)
 
 
-def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"{NAMESPACE}::pack_kbit_planes: bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
-
-
 def _pack_kbit_planes_affine_torch(x: Tensor, bits: int, scale: Tensor | None, shift: Tensor | None) -> Tensor:
     return _pack_kbit_planes_torch(_affine(x, scale, shift), bits)
 
 
 def _pack_kbit_planes_impl(x: Tensor, bits: int, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
     _check_float_input(x, f"{NAMESPACE}::pack_kbit_planes")
-    _check_bits(bits)
+    check_bits(bits, f"{NAMESPACE}::pack_kbit_planes")
     _check_affine(x, scale, shift, f"{NAMESPACE}::pack_kbit_planes")
     return _KERNELS["pack_kbit_planes"].get(x.device.type, _pack_kbit_planes_affine_torch)(x, bits, scale, shift)
 
@@ -368,7 +364,7 @@ def _(x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> tu
 @torch.library.register_fake(f"{NAMESPACE}::pack_kbit_planes", lib=_LIB)
 def _(x: Tensor, bits: int, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
     _check_float_input(x, f"{NAMESPACE}::pack_kbit_planes")
-    _check_bits(bits)
+    check_bits(bits, f"{NAMESPACE}::pack_kbit_planes")
     _check_affine(x, scale, shift, f"{NAMESPACE}::pack_kbit_planes")
     n, c, h, w = x.shape
     return x.new_empty((bits, n, h, w, num_words(c)), dtype=torch.int32)
@@ -416,7 +412,7 @@ def pack_signs_absmean(x: Tensor, scale: Tensor | None = None, shift: Tensor | N
 def pack_kbit_planes(x: Tensor, bits: int, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
     """``zoo_xnor::pack_kbit_planes``: the ``bits`` sign planes of ``q_k(y)``, ``y = x * scale[c] + shift[c]`` (or
     ``x``), packed, ``(bits, N, H, W, ceil(C / 32))`` int32 (see :mod:`zoo_kernels.kbit`)."""
-    _check_bits(bits)  # before the dispatcher, which takes True for 1
+    check_bits(bits, f"{NAMESPACE}::pack_kbit_planes")  # before the dispatcher, which takes True for 1
     return torch.ops.zoo_xnor.pack_kbit_planes(x, bits, scale, shift)
 
 
@@ -557,6 +553,16 @@ def _float_conv_args(
     return ks, st, pd, dl, alpha, bias
 
 
+def _check_fused_args(name: str, x: Tensor, w_packed: Tensor, alpha: Tensor, bias: Tensor | None, channels: int,
+                      norm_scale: Tensor | None, norm_shift: Tensor | None, stride: Sequence[int],
+                      padding: Sequence[int], dilation: Sequence[int]) -> None:
+    """The checks of the ops that a one-call CPU kernel stands for (they do not run when it does)."""
+    _check_affine(x, norm_scale, norm_shift, name)
+    n, _, h, w = x.shape
+    _check_conv_geometry((n, h, w, num_words(channels)), x, w_packed, alpha, None, bias, channels, stride, padding,
+                         dilation)
+
+
 def xnor_conv2d(
     x: Tensor,
     w_packed: Tensor,
@@ -592,10 +598,8 @@ def xnor_conv2d(
     ks, st, pd, dl, alpha, bias = _float_conv_args("xnor_conv2d", x, w_packed, alpha, channels, kernel_size, stride,
                                                    padding, dilation, bias, groups, residual)
     fused = _fused_cpu_kernel(x, cpu.xnor_conv2d_float_cpu)
-    if fused is not None:  # the checks of the ops it stands for
-        _check_affine(x, norm_scale, norm_shift, "xnor_conv2d")
-        n, _, h, w = x.shape
-        _check_conv_geometry((n, h, w, num_words(channels)), x, w_packed, alpha, None, bias, channels, st, pd, dl)
+    if fused is not None:
+        _check_fused_args("xnor_conv2d", x, w_packed, alpha, bias, channels, norm_scale, norm_shift, st, pd, dl)
         return fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, input_scale, residual,
                      relu)
     if input_scale:
@@ -603,10 +607,8 @@ def xnor_conv2d(
         scale = xnor_input_scale(absmean, ks, st, pd, dl)
     else:
         x_packed, scale = pack_signs(x, norm_scale, norm_shift), None
-    out = xnor_conv2d_packed(x_packed, w_packed, alpha, scale, bias, channels, st, pd, dl)
-    if residual is not None:
-        out = out + residual
-    return out.relu_() if relu else out
+    return _residual_relu(xnor_conv2d_packed(x_packed, w_packed, alpha, scale, bias, channels, st, pd, dl), residual,
+                          relu)
 
 
 def kbit_conv2d(
@@ -640,11 +642,9 @@ def kbit_conv2d(
     ks, st, pd, dl, alpha, bias = _float_conv_args("kbit_conv2d", x, w_packed, alpha, channels, kernel_size, stride,
                                                    padding, dilation, bias, groups, residual)
     fused = _fused_cpu_kernel(x, cpu.kbit_conv2d_float_cpu) if x.dtype == torch.float32 else None
-    if fused is not None:  # the checks of the ops it stands for; then planes, K and one conv over the planes
-        _check_bits(bits)
-        _check_affine(x, norm_scale, norm_shift, "kbit_conv2d")
-        n, _, h, w = x.shape
-        _check_conv_geometry((n, h, w, num_words(channels)), x, w_packed, alpha, None, bias, channels, st, pd, dl)
+    if fused is not None:  # planes, K and one conv over the planes
+        check_bits(bits, "kbit_conv2d")
+        _check_fused_args("kbit_conv2d", x, w_packed, alpha, bias, channels, norm_scale, norm_shift, st, pd, dl)
         return fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, bits, input_scale,
                      residual, relu)
     planes = pack_kbit_planes(x, bits, norm_scale, norm_shift)
@@ -657,6 +657,4 @@ def kbit_conv2d(
         y = xnor_conv2d_packed(plane, w_packed, alpha * weight, scale, bias if out is None else None, channels, st,
                                pd, dl)
         out = y if out is None else out.add_(y)
-    if residual is not None:
-        out = out.add_(residual)
-    return out.relu_() if relu else out
+    return _residual_relu(out, residual, relu)

@@ -392,7 +392,7 @@ def test_compiled_kbit_planes(bits):
         for shape in [(2, c, 5, 7), (1, c, 9, 9), (2, c, 1, 70)]:  # partial 64-pixel blocks, several blocks
             x = _kbit_inputs(shape, bits)
             for layout in (x, x.contiguous(memory_format=torch.channels_last), x.double(),
-                           x.double().contiguous(memory_format=torch.channels_last), x[:, :, :, ::1].half()):
+                           x.double().contiguous(memory_format=torch.channels_last)):
                 assert torch.equal(cpu.pack_kbit_planes_cpu(layout, bits), pack_kbit_planes(layout, bits))
     assert cpu.pack_kbit_planes_cpu(torch.randn(0, 3, 2, 2), 2).shape == (2, 0, 2, 2, 1)
 
