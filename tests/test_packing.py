@@ -290,6 +290,63 @@ def test_packed_resnet_folds_the_stem_batchnorm(trained_xnor, digits_batch):
     assert packed.conv1.weight.grad is not None
 
 
+def _imagenet_resnet_stem():
+    """A packed xnor_resnet18 at ImageNet size (7x7 stride-2 stem and max-pool) with non-trivial stem statistics."""
+    model = zoo.create_model("xnor_resnet18", num_classes=10).eval()
+    with torch.no_grad():
+        model.bn1.running_mean.normal_(0, 0.2)
+        model.bn1.running_var.uniform_(0.5, 2.0)
+        model.bn1.bias.normal_(0, 0.5)
+    return pack(model)
+
+
+def _reference_stem(packed, x):
+    """The trainable stem, layer by layer: conv1 -> bn1 -> ReLU -> max-pool, in float64."""
+    m = packed
+    y = nn.functional.conv2d(x.double(), m.conv1.weight.double(), None, m.conv1.stride, m.conv1.padding)
+    a = m.bn1.weight.double() / torch.sqrt(m.bn1.running_var.double() + m.bn1.eps)
+    y = (y - m.bn1.running_mean.double().view(1, -1, 1, 1)) * a.view(1, -1, 1, 1) + m.bn1.bias.double().view(
+        1, -1, 1, 1)
+    return m.maxpool(y.relu())
+
+
+def test_packed_resnet_stem_pools_before_its_relu_in_chunks():
+    """float32 stem: max-pool then ReLU, a few images at a time, equals conv -> BatchNorm -> ReLU -> pool."""
+    packed = _imagenet_resnet_stem()
+    x = torch.randn(5, 3, 64, 64)
+    ref = _reference_stem(packed, x)
+    with torch.no_grad():
+        whole = packed._stem(x)
+        packed.stem_chunk_bytes = 1  # one image per conv call
+        chunked = packed._stem(x)
+    assert whole.dtype == torch.float32 and whole.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(whole, chunked)
+    torch.testing.assert_close(whole.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    assert (whole == 0).any() and (whole > 0).any()  # the ReLU clipped something, and left something
+
+
+@pytest.mark.native_stem
+def test_packed_resnet_stem_dtype_follows_the_cpu_and_can_be_forced():
+    """Default stem: bfloat16 where the CPU has native bfloat16, float32 elsewhere; its outputs within bfloat16's
+    rounding (8 significant bits on the inputs and weights) of the float64 stem; ``stem_dtype`` forces float32."""
+    from zoo_kernels.cpu_features import has_native_bf16
+
+    packed = _imagenet_resnet_stem()
+    x = torch.randn(3, 3, 64, 64)
+    ref = _reference_stem(packed, x)
+    assert packed._stem_dtype(x) == (torch.bfloat16 if has_native_bf16() else torch.float32)
+    with torch.no_grad():
+        native = packed._stem(x)
+        packed.stem_dtype = torch.float32
+        f32 = packed._stem(x)
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(f32.double(), ref, rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(native.double(), ref, rtol=0, atol=2e-2 * scale)
+    assert native.dtype == torch.float32 and native.is_contiguous(memory_format=torch.channels_last)
+    if has_native_bf16():
+        assert not torch.equal(native, f32)  # it did run in bfloat16
+
+
 def test_packed_bwn_weight_is_rebuilt_once_and_follows_the_bits():
     layer = BinaryConv2d(8, 4, 3, padding=1, kernel_quantizer="scaled_sign")
     packed = PackedBinaryConv2d.from_binary(layer).eval()

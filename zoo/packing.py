@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
+from zoo_kernels.cpu_features import has_native_bf16
 from zoo_kernels.kbit import MAX_BITS
 from zoo_kernels.ops import has_kernel, kbit_conv2d
 from zoo_kernels.ops import xnor_conv2d as popcount_conv2d
@@ -370,28 +371,63 @@ class PackedBasicBlock(BasicBlock):
 
 class PackedResNet(ResNet):
     """timm's ResNet, packed: the stem's BatchNorm folds into the stem's float conv (weights and bias, recomputed only
-    when they change) and its ReLU runs in place, so that the stem makes one pass over its activation, the largest of
-    the network, instead of three. Same children and state dict (``pack`` sets the class in place); without grad mode
-    off, or with another stem, the ``ResNet`` forward runs."""
+    when they change), the max-pool runs before the ReLU (``relu(maxpool(y)) = maxpool(relu(y))`` exactly: max is
+    monotonic and every pooling window holds at least one pixel of the image) so that the ReLU touches a quarter of the
+    pixels, and the conv and pool run a few images at a time, so that the conv's output, the largest activation of the
+    network, stays in cache for the pool instead of going to memory and back (and a fresh buffer of it is not
+    page-faulted in at every call). Same children and state dict (``pack`` sets the class in place); without grad mode
+    off, or with another stem, the ``ResNet`` forward runs.
+
+    ``stem_dtype``: the dtype of the stem's conv and pool. None (the default) is bfloat16 where the CPU has native
+    bfloat16 arithmetic (:func:`zoo_kernels.cpu_features.has_native_bf16`: AVX512_BF16 or AMX, where oneDNN's
+    bfloat16 conv is several times faster than float32) and float32 elsewhere; set ``torch.float32`` for the float32
+    path. The stem's output is float32 either way, and the binary layers after it are exact on whatever signs they
+    get; bfloat16 rounds the stem's inputs and weights to 8 significant bits, which moves the stem's outputs by about
+    0.4% of their size and can flip the sign of a value next to 0 in the first binary conv.
+    """
+
+    stem_dtype: torch.dtype | None = None
+    stem_chunk_bytes: int = 4 << 20  # the stem conv's output per chunk of images, at most (one image at least)
+
+    def _stem_dtype(self, x: torch.Tensor) -> torch.dtype:
+        if self.stem_dtype is not None:
+            return self.stem_dtype
+        return torch.bfloat16 if x.device.type == "cpu" and has_native_bf16() else torch.float32
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor | None:
-        conv, norm = self.conv1, self.bn1
+        """conv1 + bn1 (folded) -> maxpool -> ReLU, float32 channels_last; None where the packed stem does not
+        apply."""
+        conv, norm, pool = self.conv1, self.bn1, self.maxpool
         if (torch.is_grad_enabled() or type(conv) is not nn.Conv2d or not _is_inference_norm(norm)
-                or type(self.act1) is not nn.ReLU or conv.padding_mode != "zeros"):
+                or type(self.act1) is not nn.ReLU or conv.padding_mode != "zeros"
+                or type(pool) not in (nn.MaxPool2d, nn.Identity) or x.dim() != 4):
             return None
-        w, b = _cached(self, "_folded_stem", _tensors(conv, norm), norm.eps, lambda: self._fold_stem(conv, norm))
-        return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
+        dtype = self._stem_dtype(x)
+        w, b = _cached(self, "_folded_stem", _tensors(conv, norm), (norm.eps, dtype),
+                       lambda: self._fold_stem(conv, norm, dtype))
+        xs = x.to(dtype)
+        n, _, h, wd = x.shape
+        ho = (h + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // conv.stride[0] + 1
+        wo = (wd + 2 * conv.padding[1] - conv.dilation[1] * (conv.kernel_size[1] - 1) - 1) // conv.stride[1] + 1
+        per_image = max(1, ho * wo * conv.out_channels * xs.element_size())
+        step = max(1, self.stem_chunk_bytes // per_image)
+        parts = [pool(F.conv2d(xs[i:i + step], w, b, conv.stride, conv.padding, conv.dilation, conv.groups))
+                 for i in range(0, max(n, 1), step)]
+        y = parts[0] if len(parts) == 1 else torch.cat(parts)
+        y = y.relu_()
+        return y.to(torch.float32, memory_format=torch.channels_last)
 
     @staticmethod
-    def _fold_stem(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fold_stem(conv: nn.Conv2d, norm: nn.BatchNorm2d, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         w, b = _fold_norm(norm, conv.weight, conv.bias)
-        return w.contiguous(memory_format=torch.channels_last), b  # also for weights loaded contiguous
+        # channels_last also for weights loaded contiguous
+        return w.to(dtype, memory_format=torch.channels_last), b.to(dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         stem = None if self.grad_checkpointing else self._stem(x)
         if stem is None:
             return super().forward_features(x)
-        return self.layer4(self.layer3(self.layer2(self.layer1(self.maxpool(stem)))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(stem))))
 
 
 # Modules whose class pack() swaps in place for its inference form (same children and state), and unpack() back.
