@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <tuple>
+#include <utility>
 
 namespace zoo_xnor_cpu {
 
@@ -20,5 +21,13 @@ at::Tensor pack_kbit_planes(const at::Tensor& x, int64_t bits, const std::option
 // XNOR-Net's K: absmean (N, 1, H, W) convolved with a kh x kw box of 1 / (kh * kw), zero padding counted as 0.
 at::Tensor input_scale(const at::Tensor& absmean, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                        at::IntArrayRef padding, at::IntArrayRef dilation);
+
+// A conv's geometry, checked before anything is allocated or indexed (the limits of geometry.py): stride, dilation
+// and kernel size in [1, 2^16], padding in [0, 2^16], a positive output, and at most 2^32 elements in each of the
+// zero-padded input (planes * N * (H + 2 ph) * (W + 2 pw) * Cw words), the output (N * O * Ho * Wo) and the weights
+// (O * kh * kw * Cw), empty dimensions counted as 1. Returns (Ho, Wo); a RuntimeError naming the argument otherwise.
+std::pair<int64_t, int64_t> check_conv_geometry(const char* what, int64_t planes, int64_t N, int64_t H, int64_t W,
+                                                int64_t Cw, int64_t O, int64_t kh, int64_t kw, at::IntArrayRef stride,
+                                                at::IntArrayRef padding, at::IntArrayRef dilation);
 
 }  // namespace zoo_xnor_cpu

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -482,6 +483,52 @@ at::Tensor zoo_xnor_cpu::pack_kbit_planes(const at::Tensor& x, int64_t bits, con
   return out;
 }
 
+namespace {
+
+constexpr int64_t kMaxGeometry = int64_t(1) << 16;
+constexpr int64_t kMaxElements = int64_t(1) << 32;
+
+void check_range(const char* what, const char* name, int64_t i, int64_t v, int64_t low) {
+  TORCH_CHECK(v >= low && v <= kMaxGeometry, what, ": ", name, "[", i, "] = ", v, " is outside [", low, ", ",
+              kMaxGeometry, "]");
+}
+
+void check_elements(const char* what, const char* label, std::initializer_list<int64_t> dims) {
+  int64_t n = 1;
+  for (const int64_t d : dims) {
+    TORCH_CHECK(!__builtin_mul_overflow(n, std::max<int64_t>(d, 1), &n) && n <= kMaxElements, what, ": ", label,
+                " ", at::IntArrayRef(dims), " has more than ", kMaxElements, " elements");
+  }
+}
+
+}  // namespace
+
+std::pair<int64_t, int64_t> zoo_xnor_cpu::check_conv_geometry(const char* what, int64_t planes, int64_t N, int64_t H,
+                                                              int64_t W, int64_t Cw, int64_t O, int64_t kh,
+                                                              int64_t kw, at::IntArrayRef stride,
+                                                              at::IntArrayRef padding, at::IntArrayRef dilation) {
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, what,
+              ": stride, padding and dilation must have 2 elements");
+  for (int64_t i = 0; i < 2; ++i) {
+    check_range(what, "stride", i, stride[i], 1);
+    check_range(what, "padding", i, padding[i], 0);
+    check_range(what, "dilation", i, dilation[i], 1);
+  }
+  check_range(what, "kernel_size", 0, kh, 1);
+  check_range(what, "kernel_size", 1, kw, 1);
+  // H and W first: then H + 2 ph cannot overflow
+  check_elements(what, "the input (planes, N, H, W, words)", {planes, N, H, W, Cw});
+  const int64_t Ho = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1;
+  const int64_t Wo = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1;
+  TORCH_CHECK(Ho > 0 && Wo > 0, what, ": input ", H, "x", W, " is too small for kernel ", kh, "x", kw, ": output ",
+              Ho, "x", Wo);
+  check_elements(what, "the padded input (planes, N, H + 2 ph, W + 2 pw, words)",
+                 {planes, N, H + 2 * padding[0], W + 2 * padding[1], Cw});
+  check_elements(what, "the output (N, O, Ho, Wo)", {N, O, Ho, Wo});
+  check_elements(what, "the weights (O, kh, kw, words)", {O, kh, kw, Cw});
+  return {Ho, Wo};
+}
+
 // K[n, 0, y, x] = (1 / (kh * kw)) * sum over the taps inside the image of A[n, 0, iy, ix]: XNOR-Net's K = A * k,
 // conv2d of A with a box filter, zero padding counted as 0. Separable: per output row, the sums over the kernel's rows
 // of each input column (contiguous, vectorised), then per output the sum of kw of them. kh + kw additions per output
@@ -491,15 +538,11 @@ at::Tensor zoo_xnor_cpu::input_scale(const at::Tensor& absmean, at::IntArrayRef 
   TORCH_CHECK(absmean.dim() == 4 && absmean.size(1) == 1 && absmean.scalar_type() == at::kFloat &&
                   absmean.device().is_cpu(),
               "input_scale: expected a float32 CPU tensor (N, 1, H, W)");
-  TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-              "input_scale: kernel_size, stride, padding and dilation must have 2 elements");
+  TORCH_CHECK(kernel_size.size() == 2, "input_scale: kernel_size must have 2 elements");
   const int64_t N = absmean.size(0), H = absmean.size(2), W = absmean.size(3);
-  const int64_t kh = kernel_size[0], kw = kernel_size[1], sh = stride[0], sw = stride[1];
-  const int64_t ph = padding[0], pw = padding[1], dh = dilation[0], dw = dilation[1];
-  TORCH_CHECK(kh > 0 && kw > 0 && sh > 0 && sw > 0 && dh > 0 && dw > 0 && ph >= 0 && pw >= 0,
-              "input_scale: kernel, stride and dilation must be positive, padding non-negative");
-  const int64_t Ho = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1, Wo = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
-  TORCH_CHECK(Ho > 0 && Wo > 0, "input_scale: output size ", Ho, "x", Wo, " is not positive");
+  const int64_t kh = kernel_size[0], kw = kernel_size[1];
+  const auto [Ho, Wo] = check_conv_geometry("input_scale", 1, N, H, W, 1, 1, kh, kw, stride, padding, dilation);
+  const int64_t sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1], dh = dilation[0], dw = dilation[1];
   at::Tensor out = at::empty({N, 1, Ho, Wo}, absmean.options());
   if (out.numel() == 0) return out;
   const at::Tensor a = absmean.contiguous();

@@ -912,21 +912,16 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
               "xnor_conv2d: packed tensors must be int32");
   TORCH_CHECK(x_packed.device().is_cpu() && w_packed.device().is_cpu() && alpha.device().is_cpu(),
               "xnor_conv2d: expected CPU tensors");
-  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-              "xnor_conv2d: stride, padding and dilation must have 2 elements");
   Geometry g{};
   g.N = x_packed.size(d0), g.H = x_packed.size(d0 + 1), g.W = x_packed.size(d0 + 2), g.Cw = x_packed.size(d0 + 3);
   g.O = w_packed.size(0), g.kh = w_packed.size(1), g.kw = w_packed.size(2);
   g.C = channels;
-  g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1], g.dh = dilation[0], g.dw = dilation[1];
-  TORCH_CHECK(w_packed.size(3) == g.Cw && ceil_div(g.C, kWordBits) == g.Cw && g.C > 0,
+  TORCH_CHECK(w_packed.size(3) == g.Cw && g.C > 0 && ceil_div(g.C, kWordBits) == g.Cw,
               "xnor_conv2d: channels ", g.C, " do not match ", g.Cw, " activation and ", w_packed.size(3),
               " weight words");
-  TORCH_CHECK(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0 && g.ph >= 0 && g.pw >= 0,
-              "xnor_conv2d: stride and dilation must be positive, padding non-negative");
-  g.Ho = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
-  g.Wo = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
-  TORCH_CHECK(g.Ho > 0 && g.Wo > 0, "xnor_conv2d: output size ", g.Ho, "x", g.Wo, " is not positive");
+  std::tie(g.Ho, g.Wo) = zoo_xnor_cpu::check_conv_geometry("xnor_conv2d", bits, g.N, g.H, g.W, g.Cw, g.O, g.kh, g.kw,
+                                                           stride, padding, dilation);
+  g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1], g.dh = dilation[0], g.dw = dilation[1];
   TORCH_CHECK(alpha.numel() == g.O && alpha.scalar_type() == at::kFloat, "xnor_conv2d: alpha must be float32 (O,)");
   const int64_t HoWo = g.Ho * g.Wo, P = g.N * HoWo;
   if (scale.has_value())
@@ -1166,6 +1161,8 @@ at::Tensor xnor_conv2d_float_cpu(const at::Tensor& x, const at::Tensor& w_packed
   TORCH_CHECK(kernel_size.size() == 2 && w_packed.dim() == 4 && w_packed.size(1) == kernel_size[0] &&
                   w_packed.size(2) == kernel_size[1],
               "xnor_conv2d: w_packed does not match the kernel size");
+  zoo_xnor_cpu::check_conv_geometry("xnor_conv2d", 1, x.size(0), x.size(2), x.size(3), ceil_div(channels, kWordBits),
+                                    w_packed.size(0), kernel_size[0], kernel_size[1], stride, padding, dilation);
   const auto [packed, absmean] = zoo_xnor_cpu::pack_signs(x, input_scale, norm_scale, norm_shift);
   std::optional<at::Tensor> scale;
   if (input_scale) scale = zoo_xnor_cpu::input_scale(absmean, kernel_size, stride, padding, dilation);
@@ -1186,6 +1183,9 @@ at::Tensor kbit_conv2d_float_cpu(const at::Tensor& x, const at::Tensor& w_packed
                   w_packed.size(2) == kernel_size[1],
               "kbit_conv2d: w_packed does not match the kernel size");
   TORCH_CHECK(alpha.scalar_type() == at::kFloat, "kbit_conv2d: alpha must be float32");
+  TORCH_CHECK(bits >= 1 && bits <= 16, "kbit_conv2d: bits must be from 1 to 16, got ", bits);
+  zoo_xnor_cpu::check_conv_geometry("kbit_conv2d", bits, x.size(0), x.size(2), x.size(3), ceil_div(channels, kWordBits),
+                                    w_packed.size(0), kernel_size[0], kernel_size[1], stride, padding, dilation);
   const at::Tensor planes = zoo_xnor_cpu::pack_kbit_planes(x, bits, norm_scale, norm_shift);
   std::optional<at::Tensor> scale;
   if (input_scale) {

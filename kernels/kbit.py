@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from .geometry import is_int
 from .packing import pack_signs
 
 __all__ = ["MAX_BITS", "check_bits", "kbit_levels", "kbit_plane_weights", "pack_kbit_planes"]
@@ -34,10 +35,12 @@ __all__ = ["MAX_BITS", "check_bits", "kbit_levels", "kbit_plane_weights", "pack_
 MAX_BITS = 16  # levels up to 65535: exact in float32, and more than any k-bit network uses
 
 
-def check_bits(bits: int, what: str = "kbit") -> None:
-    """A ValueError naming ``what`` unless ``bits`` is an int from 1 to :data:`MAX_BITS` (not a bool)."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
+def check_bits(bits: int, what: str = "kbit") -> int:
+    """``bits`` as an ``int``; a ValueError naming ``what`` unless it is an integer (Python or numpy, not a bool)
+    from 1 to :data:`MAX_BITS`."""
+    if not is_int(bits) or not 1 <= bits <= MAX_BITS:
         raise ValueError(f"{what}: bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
+    return int(bits)
 
 
 def kbit_levels(y: torch.Tensor, bits: int) -> torch.Tensor:

@@ -21,7 +21,9 @@ Ops (inference only: no autograd formula is registered)::
         q_k(y) = sum_b 2^b / (2^k - 1) * s_b (see :mod:`zoo_kernels.kbit`), each packed as pack_signs packs
 
 The packed format is documented in :mod:`zoo_kernels.packing`; the integer conv in :mod:`zoo_kernels.reference`.
-Every op has a fake (meta) implementation, so they trace under ``torch.compile`` and ``torch.export``.
+Every op has a fake (meta) implementation, so they trace under ``torch.compile`` and ``torch.export``. Ops and
+wrappers check their geometry first (:mod:`zoo_kernels.geometry`: integers in ranges that keep the kernels' indices
+and buffers inside int64), with a TypeError or ValueError naming the argument and its value.
 
 Per-device kernels: the ops' implementation (registered for the CPU and CUDA dispatch keys) looks the kernel up
 by the input's device type. The CPU kernels (compiled, :mod:`zoo_kernels.cpu`, with the pure-PyTorch fallback) are
@@ -54,11 +56,11 @@ from torch import Tensor
 
 from . import cpu
 from .cpu import residual_relu as _residual_relu
+from .geometry import MAX_ELEMENTS, MAX_GEOMETRY, check_conv_sizes, check_int, conv_pair
 from .kbit import check_bits, kbit_plane_weights
 from .kbit import pack_kbit_planes as _pack_kbit_planes_torch
 from .packing import num_words
 from .packing import pack_signs as _pack_signs_torch
-from .reference import conv_output_size
 
 __all__ = [
     "NAMESPACE",
@@ -127,11 +129,10 @@ def use_kernel(op: str, device_type: str, fn: Callable[..., object]) -> Iterator
             _KERNELS[op][device_type] = previous
 
 
-def _pair(v: int | Sequence[int], name: str) -> list[int]:
-    t = [v, v] if isinstance(v, int) else list(map(int, v))
-    if len(t) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-    return t
+def _geometry(what: str, **pairs: int | Sequence[int]) -> list[list[int]]:
+    """Each of ``kernel_size`` / ``stride`` / ``padding`` / ``dilation`` given as an int or a pair, as a checked
+    pair (see :mod:`zoo_kernels.geometry`), in the order given."""
+    return [conv_pair(v, name, what) for name, v in pairs.items()]
 
 
 def _check_float_input(x: Tensor, what: str) -> None:
@@ -175,27 +176,26 @@ def _check_conv_geometry(
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
+    planes: int = 1,
 ) -> tuple[int, int]:
-    """:func:`_check_conv_args` for activations ``x`` whose packed form has shape ``packed_shape`` (N, H, W, Cw)."""
+    """:func:`_check_conv_args` for activations ``x`` whose packed form has shape ``packed_shape`` (N, H, W, Cw), of
+    ``planes`` bit planes."""
     name = f"{NAMESPACE}::xnor_conv2d"
     if w_packed.dim() != 4 or w_packed.dtype != torch.int32:
         raise TypeError(
             f"{name}: w_packed must be a 4D torch.int32 tensor, got {w_packed.dtype} {tuple(w_packed.shape)}"
         )
+    stride, padding, dilation = _geometry(name, stride=stride, padding=padding, dilation=dilation)
+    channels = check_int(channels, "channels", 1, MAX_ELEMENTS, name)
     n, h, w, cw = packed_shape
     o, kh, kw, wcw = w_packed.shape
-    if channels <= 0 or num_words(channels) != cw or wcw != cw:
+    if num_words(channels) != cw or wcw != cw:
         raise ValueError(
             f"{name}: {channels} channels need {num_words(channels)} words; x_packed has {cw}, w_packed {wcw}"
         )
-    if len(stride) != 2 or len(padding) != 2 or len(dilation) != 2:
-        raise ValueError(f"{name}: stride, padding and dilation must have 2 elements")
-    if min(stride) <= 0 or min(dilation) <= 0 or min(padding) < 0:
-        raise ValueError(f"{name}: stride and dilation must be positive and padding non-negative")
-    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
-    wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
-    if ho <= 0 or wo <= 0:
-        raise ValueError(f"{name}: input {h}x{w} is too small for kernel {kh}x{kw}: output {ho}x{wo}")
+    if not (1 <= kh <= MAX_GEOMETRY and 1 <= kw <= MAX_GEOMETRY):
+        raise ValueError(f"{name}: w_packed's kernel {kh}x{kw} is outside [1, {MAX_GEOMETRY}]")
+    ho, wo = check_conv_sizes(name, planes, n, h, w, cw, o, (kh, kw), stride, padding, dilation)
     if alpha.dtype != torch.float32 or alpha.shape != (o,):
         raise ValueError(f"{name}: alpha must be float32 of shape ({o},), got {alpha.dtype} {tuple(alpha.shape)}")
     if bias is not None and (bias.dtype != torch.float32 or bias.shape != (o,)):
@@ -289,14 +289,9 @@ def _check_scale_args(
     name = f"{NAMESPACE}::input_scale"
     if absmean.dim() != 4 or absmean.shape[1] != 1 or absmean.dtype != torch.float32:
         raise ValueError(f"{name}: absmean must be float32 (N, 1, H, W), got {absmean.dtype} {tuple(absmean.shape)}")
-    if min(kernel_size) <= 0 or min(stride) <= 0 or min(dilation) <= 0 or min(padding) < 0:
-        raise ValueError(f"{name}: kernel_size, stride and dilation must be positive and padding non-negative")
-    h, w = absmean.shape[2:]
-    ho = conv_output_size(h, kernel_size[0], stride[0], padding[0], dilation[0])
-    wo = conv_output_size(w, kernel_size[1], stride[1], padding[1], dilation[1])
-    if ho <= 0 or wo <= 0:
-        raise ValueError(f"{name}: input {h}x{w} is too small for kernel {tuple(kernel_size)}: output {ho}x{wo}")
-    return ho, wo
+    geometry = _geometry(name, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation)
+    n, _, h, w = absmean.shape
+    return check_conv_sizes(name, 1, n, h, w, 1, 1, *geometry)
 
 
 def _input_scale_impl(
@@ -412,7 +407,7 @@ def pack_signs_absmean(x: Tensor, scale: Tensor | None = None, shift: Tensor | N
 def pack_kbit_planes(x: Tensor, bits: int, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
     """``zoo_xnor::pack_kbit_planes``: the ``bits`` sign planes of ``q_k(y)``, ``y = x * scale[c] + shift[c]`` (or
     ``x``), packed, ``(bits, N, H, W, ceil(C / 32))`` int32 (see :mod:`zoo_kernels.kbit`)."""
-    check_bits(bits, f"{NAMESPACE}::pack_kbit_planes")  # before the dispatcher, which takes True for 1
+    bits = check_bits(bits, f"{NAMESPACE}::pack_kbit_planes")  # before the dispatcher, which takes True for 1
     return torch.ops.zoo_xnor.pack_kbit_planes(x, bits, scale, shift)
 
 
@@ -434,8 +429,10 @@ def xnor_conv2d_packed(
     (N, 1, Ho, Wo) float32 or None (1), ``bias`` (O,) float32 or None (0), ``channels`` = C. ``int`` is exactly
     ``F.conv2d(sign(x), sign(w), None, stride, padding, dilation)`` (see :mod:`zoo_kernels.reference`).
     """
-    return torch.ops.zoo_xnor.xnor_conv2d(x_packed, w_packed, alpha, scale, bias, channels, list(stride),
-                                          list(padding), list(dilation))
+    name = f"{NAMESPACE}::xnor_conv2d"  # checked before the dispatcher, which takes True for 1 and 2**63 raw
+    stride, padding, dilation = _geometry(name, stride=stride, padding=padding, dilation=dilation)
+    channels = check_int(channels, "channels", 1, MAX_ELEMENTS, name)
+    return torch.ops.zoo_xnor.xnor_conv2d(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation)
 
 
 # The CPU kernels, by op. While they are the registered ones, xnor_conv2d on a plain CPU tensor calls the compiled
@@ -503,7 +500,9 @@ def xnor_input_scale(
     ``A = mean_c |x|`` (N, 1, H, W) float32; zero padding counts as 0 in the average (``count_include_pad``), as the
     padded zeros contribute nothing to the convolution. Same as ``zoo.quantizers.xnor_input_scale``.
     """
-    return torch.ops.zoo_xnor.input_scale(absmean, list(kernel_size), list(stride), list(padding), list(dilation))
+    geometry = _geometry(f"{NAMESPACE}::input_scale", kernel_size=kernel_size, stride=stride, padding=padding,
+                         dilation=dilation)
+    return torch.ops.zoo_xnor.input_scale(absmean, *geometry)
 
 
 def _float_conv_args(
@@ -527,8 +526,8 @@ def _float_conv_args(
         raise NotImplementedError(f"{name}: only groups=1 is supported, got groups={groups}")
     if not isinstance(w_packed, Tensor) or w_packed.dim() != 4 or w_packed.dtype != torch.int32:
         raise TypeError(f"{name}: w_packed must be a 4D torch.int32 tensor (O, kh, kw, Cw)")
-    ks, st, pd, dl = (_pair(v, n) for v, n in ((kernel_size, "kernel_size"), (stride, "stride"),
-                                               (padding, "padding"), (dilation, "dilation")))
+    ks, st, pd, dl = _geometry(name, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation)
+    channels = check_int(channels, "channels", 1, MAX_ELEMENTS, name)
     if x.shape[1] != channels:
         raise ValueError(f"{name}: x has {x.shape[1]} channels, expected {channels}")
     if tuple(w_packed.shape[1:3]) != tuple(ks) or w_packed.shape[3] != num_words(channels):
@@ -545,8 +544,8 @@ def _float_conv_args(
         bias = bias.detach().float()
     if residual is not None:
         n, _, h, w = x.shape
-        shape = (n, w_packed.shape[0], conv_output_size(h, ks[0], st[0], pd[0], dl[0]),
-                 conv_output_size(w, ks[1], st[1], pd[1], dl[1]))
+        o = w_packed.shape[0]
+        shape = (n, o, *check_conv_sizes(name, 1, n, h, w, num_words(channels), o, ks, st, pd, dl))
         if residual.dtype != torch.float32 or residual.device != x.device or residual.shape != shape:
             raise ValueError(f"{name}: residual must be float32 of the output's shape {shape} on {x.device}, got "
                              f"{residual.dtype} {tuple(residual.shape)} on {residual.device}")
@@ -555,12 +554,12 @@ def _float_conv_args(
 
 def _check_fused_args(name: str, x: Tensor, w_packed: Tensor, alpha: Tensor, bias: Tensor | None, channels: int,
                       norm_scale: Tensor | None, norm_shift: Tensor | None, stride: Sequence[int],
-                      padding: Sequence[int], dilation: Sequence[int]) -> None:
+                      padding: Sequence[int], dilation: Sequence[int], planes: int = 1) -> None:
     """The checks of the ops that a one-call CPU kernel stands for (they do not run when it does)."""
     _check_affine(x, norm_scale, norm_shift, name)
     n, _, h, w = x.shape
     _check_conv_geometry((n, h, w, num_words(channels)), x, w_packed, alpha, None, bias, channels, stride, padding,
-                         dilation)
+                         dilation, planes)
 
 
 def xnor_conv2d(
@@ -643,8 +642,9 @@ def kbit_conv2d(
                                                    padding, dilation, bias, groups, residual)
     fused = _fused_cpu_kernel(x, cpu.kbit_conv2d_float_cpu) if x.dtype == torch.float32 else None
     if fused is not None:  # planes, K and one conv over the planes
-        check_bits(bits, "kbit_conv2d")
-        _check_fused_args("kbit_conv2d", x, w_packed, alpha, bias, channels, norm_scale, norm_shift, st, pd, dl)
+        bits = check_bits(bits, "kbit_conv2d")
+        _check_fused_args("kbit_conv2d", x, w_packed, alpha, bias, channels, norm_scale, norm_shift, st, pd, dl,
+                          bits)
         return fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, bits, input_scale,
                      residual, relu)
     planes = pack_kbit_planes(x, bits, norm_scale, norm_shift)

@@ -30,14 +30,11 @@ from collections.abc import Sequence
 
 import torch
 
+from .geometry import conv_output_size, conv_pair
+
 __all__ = ["conv_output_size", "popcount32", "xnor_conv2d_reference"]
 
 _BYTE_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """``floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1``, as for ``F.conv2d``."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def popcount32(words: torch.Tensor) -> torch.Tensor:
@@ -46,13 +43,6 @@ def popcount32(words: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"popcount32 expects int32 words, got {words.dtype}")
     as_bytes = words.contiguous().view(torch.uint8).reshape(*words.shape, 4)
     return _BYTE_POPCOUNT.to(words.device)[as_bytes.long()].sum(dim=-1)
-
-
-def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
-    t = (v, v) if isinstance(v, int) else tuple(int(i) for i in v)
-    if len(t) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-    return t
 
 
 def xnor_conv2d_reference(
@@ -68,9 +58,9 @@ def xnor_conv2d_reference(
     Equal to ``F.conv2d(sign(x), sign(w), None, stride, padding, dilation)`` for ``x_packed = pack_signs(x)`` and
     ``w_packed = pack_weight_signs(w)`` (see the module docstring).
     """
-    sh, sw = _pair(stride, "stride")
-    ph, pw = _pair(padding, "padding")
-    dh, dw = _pair(dilation, "dilation")
+    sh, sw = conv_pair(stride, "stride", "xnor_conv2d_reference")
+    ph, pw = conv_pair(padding, "padding", "xnor_conv2d_reference")
+    dh, dw = conv_pair(dilation, "dilation", "xnor_conv2d_reference")
     if x_packed.dtype != torch.int32 or w_packed.dtype != torch.int32 or x_packed.dim() != 4 or w_packed.dim() != 4:
         raise TypeError("xnor_conv2d_reference: x_packed and w_packed must be 4D torch.int32 tensors")
     n, h, w, cw = x_packed.shape
