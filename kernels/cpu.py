@@ -51,7 +51,7 @@ __all__ = [
     "xnor_conv2d_cpu",
 ]
 
-_SOURCES = [Path(__file__).with_name(name) for name in ("cpu_popcount.cpp", "cpu_pack.cpp")]
+_SOURCES = [Path(__file__).with_name(name) for name in ("cpu_popcount.cpp", "cpu_pack.cpp", "cpu_int8.cpp")]
 _HEADERS = [Path(__file__).with_name("cpu_kernels.h")]
 _VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2, "avx2_pairs": 3}
 
@@ -120,6 +120,8 @@ def load_extension() -> bool:
                     _ops["xnor_conv2d"] = torch.ops.zoo_xnor_cpu.xnor_conv2d.default
                     _ops["xnor_conv2d_float"] = torch.ops.zoo_xnor_cpu.xnor_conv2d_float.default
                     _ops["kbit_conv2d_float"] = torch.ops.zoo_xnor_cpu.kbit_conv2d_float.default
+                    _ops["level_bytes"] = torch.ops.zoo_xnor_cpu.level_bytes.default
+                    _ops["scale_epilogue"] = torch.ops.zoo_xnor_cpu.scale_epilogue.default
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
                     error = e
             _state.update(loaded=True, ok=error is None, error=error)
@@ -307,3 +309,30 @@ def kbit_conv2d_float_cpu(
 def cached_weights() -> int:
     """How many weight tensors have their re-laid-out panels in the compiled kernel's cache (0 without it)."""
     return torch.ops.zoo_xnor_cpu.cached_weights() if load_extension() else 0
+
+
+def level_bytes_cpu(
+    x: torch.Tensor, bits: int, absmean: bool, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The int8 route's input bytes ``q = 2 L`` (uint8 (N, C, H, W), channels_last) of ``y = x * scale[c] +
+    shift[c]`` (``fma``; ``y = x`` without them), ``L`` the sign level ``[y >= 0]`` for one bit, else XNOR-Net's
+    k-bit level (:func:`zoo_kernels.kbit.kbit_levels`), and ``mean_c |y|`` (N, 1, H, W) float32 when ``absmean``.
+    float32 input; compiled kernel only (the int8 route needs it)."""
+    if not load_extension():
+        raise RuntimeError("level_bytes_cpu needs the compiled CPU kernels: " + kernel_info())
+    q, am = _ops["level_bytes"](x, bits, absmean, scale, shift)
+    return q, (am if absmean else None)
+
+
+def scale_epilogue_cpu(
+    out: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    relu: bool,
+) -> torch.Tensor:
+    """In place on a float32 channels_last conv output: ``out = out * scale[n, 0, y, x] + bias[o]`` (``fma``), plus
+    ``residual`` when given, then a ReLU when asked (the int8 route's epilogue, with XNOR-Net's ``K`` as ``scale``)."""
+    if not load_extension():
+        raise RuntimeError("scale_epilogue_cpu needs the compiled CPU kernels: " + kernel_info())
+    return _ops["scale_epilogue"](out, scale, bias, residual, relu)

@@ -47,6 +47,7 @@ plane, combined in the epilogues' ``alpha``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 
@@ -54,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import cpu
+from . import cpu, routes
 from .cpu import residual_relu as _residual_relu
 from .geometry import MAX_ELEMENTS, MAX_GEOMETRY, check_conv_sizes, check_int, conv_pair
 from .kbit import check_bits, kbit_plane_weights
@@ -599,8 +600,10 @@ def xnor_conv2d(
     fused = _fused_cpu_kernel(x, cpu.xnor_conv2d_float_cpu)
     if fused is not None:
         _check_fused_args("xnor_conv2d", x, w_packed, alpha, bias, channels, norm_scale, norm_shift, st, pd, dl)
-        return fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, input_scale, residual,
-                     relu)
+        return routes.binary_conv2d_cpu(
+            lambda: fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, input_scale,
+                          residual, relu),
+            x, w_packed, alpha, channels, ks, st, pd, dl, 1, input_scale, bias, norm_scale, norm_shift, residual, relu)
     if input_scale:
         x_packed, absmean = pack_signs_absmean(x, norm_scale, norm_shift)
         scale = xnor_input_scale(absmean, ks, st, pd, dl)
@@ -645,8 +648,12 @@ def kbit_conv2d(
         bits = check_bits(bits, "kbit_conv2d")
         _check_fused_args("kbit_conv2d", x, w_packed, alpha, bias, channels, norm_scale, norm_shift, st, pd, dl,
                           bits)
-        return fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, bits, input_scale,
-                     residual, relu)
+        popcount = functools.partial(fused, x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd,
+                                     dl, bits, input_scale, residual, relu)
+        if bits > 7:  # the int8 route's bytes hold 2 L <= 254
+            return popcount()
+        return routes.binary_conv2d_cpu(popcount, x, w_packed, alpha, channels, ks, st, pd, dl, bits, input_scale,
+                                        bias, norm_scale, norm_shift, residual, relu)
     planes = pack_kbit_planes(x, bits, norm_scale, norm_shift)
     scale = None
     if input_scale:

@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 
 # Keep wandb local in every test run, whatever the machine's configuration.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -79,3 +80,10 @@ def _float32_stem(request, monkeypatch):
         from zoo.packing import PackedResNet
 
         monkeypatch.setattr(PackedResNet, "stem_dtype", torch.float32)
+
+
+# Binary convs take the popcount route in tests unless a test asks for another (the route tests, and the int8
+# backend of the packed-model tests): a measured choice would make which kernel ran depend on the machine's load.
+# Choices measured in tests go to a folder of the test session, not to the user's cache.
+os.environ.setdefault("ZOO_KERNELS_ROUTE", "popcount")
+os.environ.setdefault("ZOO_KERNELS_ROUTE_CACHE", tempfile.mkdtemp(prefix="zoo-routes-"))

@@ -2,11 +2,15 @@
 disk, the packed model against its reference, and the CUDA error without CUDA. Timings are never asserted."""
 
 import json
+import re
 
 import pytest
 import timm
 import torch
 from safetensors.torch import save_model
+from zoo_kernels import int8_route, routes
+from zoo_kernels.bench import float_variants
+from zoo_kernels.cpu_features import cpu_class, cpu_features, has_native_bf16
 
 import zoo
 from zoo import bench
@@ -24,27 +28,41 @@ def test_bench_json(tmp_path, restore_threads, capsys):
     out = tmp_path / "bench.json"
     zoo_main(["bench", "--repeats", "1", "--warmup", "0", "--input-size", "32", "--batches", "1", "2",
               "--channels", "64", "512", "--json", str(out)])
-    assert "float resnet18 (timm)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "best float" in printed and "xnor_resnet18 resnet18" in printed
     doc = json.loads(out.read_text())
 
     meta = doc["meta"]
     assert meta["device"] == "cpu" and meta["threads"] == 2 == torch.get_num_threads() and meta["repeats"] == 1
     assert meta["torch"] == torch.__version__.split("+")[0] and "cores" in meta["hardware"] and meta["date"]
+    assert meta["cpu_class"] == cpu_class() and meta["cpu_features"] == cpu_features()
+    floats = set(float_variants("cpu"))
+    assert {"f32", "f32_cl"} <= floats and ("bf16_cl" in floats) == has_native_bf16()
 
     # conv shapes of ResNet-18 at 32x32: 64 channels at 8x8 and 512 at 1x1, batches 1 and 2
     assert [(r["batch"], r["channels"], r["size"]) for r in doc["conv"]] == [(1, 64, 8), (1, 512, 1), (2, 64, 8),
                                                                             (2, 512, 1)]
     for r in doc["conv"]:
+        assert r["best_float"] in floats
+        assert r["float_ms"] == min(r[f"{n}_ms"] for n in floats)  # the fastest float variant is the baseline
         assert r["speedup"] == pytest.approx(r["float_ms"] / r["xnor_ms"], rel=1e-12)
         assert r["speedup_k"] == pytest.approx(r["float_ms"] / r["xnor_k_ms"], rel=1e-12)
         assert r["speedup_a2"] == pytest.approx(r["float_ms"] / r["a2_ms"], rel=1e-12)
         assert 0 < r["xnor_min_ms"] <= r["xnor_ms"]
+        assert {r["route_xnor"], r["route_xnor_k"], r["route_a2"]} <= set(routes.ROUTES)
+        if int8_route.int8_route_available():
+            assert r["speedup_int8"] == pytest.approx(r["float_ms"] / r["int8_ms"], rel=1e-12)
+            assert all(f"{v}_{route}_ms" in r for v in ("xnor", "xnor_k", "a2") for route in routes.ROUTES)
 
     assert [(r["model"], r["baseline"], r["batch"]) for r in doc["end_to_end"]] == [
         ("xnor_resnet18", "resnet18", 1), ("xnor_resnet18", "resnet18", 2)]
     for r in doc["end_to_end"]:
-        assert r["input_size"] == [3, 32, 32]
+        assert r["input_size"] == [3, 32, 32] and r["best_float"] in floats
+        assert r["float_ms"] == min(r[f"{n}_ms"] for n in floats)
         assert r["speedup"] == pytest.approx(r["float_ms"] / r["packed_ms"], rel=1e-12)
+        # one route per binary conv call: the 19 binary convs of ResNet-18 (16 in the blocks, 3 downsamples)
+        assert len(r["routes"]) == 19 and all(c["route"] in routes.ROUTES for c in r["routes"])
+        assert r["routes"][0]["key"].startswith(f"conv|b1|n{r['batch']}|c64|")
 
     # sizes: the files the float model and the packed checkpoint really take
     (size,) = doc["sizes"]
@@ -87,3 +105,10 @@ def test_cuda_without_cuda_is_a_clear_error(monkeypatch, capsys):
         bench.main(["--device", "cuda"])
     assert info.value.code == 2
     assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+
+
+def test_quick_bench_and_profile(restore_threads, capsys):
+    zoo_main(["bench", "--quick", "--channels", "--profile"])
+    printed = capsys.readouterr().out
+    assert "profile of packed xnor_resnet18 batch 1:" in printed
+    assert "Self CPU" in printed and re.search(r"xnor_resnet18 +resnet18 +1 +3x64x64 ", printed)

@@ -142,7 +142,7 @@ def test_fp_model_packs_to_itself():
         assert torch.equal(packed(x), model(x))
 
 
-@pytest.mark.parametrize("backend", ["compiled", "reference", "triton"])
+@pytest.mark.parametrize("backend", ["compiled", "int8", "reference", "triton"])
 @pytest.mark.parametrize("model", ["xnor", "w1a2"])
 def test_packed_model_runs_on_bits_on_each_backend(request, model, digits_batch, backend, monkeypatch):
     """XNOR (sign inputs) and w1a2 (2-bit inputs, as two sign planes) models: every binary conv runs on the popcount
@@ -152,8 +152,17 @@ def test_packed_model_runs_on_bits_on_each_backend(request, model, digits_batch,
     trained = request.getfixturevalue(f"trained_{model}")
     images, _ = digits_batch
     device, kernel_route, triton_calls = "cpu", contextlib.nullcontext(), []
-    if backend == "compiled" and not cpu.cpu_kernel_available():
+    if backend in ("compiled", "int8") and not cpu.cpu_kernel_available():
         pytest.skip("the C++ extension could not be built here")
+    if backend == "int8":  # the int8 matrix-engine route (oneDNN), where torch has it
+        from zoo_kernels import int8_route
+
+        if not int8_route.int8_route_available():
+            pytest.skip("torch has no oneDNN int8 conv here")
+        monkeypatch.setenv("ZOO_KERNELS_ROUTE", "int8")
+        int8_calls = []
+        int8_conv = int8_route.int8_conv2d
+        monkeypatch.setattr(int8_route, "int8_conv2d", lambda *a, **k: int8_calls.append(1) or int8_conv(*a, **k))
     if backend == "reference":
         monkeypatch.setattr(cpu, "load_extension", lambda: False)
     if backend == "triton":
@@ -181,6 +190,8 @@ def test_packed_model_runs_on_bits_on_each_backend(request, model, digits_batch,
         ref, out = trained(images), packed(images.to(device)).cpu()
     assert len(calls) == len(layers)
     assert len(triton_calls) == (planes * len(layers) if backend == "triton" else 0)
+    if backend == "int8":
+        assert len(int8_calls) == len(layers)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
     assert torch.equal(out.argmax(1), ref.argmax(1))
     assert ref.std() > 0.1  # real logits, not a constant

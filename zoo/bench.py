@@ -23,6 +23,7 @@ Weights are random: the kernels' speed does not depend on their values.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import statistics
@@ -35,7 +36,9 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 from zoo_kernels import cpu as cpu_kernels
-from zoo_kernels.bench import benchmark_conv, conv_shapes, conv_table, float_dtype, time_interleaved
+from zoo_kernels import routes
+from zoo_kernels.bench import benchmark_conv, conv_shapes, conv_table, float_variants, time_interleaved
+from zoo_kernels.cpu_features import cpu_class, cpu_features
 
 from .hub.checkpoint import WEIGHTS_NAME
 from .hub.model import pack_model
@@ -92,17 +95,41 @@ def _median_ms(ts: list[float]) -> float:
     return statistics.median(ts) * 1e3
 
 
+def float_models(float_model: nn.Module, device: torch.device) -> dict[str, nn.Module]:
+    """The float baseline as a user would run it on ``device``: one copy per :func:`float_variants` entry (dtype and
+    memory format), in eval mode."""
+    out = {}
+    for name, (dtype, fmt) in float_variants(device).items():
+        out[name] = copy.deepcopy(float_model).to(device, dtype, memory_format=fmt).eval()
+    return out
+
+
 @torch.inference_mode()
 def _time_models(
-    float_model: nn.Module, packed: nn.Module, batch: int, input_size: tuple[int, ...], device: torch.device,
-    repeats: int, warmup: int,
-) -> dict[str, float]:
+    floats: dict[str, nn.Module], packed: nn.Module, batch: int, input_size: tuple[int, ...], device: torch.device,
+    repeats: int, warmup: int, compile_best: bool = False,
+) -> dict[str, Any]:
+    """Median ms of each float variant, of the packed model, and (``compile_best``) of ``torch.compile`` of the
+    fastest float variant; ``best_float``, ``float_ms`` (its time) and ``speedup`` = float_ms / packed_ms."""
     x = torch.randn(batch, *input_size, device=device)
-    x_float = x.to(float_dtype(device))
-    times = time_interleaved({"float": lambda: float_model(x_float), "packed": lambda: packed(x)}, repeats, warmup,
-                             device)
-    row = {"float_ms": _median_ms(times["float"]), "packed_ms": _median_ms(times["packed"]),
-           "float_min_ms": min(times["float"]) * 1e3, "packed_min_ms": min(times["packed"]) * 1e3}
+    inputs = {name: x.to(float_variants(device)[name][0], memory_format=float_variants(device)[name][1])
+              for name in floats}  # converted outside the timing: the float models get their input as they want it
+    fns = {name: (lambda m=m, xi=inputs[name]: m(xi)) for name, m in floats.items()}
+    fns["packed"] = lambda: packed(x)
+    times = time_interleaved(fns, repeats, warmup, device)
+    row: dict[str, Any] = {}
+    for name, ts in times.items():
+        row[f"{name}_ms"], row[f"{name}_min_ms"] = _median_ms(ts), min(ts) * 1e3
+    best = min(floats, key=lambda n: row[f"{n}_ms"])
+    if compile_best:  # the fastest eager float, compiled (inductor); its compilation is not timed
+        compiled = torch.compile(floats[best])
+        times = time_interleaved({"compiled": lambda: compiled(inputs[best]), "packed": lambda: packed(x)}, repeats,
+                                 warmup, device)
+        row["compiled_ms"], row["compiled_min_ms"] = _median_ms(times["compiled"]), min(times["compiled"]) * 1e3
+        row["compiled_of"] = best
+        if row["compiled_ms"] < row[f"{best}_ms"]:
+            best = "compiled"
+    row["best_float"], row["float_ms"] = best, row[f"{best}_ms"]
     row["speedup"] = row["float_ms"] / row["packed_ms"]
     return row
 
@@ -127,8 +154,30 @@ def _meta(device: torch.device, repeats: int) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if device.type == "cpu":
+        meta["cpu_class"] = cpu_class()
+        meta["cpu_features"] = cpu_features()
         meta["kernel"] = cpu_kernels.kernel_info()
     return meta
+
+
+def _layer_routes(packed: nn.Module, batch: int, input_size: tuple[int, ...], device: torch.device) -> list[dict]:
+    """``[{key, route}]``: the route of each binary conv call of one forward of ``packed`` at ``batch``, in the order
+    they run (the key names the layer's shape, see :func:`zoo_kernels.routes.conv_key`)."""
+    with torch.inference_mode(), routes.record() as seen:
+        packed(torch.randn(batch, *input_size, device=device))
+    return [{"key": key, "route": route} for key, route in seen]
+
+
+@torch.inference_mode()
+def profile_model(packed: nn.Module, batch: int, input_size: tuple[int, ...], device: torch.device,
+                  rows: int = 15) -> str:
+    """torch.profiler's table of where a packed model's forward spends its time (self CPU time, three calls)."""
+    x = torch.randn(batch, *input_size, device=device)
+    packed(x)
+    with torch.profiler.profile() as prof:
+        for _ in range(3):
+            packed(x)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 def run(
@@ -140,20 +189,23 @@ def run(
     channels: list[int] | None = None,
     models: str | None = None,
     sizes: bool = True,
+    compile_best: bool = False,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the JSON document.
 
-    ``{"meta": {device, hardware, torch, threads, repeats, date, ...},
-    "conv": [{channels, size, batch, float_ms, xnor_ms, xnor_k_ms, a2_ms, speedup, speedup_k, speedup_a2,
-    <name>_min_ms}, ...],
-    "end_to_end": [{model, baseline, batch, input_size, float_ms, packed_ms, speedup, <name>_min_ms}, ...],
-    "sizes": [{model, baseline, float_bytes, packed_bytes, ratio}, ...]}``. Speedups and the ratio are
-    float / packed (of the medians); ``channels`` picks conv rows (default: all four shapes).
+    ``{"meta": {device, hardware, torch, threads, repeats, date, cpu_class, cpu_features, kernel},
+    "conv": [rows of zoo_kernels.bench.benchmark_conv],
+    "end_to_end": [{model, baseline, batch, input_size, <float variant>_ms, packed_ms, [compiled_ms, compiled_of],
+    best_float, float_ms, speedup, <name>_min_ms, routes: [{layer, key, route}]}, ...],
+    "sizes": [{model, baseline, float_bytes, packed_bytes, ratio}, ...], "profile": {model/batch: table}}``.
+    Speedups and the ratio are best float / packed (of the medians); ``channels`` picks conv rows (default: all four
+    shapes); ``compile_best`` adds ``torch.compile`` of the fastest eager float per row.
     """
     dev = torch.device(device)
     batches = tuple(batches or DEFAULT_BATCHES[dev.type])
     shapes = [(c, s) for c, s in conv_shapes(input_size) if channels is None or c in channels]
-    doc: dict[str, Any] = {"meta": _meta(dev, repeats), "conv": [], "end_to_end": [], "sizes": []}
+    doc: dict[str, Any] = {"meta": _meta(dev, repeats), "conv": [], "end_to_end": [], "sizes": [], "profile": {}}
     for row in benchmark_conv(shapes, batches, repeats, warmup, dev):
         doc["conv"].append(row)
     for name in bench_models(models):
@@ -162,41 +214,54 @@ def run(
             b = _file_sizes(float_model, binary)
             doc["sizes"].append({"model": name, "baseline": label, **b, "ratio": b["float_bytes"] / b["packed_bytes"]})
         packed = pack(binary).to(dev)
-        float_model = float_model.to(dev, float_dtype(dev))
+        floats = float_models(float_model, dev)
         size = (binary.pretrained_cfg["input_size"][0], input_size, input_size)
         for batch in batches:
             row = {"model": name, "baseline": label, "batch": batch, "input_size": list(size)}
-            doc["end_to_end"].append({**row, **_time_models(float_model, packed, batch, size, dev, repeats, warmup)})
+            row.update(_time_models(floats, packed, batch, size, dev, repeats, warmup, compile_best))
+            if dev.type == "cpu":
+                row["routes"] = _layer_routes(packed, batch, size, dev)
+            doc["end_to_end"].append(row)
+            if profile:
+                doc["profile"][f"{name} batch {batch}"] = profile_model(packed, batch, size, dev)
     return doc
 
 
-def _label(baseline: str, device: torch.device) -> str:
-    dtype = "float" if device.type == "cpu" else "bf16"
-    return f"{dtype} {baseline}" + ("" if baseline.startswith("fp_") else " (timm)")
+def _ratio(r: dict[str, Any]) -> str:
+    return f"{r['speedup']:5.1f}"
 
 
 def format_tables(doc: dict[str, Any]) -> str:
     """The document of :func:`run` as text tables."""
-    meta, device = doc["meta"], torch.device(doc["meta"]["device"])
+    meta = doc["meta"]
     lines = [f"{meta['hardware']}, torch {meta['torch']}, {meta['threads']} threads, median of {meta['repeats']}"
-             + (f"; {meta['kernel']}" if "kernel" in meta else "")]
+             + (f"; CPU class {meta['cpu_class']}" if "cpu_class" in meta else "")]
+    if "kernel" in meta:
+        lines.append(meta["kernel"])
     if doc["conv"]:
-        lines += ["", "conv: median ms (min ms); XNOR includes activation packing",
-                  conv_table(doc["conv"], "f32 conv2d" if device.type == "cpu" else "bf16 conv2d")]
+        lines += ["", "conv: median ms; XNOR includes quantizing and packing the float activations; x = best float / "
+                  "XNOR (int8: best float / oneDNN int8 conv)", conv_table(doc["conv"])]
     width = max([len(r["model"]) for r in doc["end_to_end"] + doc["sizes"]] + [5])
     if doc["end_to_end"]:
-        base = max(len(_label(r["baseline"], device)) for r in doc["end_to_end"])
-        lines += ["", f"{'model':<{width}} {'baseline':<{base}} {'batch':>5} {'input':>11} | {'float ms':>9} "
-                  f"{'packed ms':>9} {'x':>5}"]
+        variants = [n for n in ("f32", "f32_cl", "bf16", "bf16_cl", "compiled")
+                    if any(f"{n}_ms" in r for r in doc["end_to_end"])]
+        lines += ["", "end to end: median ms of the float baseline as each variant, the packed model, x = best float / "
+                  "packed", f"{'model':<{width}} {'baseline':<16} {'batch':>5} {'input':>11} | "
+                  + " ".join(f"{n:>9}" for n in variants) + f" | {'packed':>9} | {'best float':>10} {'x':>5} | routes"]
         for r in doc["end_to_end"]:
-            lines.append(f"{r['model']:<{width}} {_label(r['baseline'], device):<{base}} {r['batch']:>5} "
-                         f"{'x'.join(map(str, r['input_size'])):>11} | {r['float_ms']:9.2f} {r['packed_ms']:9.2f} "
-                         f"{r['speedup']:5.1f}")
+            cells = " ".join(f"{r[f'{n}_ms']:9.2f}" if f"{n}_ms" in r else f"{'-':>9}" for n in variants)
+            chosen = [x["route"] for x in r.get("routes", [])]
+            counts = ", ".join(f"{chosen.count(k)} {k}" for k in routes.ROUTES if k in chosen) or "-"
+            lines.append(f"{r['model']:<{width}} {r['baseline']:<16} {r['batch']:>5} "
+                         f"{'x'.join(map(str, r['input_size'])):>11} | {cells} | {r['packed_ms']:9.2f} | "
+                         f"{r['best_float']:>10} {_ratio(r)} | {counts}")
     if doc["sizes"]:
         lines += ["", f"{'model':<{width}} {'float safetensors':>18} {'packed':>12} {'ratio':>7}"]
         for r in doc["sizes"]:
             lines.append(f"{r['model']:<{width}} {r['float_bytes'] / 1e6:15.2f} MB {r['packed_bytes'] / 1e6:9.2f} MB "
                          f"{r['ratio']:7.1f}")
+    for title, table in doc.get("profile", {}).items():
+        lines += ["", f"profile of packed {title}:", table]
     return "\n".join(lines)
 
 
@@ -212,8 +277,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="conv rows of these channel counts only (64 128 256 512); none: no conv rows")
     parser.add_argument("--models", default=None, help="add end-to-end rows for zoo models matching this pattern")
     parser.add_argument("--no-sizes", dest="sizes", action="store_false", help="skip the checkpoint sizes")
+    parser.add_argument("--compile", dest="compile_best", action="store_true",
+                        help="also time torch.compile of the fastest float (end to end; compilation not timed)")
+    parser.add_argument("--profile", action="store_true", help="print where the packed models' time goes")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: batch 1, input 64, 3 repeats, 1 warm-up, two conv shapes, no sizes")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batches, args.repeats, args.warmup, args.input_size = [1], 3, 1, 64
+        args.channels, args.sizes = args.channels if args.channels is not None else [64, 512], False
     if args.device == "cuda":
         if not torch.cuda.is_available():
             parser.error("--device cuda: CUDA is not available on this machine (torch.cuda.is_available() is False)")
@@ -224,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None or args.device == "cpu":
         torch.set_num_threads(args.threads or 2)
     doc = run(args.device, args.batches, args.repeats, args.warmup, args.input_size, args.channels, args.models,
-              args.sizes)
+              args.sizes, args.compile_best, args.profile)
     print(format_tables(doc))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

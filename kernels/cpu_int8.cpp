@@ -1,0 +1,153 @@
+// The passes around oneDNN's int8 conv in the int8 matrix-engine route of the XNOR conv (int8_route.py): the
+// activations' level bytes before it, and XNOR-Net's per-pixel input scale K, the bias, a residual and a ReLU after
+// it. Built into the zoo_kernels extension with cpu_popcount.cpp and cpu_pack.cpp (cpu.py).
+//
+// Level bytes: a binary conv's input y = x * scale[c] + shift[c] (an inference BatchNorm, fused; or y = x) is
+// quantized to a level L in {0, ..., n}, n = 2^bits - 1: for bits = 1, L = [y >= 0] (sign(y) = 2 L - 1, sign(0) =
+// +1); for k bits, XNOR-Net's k-bit level L = floor(n (clamp(y, -1, 1) + 1) / 2 + 1/2) (kbit.py, same operations in
+// the same order). NaN gets level 0, as in the packed kernels. The byte written is q = 2 L, so that with zero point n
+// and scale 1 / n, (q - n) / n = (2 L - n) / n is exactly the quantized value (sign(y) for one bit): the conv of the
+// bytes with int8 weights +-1 is then the XNOR conv's integer sum, and zero padding, q = n, stays 0. Bytes are
+// (N, C, H, W) in channels_last memory, the layout oneDNN's int8 conv reads without reordering; with them the
+// channel mean of |y| (N, 1, H, W) float32, the A of XNOR-Net's K, when asked.
+//
+// Epilogue: out[n, o, y, x] = out[n, o, y, x] * K[n, 0, y, x] + bias[o] (+ residual[n, o, y, x]), then a ReLU when
+// asked, in place on oneDNN's float32 channels_last output (where K is given; without K oneDNN's own bias and sum
+// post-op do it).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <tuple>
+
+namespace {
+
+constexpr int64_t kMinPixelsPerThread = 1024;  // below this a pass is too short to be worth a second thread
+
+inline int64_t pixel_grain(int64_t C) { return std::max<int64_t>(1, kMinPixelsPerThread * 64 / std::max<int64_t>(C, 1)); }
+
+// One pixel's level bytes (and sum of |y|) from its C channels; a, b the affine (a = 1, b = 0 without one).
+template <int kBits>
+inline float level_pixel(const float* __restrict src, const float* __restrict a, const float* __restrict b, int64_t C,
+                         float n, uint8_t* __restrict dst) {
+  if constexpr (kBits == 1) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<uint8_t>(std::fma(src[c], a[c], b[c]) >= 0.0f ? 2 : 0);
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float y = std::fma(src[c], a[c], b[c]);
+      const float t = std::min(std::max(y, -1.0f), 1.0f);
+      const float level = std::floor(n * (t + 1.0f) / 2.0f + 0.5f);
+      dst[c] = static_cast<uint8_t>(y == y ? 2 * static_cast<int32_t>(level) : 0);  // y != y: NaN, level 0
+    }
+  }
+  float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+  for (int64_t c = 0; c < C; ++c) total += std::fabs(std::fma(src[c], a[c], b[c]));
+  return total;
+}
+
+template <int kBits>
+void level_rows(const float* x, const float* a, const float* b, int64_t P, int64_t C, float n, uint8_t* q,
+                float* absmean) {
+  at::parallel_for(0, P, pixel_grain(C), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const float total = level_pixel<kBits>(x + p * C, a, b, C, n, q + p * C);
+      if (absmean) absmean[p] = total / static_cast<float>(C);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> level_bytes(const at::Tensor& x, int64_t bits, bool absmean,
+                                               const std::optional<at::Tensor>& scale,
+                                               const std::optional<at::Tensor>& shift) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
+              "level_bytes: x must be a 4D float32 CPU tensor, got ", x.scalar_type(), " ", x.sizes());
+  TORCH_CHECK(bits >= 1 && bits <= 7, "level_bytes: 1 to 7 bits (2 L must fit a byte), got ", bits);
+  TORCH_CHECK(scale.has_value() == shift.has_value(), "level_bytes: give both scale and shift, or neither");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = N * H * W;
+  TORCH_CHECK(C > 0, "level_bytes: the input has zero channels");
+  at::Tensor a, b;
+  if (scale.has_value()) {
+    TORCH_CHECK(scale->numel() == C && shift->numel() == C && scale->scalar_type() == at::kFloat &&
+                    shift->scalar_type() == at::kFloat && scale->device().is_cpu() && shift->device().is_cpu(),
+                "level_bytes: scale and shift must be float32 CPU tensors of ", C, " elements");
+    a = scale->contiguous(), b = shift->contiguous();
+  } else {
+    a = at::ones({C}, x.options()), b = at::zeros({C}, x.options());
+  }
+  const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor q = at::empty({N, C, H, W}, x.options().dtype(at::kByte), at::MemoryFormat::ChannelsLast);
+  at::Tensor am = absmean ? at::empty({N, 1, H, W}, x.options()) : at::Tensor();
+  if (P == 0) return {q, am};
+  const float n = static_cast<float>((1 << bits) - 1);
+  float* am_ptr = absmean ? am.data_ptr<float>() : nullptr;
+  if (bits == 1)
+    level_rows<1>(xc.data_ptr<float>(), a.data_ptr<float>(), b.data_ptr<float>(), P, C, n, q.data_ptr<uint8_t>(),
+                  am_ptr);
+  else
+    level_rows<0>(xc.data_ptr<float>(), a.data_ptr<float>(), b.data_ptr<float>(), P, C, n, q.data_ptr<uint8_t>(),
+                  am_ptr);
+  return {q, am};
+}
+
+at::Tensor scale_epilogue(const at::Tensor& out, const at::Tensor& K, const std::optional<at::Tensor>& bias,
+                          const std::optional<at::Tensor>& residual, bool relu) {
+  TORCH_CHECK(out.dim() == 4 && out.scalar_type() == at::kFloat && out.device().is_cpu() &&
+                  out.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "scale_epilogue: out must be a float32 CPU tensor in channels_last memory");
+  const int64_t N = out.size(0), O = out.size(1), H = out.size(2), W = out.size(3), P = N * H * W;
+  TORCH_CHECK(K.scalar_type() == at::kFloat && K.numel() == P && K.device().is_cpu(),
+              "scale_epilogue: K must be float32 with N * Ho * Wo elements");
+  if (bias.has_value())
+    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == O && bias->device().is_cpu(),
+                "scale_epilogue: bias must be float32 (O,)");
+  if (residual.has_value())
+    TORCH_CHECK(residual->sizes() == out.sizes() && residual->scalar_type() == at::kFloat &&
+                    residual->device().is_cpu(),
+                "scale_epilogue: residual must be a float32 CPU tensor of the output's shape");
+  const at::Tensor kc = K.contiguous();
+  const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::zeros({O}, out.options());
+  const at::Tensor rc = residual.has_value() ? residual->contiguous(at::MemoryFormat::ChannelsLast) : at::Tensor();
+  float* o_ptr = out.data_ptr<float>();
+  const float* k_ptr = kc.data_ptr<float>();
+  const float* b_ptr = bc.data_ptr<float>();
+  const float* r_ptr = rc.defined() ? rc.data_ptr<float>() : nullptr;
+  at::parallel_for(0, P, pixel_grain(O), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      float* __restrict row = o_ptr + p * O;
+      const float k = k_ptr[p];
+      if (r_ptr) {
+        const float* __restrict res = r_ptr + p * O;
+#pragma omp simd
+        for (int64_t o = 0; o < O; ++o) row[o] = std::fma(row[o], k, b_ptr[o]) + res[o];
+      } else {
+#pragma omp simd
+        for (int64_t o = 0; o < O; ++o) row[o] = std::fma(row[o], k, b_ptr[o]);
+      }
+      if (relu) {
+#pragma omp simd
+        for (int64_t o = 0; o < O; ++o) row[o] = std::max(row[o], 0.0f);
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(zoo_xnor_cpu, m) {
+  m.def("level_bytes(Tensor x, int bits, bool absmean, Tensor? scale, Tensor? shift) -> (Tensor, Tensor)");
+  m.def("scale_epilogue(Tensor(a!) out, Tensor K, Tensor? bias, Tensor? residual, bool relu) -> Tensor(a!)");
+}
+
+TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
+  m.impl("level_bytes", &level_bytes);
+  m.impl("scale_epilogue", &scale_epilogue);
+}

@@ -1,0 +1,216 @@
+"""Route choice by measurement: which kernel runs a binary conv of a given shape on this CPU.
+
+A binary conv has more than one exact implementation on a CPU: the XNOR-popcount kernel (:mod:`zoo_kernels.cpu`,
+whichever ISA variant the CPU runs best) and the int8 matrix-engine route (:mod:`zoo_kernels.int8_route`, oneDNN's
+u8 x s8 conv: AMX tiles, VNNI or AVX2). Which is faster depends on the CPU (AMX makes the int8 engine three times
+the popcount kernel's peak; on an AVX2-only CPU the popcount kernel wins by far), on the layer's shape and on the
+batch. So, as cuDNN's benchmark mode and Triton's autotuner do, the first call of each (layer shape, batch bucket)
+times every candidate on the real input (one warm-up call each, then the best of a few timed calls, interleaved) and
+keeps the fastest; later calls of that key run it directly.
+
+Choices are kept per process and saved to a JSON file per CPU model and torch version (``routes-<hash>.json``
+under ``$ZOO_KERNELS_ROUTE_CACHE``, else the kernel build cache, see :mod:`zoo_kernels.cpu`), so a later process
+loads them instead of timing again. ``ZOO_KERNELS_ROUTE=popcount|int8`` forces a route wherever it is available
+(deterministic runs, A/B measurements); :func:`force_route` does the same for a ``with`` block. :func:`route_table`
+lists the choices made (what ``kernel_info()`` and ``zoo bench`` report per layer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from .cpu_features import cpu_features
+
+__all__ = ["ROUTES", "batch_bucket", "binary_conv2d_cpu", "choose", "conv_key", "force_route", "forced_route", "record",
+           "route_table", "run"]
+
+ROUTES = ("popcount", "int8")
+_TIMED_CALLS = 3  # per candidate, after one warm-up call; the best of them counts
+
+_lock = threading.Lock()
+_choices: dict[str, dict[str, object]] = {}  # key -> {"route", "ms": {route: best ms}}
+_loaded: dict[str, bool] = {"done": False}
+_forced: list[str] = []  # force_route's stack
+_recorders: list[list[tuple[str, str]]] = []  # record()'s lists
+
+
+def batch_bucket(n: int) -> int:
+    """The batch sizes that share a choice: 0, 1, then powers of two (2-3 -> 2, 4-7 -> 4, ...)."""
+    return 0 if n <= 0 else 1 << (int(n).bit_length() - 1)
+
+
+def forced_route() -> str | None:
+    """The route that ``force_route`` or ``ZOO_KERNELS_ROUTE`` imposes, or None (measure); a ValueError for a name
+    that is not a route."""
+    name = _forced[-1] if _forced else os.environ.get("ZOO_KERNELS_ROUTE", "")
+    if name in ("", "auto"):
+        return None
+    if name not in ROUTES:
+        raise ValueError(f"ZOO_KERNELS_ROUTE={name!r} is not one of {', '.join(ROUTES)} (or auto / unset)")
+    return name
+
+
+@contextlib.contextmanager
+def force_route(name: str | None) -> Iterator[None]:
+    """Within the block, binary convs take route ``name`` where it is available (None or "auto": measure)."""
+    if name not in (None, "auto", *ROUTES):
+        raise ValueError(f"force_route: {name!r} is not one of {', '.join(ROUTES)} (or None / auto)")
+    _forced.append(name or "auto")
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def _cache_file() -> Path:
+    from .cpu import _cache_dir  # the kernels' build cache: one place for what the zoo keeps on disk
+
+    info = cpu_features()
+    tag = hashlib.sha256(f"{info['cpu_name']}|{sorted(info.items())}|{torch.__version__}".encode()).hexdigest()[:16]
+    root = os.environ.get("ZOO_KERNELS_ROUTE_CACHE")
+    base = Path(root) if root else _cache_dir("routes").parent
+    return base / f"routes-{tag}.json"
+
+
+def _load() -> None:
+    if _loaded["done"]:
+        return
+    _loaded["done"] = True
+    try:
+        data = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, dict) and value.get("route") in ROUTES:
+                _choices.setdefault(key, value)
+
+
+def _save() -> None:
+    path = _cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_choices, indent=0, sort_keys=True))
+        os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
+    except OSError:
+        pass  # a read-only cache costs only a re-measurement in the next process
+
+
+def _time(candidates: dict[str, Callable[[], torch.Tensor]]) -> dict[str, float]:
+    for fn in candidates.values():
+        fn()
+    best = {name: float("inf") for name in candidates}
+    for _ in range(_TIMED_CALLS):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: t * 1e3 for name, t in best.items()}
+
+
+def choose(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
+    """The route for ``key`` among ``candidates`` (route name -> a call running it on the real input): forced, else
+    remembered, else measured now and remembered."""
+    forced = forced_route()
+    if forced is not None and forced in candidates:
+        return forced
+    if len(candidates) == 1:
+        return next(iter(candidates))
+    with _lock:
+        _load()
+        known = _choices.get(key)
+    if known is not None and known["route"] in candidates:
+        return str(known["route"])
+    ms = _time(candidates)
+    route = min(ms, key=ms.get)
+    with _lock:
+        _choices[key] = {"route": route, "ms": {k: round(v, 4) for k, v in ms.items()}}
+        _save()
+    return route
+
+
+def run(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> torch.Tensor:
+    """The output of the route :func:`choose` picks for ``key``."""
+    route = choose(key, candidates)
+    for seen in _recorders:
+        seen.append((key, route))
+    return candidates[route]()
+
+
+@contextlib.contextmanager
+def record() -> Iterator[list[tuple[str, str]]]:
+    """Within the block, the list it gives collects ``(key, route)`` of every routed conv call, in order."""
+    seen: list[tuple[str, str]] = []
+    _recorders.append(seen)
+    try:
+        yield seen
+    finally:
+        _recorders.remove(seen)
+
+
+def route_table() -> dict[str, dict[str, object]]:
+    """The choices made or loaded so far: ``{key: {"route": name, "ms": {route: best ms when measured}}}``."""
+    with _lock:
+        _load()
+        return {k: dict(v) for k, v in _choices.items()}
+
+
+def clear() -> None:
+    """Forget the choices of this process (the file on disk stays)."""
+    with _lock:
+        _choices.clear()
+        _loaded["done"] = True
+
+
+def conv_key(op: str, x: torch.Tensor, w_packed: torch.Tensor, stride, padding, dilation, bits: int, input_scale: bool,
+             residual: bool) -> str:
+    """The choice's key: the layer's shape and options and the batch's bucket (see :func:`batch_bucket`)."""
+    n, c, h, w = x.shape
+    o, kh, kw, _ = w_packed.shape
+    geometry = "x".join(map(str, (*stride, *padding, *dilation)))
+    return (f"{op}|b{bits}|n{batch_bucket(n)}|c{c}|{h}x{w}|o{o}|k{kh}x{kw}|{geometry}|K{int(input_scale)}"
+            f"|r{int(residual)}")
+
+
+def binary_conv2d_cpu(
+    popcount: Callable[[], torch.Tensor],
+    x: torch.Tensor,
+    w_packed: torch.Tensor,
+    alpha: torch.Tensor,
+    channels: int,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    bits: int,
+    input_scale: bool,
+    bias: torch.Tensor | None,
+    norm_scale: torch.Tensor | None,
+    norm_shift: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    relu: bool,
+) -> torch.Tensor:
+    """A float32 CPU binary conv on the route chosen for its key: ``popcount`` (the call of the compiled popcount
+    kernel) or the int8 route with the same arguments (where oneDNN's int8 conv is available)."""
+    from . import int8_route
+
+    key = conv_key("conv", x, w_packed, stride, padding, dilation, bits, input_scale, residual is not None)
+    if x.dtype != torch.float32 or x.shape[0] == 0 or not int8_route.int8_route_available():
+        return run(key, {"popcount": popcount})
+
+    def int8() -> torch.Tensor:
+        return int8_route.int8_conv2d(x, w_packed, alpha, channels, stride, padding, dilation, bits,
+                                      tuple(kernel_size) if input_scale else None, bias, norm_scale, norm_shift,
+                                      residual, relu)
+
+    return run(key, {"popcount": popcount, "int8": int8})
