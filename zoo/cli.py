@@ -21,7 +21,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from .hub.publish import PublishOptions, hardware_description, publish
+from .hub.publish import PublishOptions, hardware_description, publish, publish_name
 from .training.callbacks import RunReport
 from .training.module import ZooClassifier
 
@@ -46,6 +46,12 @@ class ZooCLI(LightningCLI):
         parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
         parser.add_class_arguments(PublishOptions, "publish")
 
+    def before_fit(self) -> None:
+        self._check_publish_name()
+
+    def before_test(self) -> None:
+        self._check_publish_name()
+
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", True) and not self.trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
@@ -57,12 +63,23 @@ class ZooCLI(LightningCLI):
     def _report(self) -> RunReport:
         return next(c for c in self.trainer.callbacks if isinstance(c, RunReport))
 
+    def _publish_options(self) -> PublishOptions:
+        return PublishOptions(**vars(self.config[self.subcommand].publish))
+
+    def _dataset(self) -> str:
+        return getattr(self.datamodule, "dataset_name", type(self.datamodule).__name__)
+
+    def _check_publish_name(self) -> None:
+        """A name that cannot be published is an error before the run, not after it."""
+        options = self._publish_options()
+        if options.enabled:
+            publish_name(options, f"{self.model.hparams.model_name}-{self._dataset()}")
+
     def _publish(self) -> None:
-        options = PublishOptions(**vars(self.config[self.subcommand].publish))
+        options = self._publish_options()
         if not options.enabled or not self.trainer.is_global_zero:
             return
-        report, dm = self._report(), self.datamodule
-        dataset = getattr(dm, "dataset_name", type(dm).__name__)
+        report, dm, dataset = self._report(), self.datamodule, self._dataset()
         run_config = self.config[self.subcommand].clone()
         run_config.publish.token = None  # never publish a secret with the recipe
         recipe = self._parser(self.subcommand).dump(run_config, skip_none=False)

@@ -15,11 +15,17 @@ import torch
 from torch import nn
 
 from .cards import card_name, index_table, model_card
-from .checkpoint import CONFIG_NAME, read_config
+from .checkpoint import CONFIG_NAME, CheckpointError, read_config
+from .latency import BENCH_NAME
 from .leaderboard import leaderboard_html
 from .model import BinaryModel
+from .names import check_model_name, name_folder
 
-__all__ = ["PublishOptions", "publish", "cpu_description", "hardware_description", "collect_cards", "write_cards"]
+__all__ = ["PublishOptions", "publish", "publish_name", "cpu_description", "hardware_description", "collect_cards",
+           "write_cards"]
+
+# The files of the cards folder itself: no card may take their names.
+CARDS_FILES = ("index.md", "index.html", BENCH_NAME)
 
 
 @dataclass
@@ -29,7 +35,7 @@ class PublishOptions:
     Args:
         enabled: publish after ``fit`` (and its test) or after ``test``.
         folder: the local folder hub; the checkpoint lands in ``folder/name`` (no account needed).
-        name: folder name, default ``<model_name>-<dataset>``.
+        name: folder name, default ``<model_name>-<dataset>``; a model name (see :mod:`zoo.hub.names`).
         repo_id: also push to this Hugging Face Hub repo (``create_repo`` + ``upload_folder``).
         token: Hub token (default: the one from ``hf auth login`` or ``HF_TOKEN``).
         private: create the Hub repo private.
@@ -61,11 +67,18 @@ def hardware_description() -> str:
     return f"{cpu_description()}, torch {torch.__version__.split('+')[0]} ({torch.get_num_threads()} threads)"
 
 
+def publish_name(options: PublishOptions, default: str) -> str:
+    """The checked name a run is published under: ``options.name``, else ``default``; a ValueError naming it."""
+    return check_model_name(options.name or default, "publish name")
+
+
 def publish(model: nn.Module, options: PublishOptions, info: dict[str, Any]) -> Path:
-    """Pack ``model``, write its checkpoint folder with a generated card, push it if ``options.repo_id`` is set."""
-    name = options.name or info["name"]
+    """Pack ``model``, write its checkpoint folder ``options.folder / name`` with a generated card, push it if
+    ``options.repo_id`` is set. A name that is not a model name, or whose folder would resolve outside
+    ``options.folder``, is a ValueError before anything is written."""
+    name = publish_name(options, info["name"])
+    folder = name_folder(options.folder, name, "publish name")
     packed = BinaryModel.from_trained(model, **{**info, "name": name, "repo_id": options.repo_id or name})
-    folder = Path(options.folder) / name
     packed.save_pretrained(folder)
     if options.repo_id:
         packed.push_to_hub(options.repo_id, token=options.token, private=options.private)
@@ -73,16 +86,36 @@ def publish(model: nn.Module, options: PublishOptions, info: dict[str, Any]) -> 
 
 
 def collect_cards(folder: Path) -> list[dict[str, Any]]:
-    """The configs of every checkpoint or card folder directly under ``folder`` (sorted by name)."""
-    return [read_config(path) for path in sorted(Path(folder).glob(f"*/{CONFIG_NAME}"))]
+    """The configs of every checkpoint or card folder directly under ``folder`` (sorted by name); a config whose
+    card name is not a model name is a CheckpointError naming its file."""
+    configs = []
+    for path in sorted(Path(folder).glob(f"*/{CONFIG_NAME}")):
+        config = read_config(path)
+        try:
+            check_model_name(card_name(config), "name")
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        configs.append(config)
+    return configs
 
 
 def write_cards(configs: list[dict[str, Any]], out: Path) -> str:
     """Write ``out/<name>/README.md`` (+ its config.json, the card's source), ``out/index.md`` and the
-    ``out/index.html`` leaderboard; return the index table."""
+    ``out/index.html`` leaderboard; return the index table.
+
+    Every card's name is checked first (a model name, not one of :data:`CARDS_FILES`, its folder resolving directly
+    inside ``out``), and neither the card folders nor the index files may be symbolic links: else a ValueError
+    before anything is deleted or written. A card's folder is replaced.
+    """
+    folders = [name_folder(out, card_name(config), "card name") for config in configs]
+    for folder in folders:
+        if folder.name in CARDS_FILES:
+            raise ValueError(f"card name {folder.name!r} is taken by the cards folder's own {folder.name}")
+    for index in ("index.md", "index.html"):
+        if (out / index).is_symlink():
+            raise ValueError(f"{out / index} is a symbolic link (to {(out / index).readlink()}), not followed")
     out.mkdir(parents=True, exist_ok=True)
-    for config in configs:
-        folder = out / card_name(config)
+    for config, folder in zip(configs, folders, strict=True):
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir()
