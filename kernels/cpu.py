@@ -1,20 +1,27 @@
 """CPU kernels of the packed XNOR convolution: build, load and call ``cpu_popcount.cpp`` and ``cpu_pack.cpp``, with
 a clean fallback.
 
-The algorithm and memory access are described at the top of ``cpu_popcount.cpp``: an implicit GEMM over packed
-words, ``D[p, o] = sum popcount(A[p, k] ^ B[o, k])`` for output pixels ``p`` and filters ``o``, tiled over torch's
-intra-op threads; with AVX2 the popcounts are nibble-table lookups (``vpshufb``) against weight panels re-laid out
-once per weight tensor and cached, otherwise 64-bit ``popcnt``; then the padding correction and the fused epilogue
+The algorithm and memory access are described at the top of ``cpu_popcount.cpp``: an implicit GEMM over packed words,
+``D[p, o] = sum popcount(A[p, k] ^ B[o, k])`` for output pixels ``p`` and filters ``o``, tiled over torch's intra-op
+threads; with AVX2 the popcounts are nibble-table lookups (``vpshufb``) against weight panels re-laid out once per
+weight tensor and cached, otherwise 64-bit ``popcnt``; where the CPU has AVX-512 VPOPCNTDQ, ``vpopcntq`` over 8 filters
+per vector on im2col rows (``cpu_popcount_avx512.cpp``, the default there: the fastest at every shape measured); then
+the padding correction and the fused epilogue
 ``out = alpha[o] * K[n, y, x] * (valid_taps * C - 2 * popcount) + bias[o]`` (float32, channels_last; optionally plus
 a residual, then a ReLU). ``cpu_pack.cpp`` packs signs, optionally of ``x * scale[c] + shift[c]`` (an inference
 BatchNorm fused into the packing pass) and with the channel mean of ``|x|``, and computes the input scale K.
 
-Build: the first call compiles the extension with ``torch.utils.cpp_extension.load`` (ninja; ``-O3``, ``-fopenmp``
-so that ``at::parallel_for`` runs on ``torch.get_num_threads()`` threads, ``-mavx2 -mpopcnt -mfma`` when torch
-reports an AVX2 CPU) into ``cpu-<hash>`` under ``$ZOO_KERNELS_CACHE``, else ``$XDG_CACHE_HOME/zoo_kernels``, else
+Build: the first call compiles the extension with ``torch.utils.cpp_extension.load`` (ninja; ``-O3``, ``-fopenmp`` so
+that ``at::parallel_for`` runs on ``torch.get_num_threads()`` threads, ``-mavx2 -mpopcnt -mfma`` when torch reports an
+AVX2 CPU; the AVX-512 micro-kernel is compiled for its ISA by function attributes and runs only where the CPU has it,
+detected at run time) into ``cpu-<hash>`` under ``$ZOO_KERNELS_CACHE``, else ``$XDG_CACHE_HOME/zoo_kernels``, else
 ``~/.cache/zoo_kernels``; the hash covers the sources, the flags and the torch / Python versions, so later processes
-only load the library (well under a second). The library registers private ops ``torch.ops.zoo_xnor_cpu.*``; the
-public ops are in :mod:`zoo_kernels.ops`.
+only load the library (well under a second). The library registers private ops ``torch.ops.zoo_xnor_cpu.*``; the public
+ops are in :mod:`zoo_kernels.ops`.
+
+Variants: :func:`available_variants` lists those this build and CPU run, :func:`kernel_info` also the CPU features
+detected; ``ZOO_KERNELS_ISA=scalar|avx2|avx512`` (read at load) makes every "auto" call run that ISA (a name not in
+that list is a ValueError; one the CPU lacks, a RuntimeError at each auto call naming the choices).
 
 Fallback: if the build or load fails (no compiler, ...), or ``ZOO_KERNELS_DISABLE_CPP=1``, a warning is issued once,
 :func:`cpu_kernel_available` returns False and the functions below compute the same results with the pure-PyTorch
@@ -39,6 +46,7 @@ from .packing import pack_signs as _pack_signs_torch
 from .reference import xnor_conv2d_reference
 
 __all__ = [
+    "available_variants",
     "cached_weights",
     "cpu_kernel_available",
     "input_scale_cpu",
@@ -51,9 +59,11 @@ __all__ = [
     "xnor_conv2d_cpu",
 ]
 
-_SOURCES = [Path(__file__).with_name(name) for name in ("cpu_popcount.cpp", "cpu_pack.cpp", "cpu_int8.cpp")]
-_HEADERS = [Path(__file__).with_name("cpu_kernels.h")]
-_VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2, "avx2_pairs": 3}
+_SOURCES = [Path(__file__).with_name(name) for name in ("cpu_popcount.cpp", "cpu_popcount_avx512.cpp", "cpu_pack.cpp",
+                                                           "cpu_int8.cpp")]
+_HEADERS = [Path(__file__).with_name(name) for name in ("cpu_kernels.h", "cpu_ukernels.h")]
+_VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2, "avx2_pairs": 3, "avx512": 4}  # as the C++ driver numbers them
+_ISAS = {"scalar": 1, "avx2": 2, "avx512": 4}  # ZOO_KERNELS_ISA: what "auto" calls run (avx2: pixel or pair blocks)
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": False, "ok": False, "error": None}
@@ -102,12 +112,24 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
     return lines[0][:limit] if lines else ""
 
 
+def _forced_isa() -> int:
+    """The variant ``ZOO_KERNELS_ISA`` forces on "auto" calls (0: none); ValueError for a name not in :data:`_ISAS`.
+    Whether the CPU runs it is checked by the C++ driver, at each auto call (a RuntimeError naming the choices)."""
+    name = os.environ.get("ZOO_KERNELS_ISA", "")
+    if name in ("", "auto"):
+        return 0
+    if name not in _ISAS:
+        raise ValueError(f"ZOO_KERNELS_ISA={name!r} is not one of {', '.join(_ISAS)} (or auto / unset)")
+    return _ISAS[name]
+
+
 def load_extension() -> bool:
     """Build/load the compiled kernels once per process; True on success, False (with one warning) otherwise."""
     if _state["loaded"]:
         return bool(_state["ok"])
     with _lock:
         if not _state["loaded"]:
+            isa = _forced_isa()
             error: BaseException | None = None
             if os.environ.get("ZOO_KERNELS_DISABLE_CPP", "") not in ("", "0"):
                 error = RuntimeError("disabled by ZOO_KERNELS_DISABLE_CPP")
@@ -122,6 +144,7 @@ def load_extension() -> bool:
                     _ops["kbit_conv2d_float"] = torch.ops.zoo_xnor_cpu.kbit_conv2d_float.default
                     _ops["level_bytes"] = torch.ops.zoo_xnor_cpu.level_bytes.default
                     _ops["scale_epilogue"] = torch.ops.zoo_xnor_cpu.scale_epilogue.default
+                    torch.ops.zoo_xnor_cpu.set_auto_isa(isa)
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
                     error = e
             _state.update(loaded=True, ok=error is None, error=error)
@@ -142,10 +165,18 @@ def cpu_kernel_available() -> bool:
 
 
 def kernel_info() -> str:
-    """One line on the kernel in use (compiled variant and thread count), or the fallback and its full error."""
+    """One line on the kernel in use (the variants that run here, what "auto" picks, the CPU features detected:
+    avx2, avx512bw, avx512vpopcntdq, avx512_vnni, amx_int8, amx_bf16 as +name or -name, and the thread count), or
+    the fallback and its full error."""
     if load_extension():
         return torch.ops.zoo_xnor_cpu.kernel_info()
     return f"xnor_conv2d: pure-PyTorch reference fallback ({_state['error']})"
+
+
+def available_variants() -> list[str]:
+    """The compiled variants this build and CPU run, in order (of "scalar", "avx2", "avx2_pairs", "avx512"); empty
+    on the fallback, which has none (and ignores ``variant``)."""
+    return list(torch.ops.zoo_xnor_cpu.variants()) if load_extension() else []
 
 
 def pack_signs_cpu(
@@ -220,8 +251,9 @@ def xnor_conv2d_cpu(
     ``x_packed`` (bits, N, H, W, Cw) of bit planes, ``int = sum_b 2^b int_b`` over the planes (so ``alpha / (2^bits -
     1)`` gives the conv of the k-bit input, see :mod:`zoo_kernels.kbit`). ``scale``
     (N, 1, Ho, Wo) and ``bias`` (O,) are optional (1 and 0 when None). ``variant`` picks the compiled inner loop
-    ("auto", "scalar", "avx2" with blocks of 4 pixels, "avx2_pairs" with blocks of 2 pairs of adjacent pixels); the
-    fallback ignores it. The C++ kernel checks shapes and dtypes again (RuntimeError);
+    ("auto", "scalar", "avx2" with blocks of 4 pixels, "avx2_pairs" with blocks of 2 pairs of adjacent pixels,
+    "avx512" with vpopcntq over 8 filters per vector; a RuntimeError where the CPU lacks it); the fallback ignores
+    it. The C++ kernel checks shapes and dtypes again (RuntimeError);
     :mod:`zoo_kernels.ops` checks them first with clearer messages.
     """
     if load_extension():

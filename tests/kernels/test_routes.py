@@ -94,3 +94,15 @@ def test_binary_conv_records_its_route_and_both_routes_agree(fresh_routes):
     for name in routes.ROUTES:
         with routes.force_route(name):
             torch.testing.assert_close(ops.xnor_conv2d(*args, input_scale=True), auto, rtol=1e-5, atol=1e-4)
+
+
+def test_kernel_info_names_the_cpu_and_the_routes(fresh_routes):
+    import zoo_kernels
+    from zoo_kernels.cpu_features import cpu_class
+
+    routes.run("k2", {"popcount": lambda: torch.zeros(1)})
+    info = zoo_kernels.kernel_info()
+    assert info["cpu_class"] == cpu_class() and info["forced_route"] is None
+    assert info["popcount"].startswith("xnor_conv2d")
+    assert ("unavailable" in info["int8_route"]) != int8_route.int8_route_available()
+    assert set(info["routes"]) == set(routes.route_table())

@@ -1,0 +1,167 @@
+"""Every compiled variant of the CPU popcount conv (zoo_kernels.cpu), the AVX-512 VPOPCNTDQ micro-kernel included, is
+exact against the integer reference on odd shapes; variants the CPU lacks skip with the kernel's reason; the
+ZOO_KERNELS_ISA override and the feature report.
+"""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from zoo_kernels import cpu
+from zoo_kernels.packing import pack_signs, pack_weight_signs
+from zoo_kernels.reference import xnor_conv2d_reference
+
+AVAILABLE = cpu.cpu_kernel_available()
+ALL_VARIANTS = ["scalar", "avx2", "avx2_pairs", "avx512"]
+ISAS = {"scalar": 1, "avx2": 2, "avx512": 4}  # ZOO_KERNELS_ISA names and the variant numbers set_auto_isa takes
+
+
+def runs(variant: str) -> str:
+    """The variant, or a skip with the reason the compiled kernel gives for not running it."""
+    if not AVAILABLE:
+        pytest.skip("the C++ extension could not be built here")
+    if variant not in cpu.available_variants():
+        xp, wp = pack_signs(torch.randn(1, 1, 1, 1)), pack_weight_signs(torch.randn(1, 1, 1, 1))
+        with pytest.raises(RuntimeError) as error:
+            cpu.xnor_conv2d_cpu(xp, wp, torch.ones(1), None, None, 1, (1, 1), (0, 0), (1, 1), variant)
+        pytest.skip(str(error.value).splitlines()[0])  # e.g. "... variant avx512: the CPU lacks avx512vpopcntdq"
+    return variant
+
+
+def integer_conv(x, w, stride, padding, variant, planes=None):
+    """The kernel's output with alpha = 1, no K, no bias: the integer sums (exact in float32 here), as int64."""
+    xp = pack_signs(x) if planes is None else planes
+    out = cpu.xnor_conv2d_cpu(xp, pack_weight_signs(w), torch.ones(w.shape[0]), None, None, w.shape[1],
+                              (stride, stride), (padding, padding), (1, 1), variant)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, out.round())
+    return out.to(torch.int64)
+
+
+def reference(x, w, stride, padding):
+    return xnor_conv2d_reference(pack_signs(x), pack_weight_signs(w), w.shape[1], stride, padding, 1).to(torch.int64)
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+@pytest.mark.parametrize("channels", [1, 31, 33, 65, 513])
+def test_exact_on_odd_shapes(variant, channels):
+    runs(variant)
+    gen = torch.Generator().manual_seed(channels)
+    # (kernel, stride, padding, batch, size, filters): 1x1 / 3x3 / 5x5, stride 2, padding 0-2, batch 0 and 1, 1x1
+    # images (every tap but the centre on the padding), filters not a multiple of 8 and more than one 32-filter block,
+    # pixel counts not a multiple of the register block's rows
+    shapes = [(1, 7, 9), (1, 1, 1), (0, 5, 3), (1, 11, 70)]  # (batch, size, filters)
+    for (k, s, p), (n, size, o) in itertools.product(itertools.product((1, 3, 5), (1, 2), (0, 1, 2)), shapes):
+        if 2 * p + size < k:  # no output
+            continue
+        x = torch.randn(n, channels, size, size, generator=gen)
+        x[x.abs() < 0.05] = 0.0  # sign(0) = +1
+        w = torch.randn(o, channels, k, k, generator=gen)
+        got, expected = integer_conv(x, w, s, p, variant), reference(x, w, s, p)
+        assert got.shape == expected.shape and torch.equal(got, expected), (variant, channels, k, s, p, n, size, o)
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+@pytest.mark.parametrize("filters", [1, 7, 8, 9, 31, 32, 33, 100, 128, 130, 257])
+def test_exact_for_every_filter_tail(variant, filters):
+    # the AVX-512 kernel's vectors of 8 filters (masked stores), blocks of 32 and the driver's panels of 128, over
+    # 3 x 5 x 4 = 60 rows per image (10 register blocks of 6) and 2 x 5 x 4 + 1 rows
+    runs(variant)
+    for n, c in ((3, 70), (1, 7)):
+        x, w = torch.randn(n, c, 5, 4), torch.randn(filters, c, 3, 3)
+        assert torch.equal(integer_conv(x, w, 1, 1, variant), reference(x, w, 1, 1)), (variant, filters, n, c)
+    x, w = torch.randn(1, 7, 9, 1), torch.randn(filters, 7, 1, 1)  # 9 rows: 6 + 3
+    assert torch.equal(integer_conv(x, w, 1, 0, variant), reference(x, w, 1, 0))
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+@pytest.mark.parametrize("bits", [2, 4])
+def test_exact_over_kbit_planes(variant, bits):
+    # 5D x_packed: int = sum_b 2^b int_b (Horner sums over the planes' micro-kernel calls)
+    runs(variant)
+    for c, o, k, s, p, size in [(33, 9, 3, 1, 1, 7), (65, 40, 3, 2, 2, 9), (513, 17, 1, 1, 0, 5), (1, 3, 5, 1, 2, 3)]:
+        x, w = torch.randn(bits, 2, c, size, size), torch.randn(o, c, k, k)
+        planes = torch.stack([pack_signs(plane) for plane in x])
+        expected = sum((2**b) * reference(x[b], w, s, p) for b in range(bits))
+        assert torch.equal(integer_conv(None, w, s, p, variant, planes), expected), (variant, bits, c, o, k, s, p)
+
+
+def test_variants_follow_the_features():
+    if not AVAILABLE:
+        assert cpu.available_variants() == [] and "fallback" in cpu.kernel_info()
+        return
+    info, variants = cpu.kernel_info(), cpu.available_variants()
+    for feature in ("avx2", "avx512bw", "avx512vpopcntdq", "avx512_vnni", "amx_int8", "amx_bf16"):
+        assert f"+{feature}" in info or f"-{feature}" in info, feature
+    assert variants[0] == "scalar" and set(variants) <= set(ALL_VARIANTS)
+    assert ("avx512" in variants) == ("+avx512bw" in info and "+avx512vpopcntdq" in info)
+    assert "variants " + " ".join(variants) in info
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_forced_isa_through_the_epilogue(isa):
+    """ZOO_KERNELS_ISA's effect (set_auto_isa, as cpu.py sets it at load) on the calls without a variant: the float
+    input conv with BatchNorm affine, K, bias, residual and ReLU gives the floats of the scalar kernel's steps."""
+    runs(isa)
+    gen = torch.Generator().manual_seed(3)
+    for c, o, k, s, p, size, n in [(33, 9, 3, 1, 1, 7, 2), (65, 70, 3, 2, 1, 9, 1), (513, 16, 1, 1, 0, 4, 1),
+                                   (31, 5, 5, 1, 2, 1, 1)]:
+        x, w = torch.randn(n, c, size, size, generator=gen), torch.randn(o, c, k, k, generator=gen)
+        wp, alpha, bias = pack_weight_signs(w), torch.rand(o, generator=gen) + 0.5, torch.randn(o, generator=gen)
+        affine = torch.randn(c, generator=gen), torch.randn(c, generator=gen)
+        packed, absmean = cpu.pack_signs_cpu(x, True, *affine)
+        scale = cpu.input_scale_cpu(absmean, (k, k), (s, s), (p, p), (1, 1))
+        expected = cpu.xnor_conv2d_cpu(packed, wp, alpha, scale, bias, c, (s, s), (p, p), (1, 1), "scalar")
+        residual = torch.randn(expected.shape, generator=gen)
+        expected = (expected + residual).relu()
+        try:
+            torch.ops.zoo_xnor_cpu.set_auto_isa(ISAS[isa])
+            got = cpu.xnor_conv2d_float_cpu(x, wp, alpha, bias, *affine, c, (k, k), (s, s), (p, p), (1, 1), True,
+                                            residual, True)
+            planes = cpu.kbit_conv2d_float_cpu(x, wp, alpha, bias, *affine, c, (k, k), (s, s), (p, p), (1, 1), 2,
+                                               False, None, False)
+        finally:
+            torch.ops.zoo_xnor_cpu.set_auto_isa(cpu._forced_isa())
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        two_bit = cpu.pack_kbit_planes_cpu(x, 2, *affine)
+        torch.testing.assert_close(planes, cpu.xnor_conv2d_cpu(two_bit, wp, alpha / 3, None, bias, c, (s, s), (p, p),
+                                                               (1, 1), "scalar"), rtol=0, atol=0)
+
+
+def _subprocess(isa: str, code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ZOO_KERNELS_ISA=isa)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+_CONV = """
+import torch
+from zoo_kernels import cpu
+from zoo_kernels.packing import pack_signs, pack_weight_signs
+from zoo_kernels.reference import xnor_conv2d_reference
+x, w = torch.randn(2, 70, 9, 7), torch.randn(40, 70, 3, 3)
+out = cpu.xnor_conv2d_cpu(pack_signs(x), pack_weight_signs(w), torch.ones(40), None, None, 70, (1, 1), (1, 1), (1, 1))
+assert torch.equal(out.double(), xnor_conv2d_reference(pack_signs(x), pack_weight_signs(w), 70, 1, 1, 1).double())
+print(cpu.kernel_info())
+"""
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_isa_environment_variable(isa):
+    if not AVAILABLE:
+        pytest.skip("the C++ extension could not be built here")
+    result = _subprocess(isa, _CONV)
+    if isa in cpu.available_variants():
+        assert result.returncode == 0, result.stderr
+        assert f"auto: ZOO_KERNELS_ISA={isa}" in result.stdout
+    else:  # an auto call on a CPU without it: the error names the ISA, the reason and the choices
+        assert result.returncode != 0
+        assert f"ZOO_KERNELS_ISA={isa}, but " in result.stderr and "choices here: scalar" in result.stderr
+
+
+def test_unknown_isa_is_an_error():
+    result = _subprocess("avx1024", "from zoo_kernels import cpu; cpu.cpu_kernel_available()")
+    assert result.returncode != 0
+    assert "ZOO_KERNELS_ISA='avx1024' is not one of scalar, avx2, avx512" in result.stderr
