@@ -124,14 +124,17 @@ def _forced_isa() -> int:
 
 
 def load_extension() -> bool:
-    """Build/load the compiled kernels once per process; True on success, False (with one warning) otherwise."""
+    """Build/load the compiled kernels once per process; True on success, False (with one warning) otherwise; with
+    ``ZOO_KERNELS_REQUIRE_CPP=1`` (as in CI) a failed build or load is a RuntimeError instead
+    (``ZOO_KERNELS_DISABLE_CPP`` still turns the kernels off on purpose)."""
     if _state["loaded"]:
         return bool(_state["ok"])
     with _lock:
         if not _state["loaded"]:
             isa = _forced_isa()
             error: BaseException | None = None
-            if os.environ.get("ZOO_KERNELS_DISABLE_CPP", "") not in ("", "0"):
+            disabled = os.environ.get("ZOO_KERNELS_DISABLE_CPP", "") not in ("", "0")
+            if disabled:
                 error = RuntimeError("disabled by ZOO_KERNELS_DISABLE_CPP")
             else:
                 try:
@@ -148,6 +151,11 @@ def load_extension() -> bool:
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
                     error = e
             _state.update(loaded=True, ok=error is None, error=error)
+            if error is not None and not disabled and os.environ.get("ZOO_KERNELS_REQUIRE_CPP", "") not in ("", "0"):
+                raise RuntimeError(  # CI: a failed build is an error, not a suite of fallback runs and skips
+                    "zoo_kernels: ZOO_KERNELS_REQUIRE_CPP is set and the compiled CPU kernels are unavailable: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
             if error is not None:
                 warnings.warn(
                     f"zoo_kernels: the compiled CPU XNOR kernel is unavailable ({type(error).__name__}: "

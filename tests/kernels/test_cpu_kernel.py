@@ -280,9 +280,24 @@ def test_kernel_checks_arguments():
         cpu.xnor_conv2d_cpu(xp, wp, torch.ones(4), torch.ones(2), None, 33, (1, 1), (0, 0), (1, 1))
 
 
+def test_a_failed_build_is_an_error_when_the_kernels_are_required(monkeypatch):
+    saved = dict(cpu._state)
+    monkeypatch.delenv("ZOO_KERNELS_DISABLE_CPP", raising=False)
+    monkeypatch.setenv("ZOO_KERNELS_REQUIRE_CPP", "1")
+    monkeypatch.setattr(cpu, "_build", lambda: (_ for _ in ()).throw(RuntimeError("no compiler")))
+    cpu._state.update(loaded=False, ok=False, error=None)
+    try:
+        with pytest.raises(RuntimeError, match="ZOO_KERNELS_REQUIRE_CPP is set .* RuntimeError: no compiler"):
+            cpu.load_extension()
+    finally:
+        cpu._state.clear()
+        cpu._state.update(saved)
+
+
 def test_fallback_when_the_build_fails(monkeypatch):
     saved = dict(cpu._state)
     monkeypatch.delenv("ZOO_KERNELS_DISABLE_CPP", raising=False)
+    monkeypatch.delenv("ZOO_KERNELS_REQUIRE_CPP", raising=False)
     monkeypatch.setattr(cpu, "_build", lambda: (_ for _ in ()).throw(RuntimeError("no compiler")))
     cpu._state.update(loaded=False, ok=False, error=None)
     try:
