@@ -914,10 +914,11 @@ std::string missing(int64_t v) {
   if (v == 4) {
 #ifdef ZOO_HAVE_AVX512_UKERNEL
     const zoo_xnor_cpu::CpuFeatures& f = zoo_xnor_cpu::cpu_features();
-    if (!f.avx512f) return "the CPU lacks avx512f";
-    if (!f.avx512bw) return "the CPU lacks avx512bw";
-    if (!f.avx512vl) return "the CPU lacks avx512vl";
-    if (!f.avx512vpopcntdq) return "the CPU lacks avx512vpopcntdq";
+    std::string lacks;
+    for (const auto& [name, has] : {std::pair<const char*, bool>{"avx512f", f.avx512f}, {"avx512bw", f.avx512bw},
+                                    {"avx512vl", f.avx512vl}, {"avx512vpopcntdq", f.avx512vpopcntdq}})
+      if (!has) lacks += std::string(lacks.empty() ? "the CPU lacks " : ", ") + name;
+    return lacks;
 #else
     return "the AVX-512 micro-kernel is x86-64 only";
 #endif

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 from zoo_kernels import cpu
+from zoo_kernels.cpu_features import has_feature
 from zoo_kernels.packing import pack_signs, pack_weight_signs
 from zoo_kernels.reference import xnor_conv2d_reference
 
@@ -99,6 +100,10 @@ def test_variants_follow_the_features():
     assert variants[0] == "scalar" and set(variants) <= set(ALL_VARIANTS)
     assert ("avx512" in variants) == ("+avx512bw" in info and "+avx512vpopcntdq" in info)
     assert "variants " + " ".join(variants) in info
+    # the kernel's detection (__builtin_cpu_supports) against torch's cpuinfo (zoo_kernels.cpu_features)
+    for ours, torchs in [("avx2", "avx2"), ("avx512bw", "avx512_bw"), ("avx512vpopcntdq", "avx512_vpopcntdq"),
+                         ("avx512_vnni", "avx512_vnni"), ("amx_int8", "amx_int8"), ("amx_bf16", "amx_bf16")]:
+        assert (f"+{ours}" in info) == has_feature(torchs), ours
 
 
 @pytest.mark.parametrize("isa", list(ISAS))
