@@ -95,3 +95,129 @@ def test_unknown_model_in_config_is_a_clear_error(tmp_path):
 
     with pytest.raises(KeyError, match="unknown model 'xnor_resnet19'"):
         ZooCLI(args=["--config", str(RECIPE), "--model.model_name", "xnor_resnet19"], run=False)
+
+
+# ------------------------------------------------------------------------------------------------------- errors
+
+BAD_YAML = "model:\n  model_name: [xnor_resnet18\n  lr: 0.1\n"
+HINT = "zoo: --debug (or ZOO_DEBUG=1) shows the traceback"
+
+
+def _fails(args: list[str], cwd: Path, **env: str) -> tuple[int, str]:
+    """Run ``zoo args`` expecting an error: its exit code and stderr."""
+    env = {**{k: v for k, v in os.environ.items() if k != "ZOO_DEBUG"}, "WANDB_MODE": "offline",
+           "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore", **env}
+    proc = subprocess.run(ZOO + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.returncode, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["fit", "--config", str(RECIPE), "--model.model_name", "xnor_resnet19"], 1,
+         "zoo: error: unknown model 'xnor_resnet19'; did you mean xnor_resnet18, xnor_resnet34 or "
+         "xnor_nobeta_resnet18? (`zoo models` lists them)"),
+        (["test", "--config", str(RECIPE), "--ckpt_path", "runs/missing.ckpt"], 1,
+         "zoo: error: --ckpt_path runs/missing.ckpt: no such checkpoint file"),
+        (["fit", "--config", "bad.yaml"], 2,
+         "zoo: error: bad.yaml, line 3, column 5: expected ',' or ']', but got ':' (while parsing a flow sequence, "
+         "line 2)"),
+    ],
+    ids=["unknown-model", "missing-checkpoint", "malformed-yaml"],
+)
+def test_errors_are_one_line_without_a_traceback(args, code, message, tmp_path):
+    (tmp_path / "bad.yaml").write_text(BAD_YAML)
+    returncode, stderr = _fails(args, tmp_path)
+    lines = stderr.splitlines()
+    assert returncode == code
+    assert lines[-2:] == [message, HINT]
+    assert len(lines) <= 3 and "Traceback" not in stderr  # at most Lightning's "Seed set to 0" before them
+
+
+@pytest.mark.parametrize("env", [{}, {"ZOO_DEBUG": "1"}], ids=["--debug", "ZOO_DEBUG=1"])
+def test_debug_shows_the_traceback(env, tmp_path):
+    (tmp_path / "bad.yaml").write_text(BAD_YAML)
+    returncode, stderr = _fails(["fit", "--config", "bad.yaml"] + ([] if env else ["--debug"]), tmp_path, **env)
+    assert returncode == 1 and stderr.startswith("Traceback (most recent call last):")
+    assert stderr.splitlines()[-1].endswith("ConfigFileError: bad.yaml, line 3, column 5: expected ',' or ']', but "
+                                            "got ':' (while parsing a flow sequence, line 2)")
+    assert HINT not in stderr
+
+
+def test_a_hostile_card_name_is_one_line_and_touches_nothing(tmp_path, capsys):
+    from zoo.cli import main
+
+    config = json.loads((ROOT / "cards" / "xnor_resnet18-digits" / "config.json").read_text())
+    (tmp_path / "hub" / "evil").mkdir(parents=True)
+    (tmp_path / "hub" / "evil" / "config.json").write_text(json.dumps({**config, "name": "../victim"}))
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "precious.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as info:
+        main(["cards", "--from", str(tmp_path / "hub"), "--out", str(tmp_path / "cards")])
+    assert info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"zoo: error: {tmp_path / 'hub' / 'evil' / 'config.json'}: name '../victim' is not a valid model name: one "
+        "folder name of 1 to 128 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit", HINT]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "victim"]
+    assert [p.name for p in (tmp_path / "victim").iterdir()] == ["precious.txt"]
+
+
+def test_a_bad_publish_name_stops_fit_before_training(tmp_path, capsys, monkeypatch):
+    from zoo.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["zoo"])  # as from the command line: LightningCLI compares the two
+    with pytest.raises(SystemExit) as info:
+        main(["fit", *_short(tmp_path), "--publish.enabled", "true", "--publish.name", "../evil"])
+    assert info.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-2:] == [
+        "zoo: error: publish name '../evil' is not a valid model name: one folder name of 1 to 128 ASCII letters, "
+        "digits, '.', '_' or '-', starting with a letter or digit", HINT]
+    assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "hub").exists()
+    assert not (tmp_path.parent / "evil").exists()
+
+
+def test_a_parse_error_is_the_error_and_the_help_tip(capsys, monkeypatch):
+    from zoo.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["zoo"])
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(RECIPE), "--trainer.max_stepz", "3"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == ["tip: For details of accepted options run: zoo fit --help",
+                                                    "error: unrecognized arguments: --trainer.max_stepz 3"]
+
+
+@pytest.mark.parametrize(
+    ("text", "arg", "message"),
+    [
+        ("model:\n\tmodel_name: x\n", "--config",
+         "line 2, column 1: found character '\\t' that cannot start any token"),
+        ('model:\n  model_name: "x\n', "--config", "line 3, column 1: found unexpected end of stream (while scanning a "
+                                                   "quoted scalar, line 2)"),
+        ("a: 1\n b: 2\n", "--trainer", "line 2, column 3: mapping values are not allowed here"),
+        ("a: *nowhere\n", "--model", "line 1, column 4: found undefined alias 'nowhere'"),
+    ],
+)
+def test_a_malformed_yaml_names_its_file_line_and_column(text, arg, message, tmp_path):
+    from zoo.cli import ConfigFileError, check_config_files
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    for argv in (["fit", arg, str(path)], ["fit", f"{arg}={path}"], ["fit", "-c", str(path)]):
+        with pytest.raises(ConfigFileError) as info:
+            check_config_files(argv)
+        assert str(info.value) == f"{path}, {message}"
+
+
+def test_config_check_passes_valid_yaml_and_leaves_other_files(tmp_path):
+    from zoo.cli import ConfigFileError, check_config_files
+
+    (tmp_path / "tagged.yaml").write_text("model: !custom\n  lr: 0.1\n---\nsecond: document\n")  # syntax only
+    (tmp_path / "binary.yml").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "notes.txt").write_text("a: [")
+    check_config_files(["fit", "--config", str(tmp_path / "tagged.yaml"), str(tmp_path / "notes.txt"),
+                        str(tmp_path / "absent.yaml"), str(RECIPE)])
+    with pytest.raises(ConfigFileError, match="binary.yml: not valid YAML"):
+        check_config_files(["--config", str(tmp_path / "binary.yml")])

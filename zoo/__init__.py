@@ -1,5 +1,6 @@
 """zoo: binary neural networks (XNOR-Net, Rastegari et al. 2016, arXiv:1603.05279) on timm, Lightning and the Hub."""
 
+from ._unknown_name import UnknownNameError
 from .convert import binarize_, full_precision_layer_names
 from .hub import BinaryModel, CheckpointError, from_pretrained, pack_model
 from .layers import BinaryConv2d, BinaryConvBlock, BinaryLinear, BwnConv2d, XnorConv2d

@@ -10,22 +10,45 @@
     zoo cards --imagenet            # ... with the <model>-imagenet cards of the paper's reported accuracy
     zoo cards --rerun other/hub     # ... recording reruns of the cards' recipes (reproducibility)
     zoo bench --json bench.json     # float vs packed XNOR speed (convs, models) and checkpoint sizes
+
+An error (an unknown model, a missing checkpoint, a YAML file that does not parse, ...) is one line on stderr and a
+non-zero exit: 2 for the command line and its config files, 1 otherwise; ``--debug`` anywhere on the command line,
+or ``ZOO_DEBUG=1``, shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from ._unknown_name import UnknownNameError
 from .hub.publish import PublishOptions, hardware_description, publish, publish_name
 from .training.callbacks import RunReport
 from .training.module import ZooClassifier
 
-__all__ = ["ZooCLI", "main"]
+__all__ = ["ConfigFileError", "ZooCLI", "main"]
+
+_CONFIG_SUFFIXES = (".yaml", ".yml")
+_CKPT_PATH_WORDS = ("best", "last", "hpc")  # Lightning's ckpt_path values that name no file
+
+
+class ConfigFileError(ValueError):
+    """A YAML file named on the command line does not parse."""
+
+
+class ZooArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors end with the error and the ``--help`` tip but without the usage (some 60
+    lines of options, before the error)."""
+
+    def print_usage(self, file=None) -> None:
+        pass
+
 
 class ZooCLI(LightningCLI):
     """LightningCLI over :class:`ZooClassifier` and any LightningDataModule (given by ``class_path``).
@@ -38,6 +61,7 @@ class ZooCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs):
         kwargs.setdefault("trainer_defaults", {"callbacks": [RunReport()]})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", ZooArgumentParser)
         super().__init__(ZooClassifier, pl.LightningDataModule, subclass_mode_data=True, args=args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -45,6 +69,13 @@ class ZooCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.in_chans", apply_on="instantiate")
         parser.add_class_arguments(PublishOptions, "publish")
+
+    def before_instantiate_classes(self) -> None:
+        """A ``--ckpt_path`` that names no file is an error before anything is built (Lightning's comes after)."""
+        path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        if (isinstance(path, str) and path not in _CKPT_PATH_WORDS and not path.startswith("registry")
+                and "://" not in path and not Path(path).is_file()):
+            raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file")
 
     def before_fit(self) -> None:
         self._check_publish_name()
@@ -148,6 +179,8 @@ def _cards(argv: list[str]) -> None:
                         help="checkpoint folders published by reruns of the cards' recipes: each card records its "
                              "rerun's top-1 and whether it lands within 0.5 points")
     args = parser.parse_args(argv)
+    if args.source is not None and not args.source.is_dir():
+        parser.error(f"--from {args.source}: no such folder")
     bench = args.bench if args.bench is not None else args.out / BENCH_NAME
     if args.bench is not None and not bench.is_file():
         parser.error(f"--bench {bench}: no such file")
@@ -180,14 +213,59 @@ def _bench(argv: list[str]) -> None:
 _TOOLS = {"models": _models, "publish": _publish, "cards": _cards, "bench": _bench}
 
 
+def check_config_files(argv: list[str]) -> None:
+    """Every YAML file named on the command line (``--config FILE``, ``--trainer=FILE``, ...) parses; else a
+    :class:`ConfigFileError` naming the file, line and column (jsonargparse's own message names neither)."""
+    import yaml
+
+    for arg in argv:
+        path = Path(arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg)
+        if path.suffix.lower() not in _CONFIG_SUFFIXES or not path.is_file():
+            continue
+        try:
+            list(yaml.compose_all(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader))  # syntax only: no tags
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+            context = f" ({e.context}, line {e.context_mark.line + 1})" if e.context and e.context_mark else ""
+            raise ConfigFileError(f"{path}, {where}: {e.problem}{context}") from e
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigFileError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
+
+
+def _fail(error: Exception) -> NoReturn:
+    """Report ``error`` in one line on stderr (and how to see its traceback), then exit."""
+    if isinstance(error, UnknownNameError):
+        message = error.short() + (" (`zoo models` lists them)" if error.kind == "model" else "")
+    elif isinstance(error, (ValueError, OSError)):  # CheckpointError and ConfigFileError are ValueErrors
+        message = str(error) or type(error).__name__
+    else:
+        message = f"{type(error).__name__}: {error}"
+    print(f"zoo: error: {' '.join(message.split())}", file=sys.stderr)
+    print("zoo: --debug (or ZOO_DEBUG=1) shows the traceback", file=sys.stderr)
+    sys.exit(2 if isinstance(error, ConfigFileError) else 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in _TOOLS:
-        _TOOLS[argv[0]](argv[1:])
-        return
-    # From the command line LightningCLI reads sys.argv itself (given both, it warns that they may disagree).
-    ZooCLI(args=None if from_command_line else argv)
+    debug = "--debug" in argv or os.environ.get("ZOO_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    if debug:
+        os.environ["ZOO_DEBUG"] = "1"  # for the processes a DDP run starts with the same command line
+    if from_command_line:
+        sys.argv[1:] = argv
+    try:
+        check_config_files(argv)
+        if argv and argv[0] in _TOOLS:
+            _TOOLS[argv[0]](argv[1:])
+            return
+        # From the command line LightningCLI reads sys.argv itself (given both, it warns that they may disagree).
+        ZooCLI(args=None if from_command_line else argv)
+    except Exception as e:  # noqa: BLE001 - every error ends the command: one line unless debugging
+        if debug:
+            raise
+        _fail(e)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._unknown_name import UnknownNameError
+
 __all__ = [
     "sign",
     "ste_sign",
@@ -236,5 +238,5 @@ def get_quantizer(spec: str | nn.Module | None, **kwargs) -> nn.Module | None:
     if spec is None or isinstance(spec, nn.Module):
         return spec
     if spec not in _QUANTIZERS:
-        raise KeyError(f"unknown quantizer {spec!r}; known quantizers: {', '.join(list_quantizers())}")
+        raise UnknownNameError("quantizer", spec, _QUANTIZERS)
     return _QUANTIZERS[spec](**kwargs)

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ._unknown_name import UnknownNameError
+
 __all__ = ["BinarizeConfig", "register_scheme", "get_scheme", "list_schemes"]
 
 
@@ -84,7 +86,7 @@ def get_scheme(scheme: str | BinarizeConfig, **overrides: Any) -> BinarizeConfig
     elif scheme in _SCHEMES:
         config = _SCHEMES[scheme]
     else:
-        raise KeyError(f"unknown binarization scheme {scheme!r}; known schemes: {', '.join(list_schemes())}")
+        raise UnknownNameError("binarization scheme", scheme, _SCHEMES, "schemes")
     return dataclasses.replace(config, **overrides) if overrides else config
 
 

@@ -14,6 +14,8 @@ import timm
 from timm.models import register_model as _timm_register_model
 from torch import nn
 
+from .._unknown_name import UnknownNameError
+
 __all__ = ["register_model", "list_models", "create_model", "is_model"]
 
 _ZOO_MODELS: set[str] = set()
@@ -38,5 +40,5 @@ def is_model(name: str) -> bool:
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Build a zoo model by name, e.g. ``create_model("xnor_resnet18", num_classes=10, small_input=True)``."""
     if name not in _ZOO_MODELS:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise UnknownNameError("model", name, _ZOO_MODELS)
     return timm.create_model(name, pretrained=pretrained, **kwargs)
