@@ -30,8 +30,8 @@ import torch
 
 from .cpu_features import cpu_features
 
-__all__ = ["ROUTES", "batch_bucket", "binary_conv2d_cpu", "choose", "conv_key", "force_route", "forced_route", "record",
-           "route_table", "run"]
+__all__ = ["ROUTES", "batch_bucket", "binary_conv2d_cpu", "choose", "clear", "conv_key", "force_route", "forced_route",
+           "record", "route_table", "run"]
 
 ROUTES = ("popcount", "int8")
 _TIMED_CALLS = 3  # per candidate, after one warm-up call; the best of them counts
@@ -166,7 +166,8 @@ def route_table() -> dict[str, dict[str, object]]:
 
 
 def clear() -> None:
-    """Forget the choices of this process (the file on disk stays)."""
+    """Forget the choices of this process and do not read the file: the next call of each key measures again (and
+    the file is rewritten with the new choices). ``zoo bench`` starts so, to report and keep fresh choices."""
     with _lock:
         _choices.clear()
         _loaded["done"] = True

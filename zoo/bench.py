@@ -28,6 +28,7 @@ import datetime
 import json
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = ["baseline_name", "bench_models", "build_pair", "format_tables", "main
 
 DEFAULT_MODEL = "xnor_resnet18"
 DEFAULT_BATCHES = {"cpu": (1, 16), "cuda": (1, 64)}
+_COMPILE_WARMUP = 5  # untimed calls of a compiled model: its first ones compile and tune
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -104,6 +106,31 @@ def float_models(float_model: nn.Module, device: torch.device) -> dict[str, nn.M
     return out
 
 
+def pt2e_int8_model(float_model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``float_model`` quantized to int8 as torchao's PT2E x86 route does it (``torch.export``, X86InductorQuantizer's
+    default config: per-channel int8 weights, uint8 activations; calibrated on ``x``; ``convert_pt2e``), compiled by
+    inductor with freezing on, so that its convs run on oneDNN's int8 kernels (AMX / VNNI / AVX2); None when torchao
+    is not installed (``pip install 'xnor-zoo[bench]'``). The first call (compilation) happens here."""
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    except ImportError:
+        return None
+    import torch._inductor.config as inductor_config
+
+    with torch.no_grad():
+        exported = torch.export.export(copy.deepcopy(float_model).eval(), (x,)).module()
+        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(exported, quantizer)
+        prepared(x)  # calibration
+        converted = convert_pt2e(prepared)
+        with inductor_config.patch(freezing=True):
+            compiled = torch.compile(converted)
+            for _ in range(_COMPILE_WARMUP):
+                compiled(x)
+    return compiled
+
+
 @torch.inference_mode()
 def _time_models(
     floats: dict[str, nn.Module], packed: nn.Module, batch: int, input_size: tuple[int, ...], device: torch.device,
@@ -123,12 +150,19 @@ def _time_models(
     best = min(floats, key=lambda n: row[f"{n}_ms"])
     if compile_best:  # the fastest eager float, compiled (inductor); its compilation is not timed
         compiled = torch.compile(floats[best])
+        for _ in range(_COMPILE_WARMUP):  # compilation, then the first calls' own one-time work
+            compiled(inputs[best])
         times = time_interleaved({"compiled": lambda: compiled(inputs[best]), "packed": lambda: packed(x)}, repeats,
                                  warmup, device)
         row["compiled_ms"], row["compiled_min_ms"] = _median_ms(times["compiled"]), min(times["compiled"]) * 1e3
         row["compiled_of"] = best
         if row["compiled_ms"] < row[f"{best}_ms"]:
             best = "compiled"
+        int8 = pt2e_int8_model(floats["f32"], x) if device.type == "cpu" else None
+        if int8 is not None:  # a baseline of its own, not a float: int8 weights and activations
+            times = time_interleaved({"int8": lambda: int8(x), "packed": lambda: packed(x)}, repeats, warmup, device)
+            row["int8_pt2e_ms"], row["int8_pt2e_min_ms"] = _median_ms(times["int8"]), min(times["int8"]) * 1e3
+            row["speedup_int8_pt2e"] = row["int8_pt2e_ms"] / row["packed_ms"]
     row["best_float"], row["float_ms"] = best, row[f"{best}_ms"]
     row["speedup"] = row["float_ms"] / row["packed_ms"]
     return row
@@ -205,6 +239,7 @@ def run(
     dev = torch.device(device)
     batches = tuple(batches or DEFAULT_BATCHES[dev.type])
     shapes = [(c, s) for c, s in conv_shapes(input_size) if channels is None or c in channels]
+    routes.clear()  # measure the route choices afresh (and keep them for later processes)
     doc: dict[str, Any] = {"meta": _meta(dev, repeats), "conv": [], "end_to_end": [], "sizes": [], "profile": {}}
     for row in benchmark_conv(shapes, batches, repeats, warmup, dev):
         doc["conv"].append(row)
@@ -231,6 +266,11 @@ def _ratio(r: dict[str, Any]) -> str:
     return f"{r['speedup']:5.1f}"
 
 
+def _int8_ratio(r: dict[str, Any]) -> str:
+    """int8 PT2E model / packed, where it was measured."""
+    return f"{r['speedup_int8_pt2e']:.2f}" if "speedup_int8_pt2e" in r else "-"
+
+
 def format_tables(doc: dict[str, Any]) -> str:
     """The document of :func:`run` as text tables."""
     meta = doc["meta"]
@@ -243,18 +283,19 @@ def format_tables(doc: dict[str, Any]) -> str:
                   "XNOR (int8: best float / oneDNN int8 conv)", conv_table(doc["conv"])]
     width = max([len(r["model"]) for r in doc["end_to_end"] + doc["sizes"]] + [5])
     if doc["end_to_end"]:
-        variants = [n for n in ("f32", "f32_cl", "bf16", "bf16_cl", "compiled")
+        variants = [n for n in ("f32", "f32_cl", "bf16", "bf16_cl", "compiled", "int8_pt2e")
                     if any(f"{n}_ms" in r for r in doc["end_to_end"])]
         lines += ["", "end to end: median ms of the float baseline as each variant, the packed model, x = best float / "
                   "packed", f"{'model':<{width}} {'baseline':<16} {'batch':>5} {'input':>11} | "
-                  + " ".join(f"{n:>9}" for n in variants) + f" | {'packed':>9} | {'best float':>10} {'x':>5} | routes"]
+                  + " ".join(f"{n:>9}" for n in variants) + f" | {'packed':>9} | {'best float':>10} {'x':>5} | "
+                  f"{'x int8':>6} | routes"]
         for r in doc["end_to_end"]:
             cells = " ".join(f"{r[f'{n}_ms']:9.2f}" if f"{n}_ms" in r else f"{'-':>9}" for n in variants)
             chosen = [x["route"] for x in r.get("routes", [])]
             counts = ", ".join(f"{chosen.count(k)} {k}" for k in routes.ROUTES if k in chosen) or "-"
             lines.append(f"{r['model']:<{width}} {r['baseline']:<16} {r['batch']:>5} "
                          f"{'x'.join(map(str, r['input_size'])):>11} | {cells} | {r['packed_ms']:9.2f} | "
-                         f"{r['best_float']:>10} {_ratio(r)} | {counts}")
+                         f"{r['best_float']:>10} {_ratio(r)} | {_int8_ratio(r):>6} | {counts}")
     if doc["sizes"]:
         lines += ["", f"{'model':<{width}} {'float safetensors':>18} {'packed':>12} {'ratio':>7}"]
         for r in doc["sizes"]:
@@ -263,6 +304,49 @@ def format_tables(doc: dict[str, Any]) -> str:
     for title, table in doc.get("profile", {}).items():
         lines += ["", f"profile of packed {title}:", table]
     return "\n".join(lines)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown_report(docs: list[dict[str, Any]]) -> str:
+    """docs/benchmarks.md from ``zoo bench --json`` documents: per document (one CPU each, named with its class,
+    features, torch version and date), the conv table and the end-to-end table, in milliseconds and ratios to the
+    best float."""
+    lines = ["# Benchmarks", "", "Generated by `zoo bench --report` from the `zoo bench --json` files in `docs/bench/`;"
+             " every figure below was measured on the CPU named above its table, with `zoo bench` (same process, "
+             "same threads, variants interleaved, median of the repeats). x = the best float's time over the XNOR "
+             "conv's or the packed model's."]
+    for doc in docs:
+        meta = doc["meta"]
+        features = ", ".join(k for k, v in meta.get("cpu_features", {}).items() if v is True)
+        lines += ["", f"## {meta['hardware']} ({meta.get('cpu_class', meta['device'])})", "",
+                  f"{meta['threads']} threads, torch {meta['torch']}, median of {meta['repeats']}, {meta['date']}."
+                  + (f" CPU features: {features}." if features else "")]
+        if doc["conv"]:
+            names = [n for n in ("f32", "f32_cl", "bf16", "bf16_cl", "int8", "xnor_k_popcount", "xnor_k_int8", "xnor_k",
+                                 "a2") if all(f"{n}_ms" in r for r in doc["conv"])]
+            rows = [[str(r["batch"]), f"{r['channels']}x{r['size']}x{r['size']}",
+                     *(f"{r[f'{n}_ms']:.3f}" for n in names), r["best_float"], f"{r['speedup_k']:.2f}",
+                     r["route_xnor_k"], f"{r['speedup_a2']:.2f}"] for r in doc["conv"]]
+            lines += ["", "ResNet-18's 3x3 convs, ms (XNOR with K and 2-bit inputs include quantizing the float "
+                      "activations):", ""]
+            lines += _md_table(["batch", "C x H x W", *names, "best float", "x (xnor+K)", "route", "x (2-bit)"], rows)
+        if doc["end_to_end"]:
+            names = [n for n in ("f32", "f32_cl", "bf16", "bf16_cl", "compiled", "int8_pt2e")
+                     if any(f"{n}_ms" in r for r in doc["end_to_end"])]
+            rows = []
+            for r in doc["end_to_end"]:
+                chosen = [c["route"] for c in r.get("routes", [])]
+                rows.append([r["model"], r["baseline"], str(r["batch"]), "x".join(map(str, r["input_size"])),
+                             *(f"{r[f'{n}_ms']:.2f}" if f"{n}_ms" in r else "-" for n in names),
+                             f"{r['packed_ms']:.2f}", r["best_float"], f"{r['speedup']:.2f}", _int8_ratio(r),
+                             ", ".join(f"{chosen.count(k)} {k}" for k in routes.ROUTES if k in chosen) or "-"])
+            lines += ["", "End to end, ms:", ""]
+            lines += _md_table(["model", "baseline", "batch", "input", *names, "packed", "best float", "x",
+                                "x int8", "binary conv routes"], rows)
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,12 +362,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default=None, help="add end-to-end rows for zoo models matching this pattern")
     parser.add_argument("--no-sizes", dest="sizes", action="store_false", help="skip the checkpoint sizes")
     parser.add_argument("--compile", dest="compile_best", action="store_true",
-                        help="also time torch.compile of the fastest float (end to end; compilation not timed)")
+                        help="also time torch.compile of the fastest float and, with torchao installed, the int8 "
+                             "PT2E model (end to end; compilation not timed)")
     parser.add_argument("--profile", action="store_true", help="print where the packed models' time goes")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: batch 1, input 64, 3 repeats, 1 warm-up, two conv shapes, no sizes")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="measure nothing: print docs/benchmarks.md made from these --json files")
     args = parser.parse_args(argv)
+    if args.report:
+        print(markdown_report([json.loads(p.read_text(encoding="utf-8")) for p in args.report]), end="")
+        return
     if args.quick:
         args.batches, args.repeats, args.warmup, args.input_size = [1], 3, 1, 64
         args.channels, args.sizes = args.channels if args.channels is not None else [64, 512], False
