@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 _SOURCES = [Path(__file__).with_name(name) for name in ("cpu_popcount.cpp", "cpu_popcount_avx512.cpp", "cpu_pack.cpp",
-                                                           "cpu_int8.cpp")]
+                                                           "cpu_int8.cpp", "cpu_pool.cpp")]
 _HEADERS = [Path(__file__).with_name(name) for name in ("cpu_kernels.h", "cpu_ukernels.h")]
 _VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2, "avx2_pairs": 3, "avx512": 4}  # as the C++ driver numbers them
 _ISAS = {"scalar": 1, "avx2": 2, "avx512": 4}  # ZOO_KERNELS_ISA: what "auto" calls run (avx2: pixel or pair blocks)
@@ -147,6 +147,7 @@ def load_extension() -> bool:
                     _ops["kbit_conv2d_float"] = torch.ops.zoo_xnor_cpu.kbit_conv2d_float.default
                     _ops["level_bytes"] = torch.ops.zoo_xnor_cpu.level_bytes.default
                     _ops["scale_epilogue"] = torch.ops.zoo_xnor_cpu.scale_epilogue.default
+                    _ops["max_pool_relu"] = torch.ops.zoo_xnor_cpu.max_pool_relu.default
                     torch.ops.zoo_xnor_cpu.set_auto_isa(isa)
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
                     error = e
@@ -376,3 +377,12 @@ def scale_epilogue_cpu(
     if not load_extension():
         raise RuntimeError("scale_epilogue_cpu needs the compiled CPU kernels: " + kernel_info())
     return _ops["scale_epilogue"](out, scale, bias, residual, relu)
+
+
+def max_pool_relu_cpu(x: torch.Tensor, out: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
+    """``out[:] = relu(max_pool2d(x, kernel, stride, padding))`` as float32 (``out``: float32 channels_last of the
+    pooled shape), in one pass over ``x`` (float32 or bfloat16); the same through torch without the compiled
+    kernels."""
+    if load_extension():
+        return _ops["max_pool_relu"](x, out, kernel, stride, padding)
+    return out.copy_(torch.nn.functional.max_pool2d(x, kernel, stride, padding).relu_())

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
+from zoo_kernels.cpu import max_pool_relu_cpu
 from zoo_kernels.cpu_features import has_native_bf16
 from zoo_kernels.kbit import MAX_BITS
 from zoo_kernels.ops import has_kernel, kbit_conv2d
@@ -369,6 +370,18 @@ class PackedBasicBlock(BasicBlock):
         return m["act2"](m["conv2"].fused_forward(out, m["bn2"], self._shortcut(x)))
 
 
+def _pool_geometry(pool: nn.Module) -> tuple[int, int, int] | None:
+    """``(kernel, stride, padding)`` of a square max-pool the compiled pool + ReLU pass runs (dilation 1, floor
+    mode, padding at most half the kernel), or None."""
+    if type(pool) is not nn.MaxPool2d or pool.ceil_mode or pool.return_indices:
+        return None
+    k, s, p, d = (v if isinstance(v, int) else (v[0] if len(set(v)) == 1 else None)
+                  for v in (pool.kernel_size, pool.stride, pool.padding, pool.dilation))
+    if None in (k, s, p, d) or d != 1 or 2 * p > k:
+        return None
+    return k, s, p
+
+
 class PackedResNet(ResNet):
     """timm's ResNet, packed: the stem's BatchNorm folds into the stem's float conv (weights and bias, recomputed only
     when they change), the max-pool runs before the ReLU (``relu(maxpool(y)) = maxpool(relu(y))`` exactly: max is
@@ -409,13 +422,20 @@ class PackedResNet(ResNet):
         n, _, h, wd = x.shape
         ho = (h + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // conv.stride[0] + 1
         wo = (wd + 2 * conv.padding[1] - conv.dilation[1] * (conv.kernel_size[1] - 1) - 1) // conv.stride[1] + 1
-        per_image = max(1, ho * wo * conv.out_channels * xs.element_size())
-        step = max(1, self.stem_chunk_bytes // per_image)
-        parts = [pool(F.conv2d(xs[i:i + step], w, b, conv.stride, conv.padding, conv.dilation, conv.groups))
-                 for i in range(0, max(n, 1), step)]
-        y = parts[0] if len(parts) == 1 else torch.cat(parts)
-        y = y.relu_()
-        return y.to(torch.float32, memory_format=torch.channels_last)
+        step = max(1, self.stem_chunk_bytes // max(1, ho * wo * conv.out_channels * xs.element_size()))
+        geometry = _pool_geometry(pool)
+        if geometry is None or x.device.type != "cpu":  # torch's pool and ReLU, then float32
+            parts = [pool(F.conv2d(xs[i:i + step], w, b, conv.stride, conv.padding, conv.dilation, conv.groups))
+                     for i in range(0, max(n, 1), step)]
+            y = (parts[0] if len(parts) == 1 else torch.cat(parts)).relu_()
+            return y.to(torch.float32, memory_format=torch.channels_last)
+        k, s, p = geometry  # the compiled pool + ReLU + float32 pass, into the output's slice of each chunk
+        hp, wp = (ho + 2 * p - k) // s + 1, (wo + 2 * p - k) // s + 1
+        out = torch.empty(n, conv.out_channels, hp, wp, memory_format=torch.channels_last)
+        for i in range(0, n, step):
+            y = F.conv2d(xs[i:i + step], w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+            max_pool_relu_cpu(y, out[i:i + step], k, s, p)
+        return out
 
     @staticmethod
     def _fold_stem(conv: nn.Conv2d, norm: nn.BatchNorm2d, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
