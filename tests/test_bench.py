@@ -112,3 +112,25 @@ def test_quick_bench_and_profile(restore_threads, capsys):
     printed = capsys.readouterr().out
     assert "profile of packed xnor_resnet18 batch 1:" in printed
     assert "Self CPU" in printed and re.search(r"xnor_resnet18 +resnet18 +1 +3x64x64 ", printed)
+
+
+def test_report_renders_bench_json_as_markdown(tmp_path, restore_threads, capsys):
+    torch.set_num_threads(2)
+    doc = bench.run(batches=(1,), repeats=1, warmup=0, input_size=32, channels=[64], sizes=False)
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc))
+    zoo_main(["bench", "--report", str(path), str(path)])
+    page = capsys.readouterr().out
+    assert page == bench.markdown_report([doc, doc]) and page.count(f"## {doc['meta']['hardware']}") == 2
+    (conv,), (e2e,) = doc["conv"], doc["end_to_end"]
+    assert f"| 1 | 64x8x8 | {conv['f32_ms']:.3f} |" in page and f"| {e2e['speedup']:.2f} |" in page
+
+
+def test_docs_benchmarks_is_the_report_of_its_json_files():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    files = sorted((docs / "bench").glob("*.json"))
+    assert files, "docs/bench/ holds the zoo bench --json files docs/benchmarks.md is made from"
+    expected = bench.markdown_report([json.loads(p.read_text()) for p in files])
+    assert (docs / "benchmarks.md").read_text() == expected, "regenerate: zoo bench --report docs/bench/*.json"
