@@ -22,6 +22,7 @@ from torch import nn
 from ..models import create_model, is_model, list_models
 from ..packing import pack
 from ..schemes import BinarizeConfig
+from .tensor_checks import check_tensor_values
 
 __all__ = [
     "CheckpointError",
@@ -183,6 +184,7 @@ def load_checkpoint(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
                 f"{weights}: tensor {name!r} is {got.dtype} {tuple(got.shape)}, "
                 f"{config['architecture']} needs {ref.dtype} {tuple(ref.shape)}"
             )
+    check_tensor_values(model, tensors, weights)
     n_state = len(list(model.parameters())) + len(list(model.buffers()))
     if n_state != len(expected):
         raise CheckpointError(f"{config['architecture']} has state outside its state dict; cannot load it from a file")
