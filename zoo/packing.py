@@ -33,6 +33,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 from zoo_kernels.cpu import max_pool_relu_cpu
 from zoo_kernels.cpu_features import has_native_bf16
+from zoo_kernels.geometry import conv_output_size
 from zoo_kernels.kbit import MAX_BITS
 from zoo_kernels.ops import has_kernel, kbit_conv2d
 from zoo_kernels.ops import xnor_conv2d as popcount_conv2d
@@ -420,8 +421,8 @@ class PackedResNet(ResNet):
                        lambda: self._fold_stem(conv, norm, dtype))
         xs = x.to(dtype)
         n, _, h, wd = x.shape
-        ho = (h + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // conv.stride[0] + 1
-        wo = (wd + 2 * conv.padding[1] - conv.dilation[1] * (conv.kernel_size[1] - 1) - 1) // conv.stride[1] + 1
+        ho = conv_output_size(h, conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0])
+        wo = conv_output_size(wd, conv.kernel_size[1], conv.stride[1], conv.padding[1], conv.dilation[1])
         step = max(1, self.stem_chunk_bytes // max(1, ho * wo * conv.out_channels * xs.element_size()))
         geometry = _pool_geometry(pool)
         if geometry is None or x.device.type != "cpu":  # torch's pool and ReLU, then float32
@@ -430,7 +431,7 @@ class PackedResNet(ResNet):
             y = (parts[0] if len(parts) == 1 else torch.cat(parts)).relu_()
             return y.to(torch.float32, memory_format=torch.channels_last)
         k, s, p = geometry  # the compiled pool + ReLU + float32 pass, into the output's slice of each chunk
-        hp, wp = (ho + 2 * p - k) // s + 1, (wo + 2 * p - k) // s + 1
+        hp, wp = conv_output_size(ho, k, s, p, 1), conv_output_size(wo, k, s, p, 1)
         out = torch.empty(n, conv.out_channels, hp, wp, memory_format=torch.channels_last)
         for i in range(0, n, step):
             y = F.conv2d(xs[i:i + step], w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
