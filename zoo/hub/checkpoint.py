@@ -3,25 +3,28 @@
 ``model.safetensors`` holds the packed network's state dict (1-bit weights as int32 words, ``alpha``, and the float
 first conv, classifier and BatchNorms); its ``__metadata__`` carries the format version and the packing scheme.
 ``config.json`` says how to rebuild the network: architecture, scheme, ``num_classes``, ``in_chans``, input size,
-mean/std and the format version. Loading never unpickles anything and never runs code from the checkpoint: it
-builds the architecture from the zoo's registry, checks every tensor's name, dtype and shape against it, and only
-then loads, so a bad file raises one :class:`CheckpointError` and nothing is half-loaded.
+mean/std and the format version; :mod:`zoo.hub.config` reads it, strictly, before anything else does. Loading never
+unpickles anything and never runs code from the checkpoint: it builds the architecture from the zoo's registry,
+checks the weights' ``__metadata__`` against the config and every tensor's name, dtype and shape against the
+architecture, and only then loads, so a bad file raises one :class:`CheckpointError` and nothing is half-loaded.
+Saving is all or nothing (:mod:`zoo.hub.atomic`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
-from ..models import create_model, is_model, list_models
+from ..models import create_model, is_model
 from ..packing import pack
 from ..schemes import BinarizeConfig
+from .atomic import atomic_folder, write_file
+from .config import FORMAT_VERSION, CheckpointError, config_bytes, read_config
 from .tensor_checks import check_tensor_values
 
 __all__ = [
@@ -37,14 +40,9 @@ __all__ = [
     "read_config",
 ]
 
-FORMAT_VERSION = 1
 PACKING = "sign-bits/int32/lsb-first/input-channels-last/v1"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupted or does not match the architecture it names."""
 
 
 def checkpoint_config(model: nn.Module) -> dict[str, Any]:
@@ -67,37 +65,6 @@ def checkpoint_config(model: nn.Module) -> dict[str, Any]:
         "classifier": cfg.get("classifier"),
         "paper": cfg.get("paper_ids"),
     }
-
-
-def _config_error(path: Path, problem: str) -> CheckpointError:
-    return CheckpointError(f"{path}: {problem}")
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """Read and check ``config.json``: format version, a known architecture and a known scheme."""
-    if not path.is_file():
-        raise _config_error(path, "file not found")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _config_error(path, f"not valid JSON ({e})") from e
-    if not isinstance(config, dict):
-        raise _config_error(path, "must hold a JSON object")
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise _config_error(path, f"unknown format_version {version!r} (this zoo reads version {FORMAT_VERSION})")
-    for key in ("architecture", "scheme", "num_classes", "in_chans"):
-        if key not in config:
-            raise _config_error(path, f"missing key {key!r}")
-    if not is_model(config["architecture"]):
-        raise _config_error(
-            path, f"unknown architecture {config['architecture']!r}; known: {', '.join(list_models())}"
-        )
-    try:
-        BinarizeConfig.from_dict(config["scheme"])
-    except (TypeError, ValueError) as e:
-        raise _config_error(path, f"bad scheme: {e}") from e
-    return config
 
 
 def build_packed(config: dict[str, Any], source: Path | str = CONFIG_NAME, device: str = "cpu") -> nn.Module:
@@ -123,12 +90,15 @@ def build_packed(config: dict[str, Any], source: Path | str = CONFIG_NAME, devic
         return pack(model)
 
 
-def save_checkpoint(model: nn.Module, folder: Path, config: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` of a packed network into ``folder``.
+def save_checkpoint(
+    model: nn.Module, folder: Path, config: dict[str, Any], files: dict[str, str] | None = None
+) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and the text ``files`` (name: content) of a packed network as
+    the folder ``folder``, all or nothing (see :mod:`zoo.hub.atomic`): an error or a crash at any point leaves the
+    folder's old checkpoint complete.
 
     The weights file's size is recorded in ``config["sizes"]["packed_bytes"]`` before the config is written.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {
         "format": "pt",
@@ -137,39 +107,52 @@ def save_checkpoint(model: nn.Module, folder: Path, config: dict[str, Any]) -> P
         "architecture": config["architecture"],
         "scheme": config["scheme"]["name"],
     }
-    weights = folder / WEIGHTS_NAME
-    tmp = weights.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(weights)
-    config.setdefault("sizes", {})["packed_bytes"] = weights.stat().st_size
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return weights
+    weights = save(tensors, metadata=metadata)
+    with atomic_folder(folder) as tmp:
+        write_file(tmp / WEIGHTS_NAME, weights)
+        for name, text in (files or {}).items():
+            write_file(tmp / name, text.encode("utf-8"))
+        config.setdefault("sizes", {})["packed_bytes"] = len(weights)
+        write_file(tmp / CONFIG_NAME, config_bytes(config))
+    return Path(folder) / WEIGHTS_NAME
 
 
-def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_tensors(path: Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of ``path``, once its ``__metadata__`` agrees with this zoo and with ``config``."""
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            _check_metadata(path, f.metadata() or {}, config)
+            return {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f"{path}: corrupted or truncated safetensors file ({e})") from e
-    return tensors, metadata
+
+
+def _check_metadata(path: Path, metadata: dict[str, str], config: dict[str, Any]) -> None:
+    version = metadata.get("zoo_format_version")
+    if version != str(FORMAT_VERSION):
+        raise CheckpointError(f"{path}: unknown zoo_format_version {version!r} in __metadata__")
+    if metadata.get("packing") != PACKING:
+        raise CheckpointError(f"{path}: unknown packing {metadata.get('packing')!r} (expected {PACKING!r})")
+    if metadata.get("format", "pt") != "pt":
+        raise CheckpointError(f"{path}: __metadata__ format {metadata['format']!r}, expected 'pt'")
+    for key, value in (("architecture", config["architecture"]), ("scheme", config["scheme"]["name"])):
+        if key in metadata and metadata[key] != value:
+            raise CheckpointError(f"{path}: written as {key} {metadata[key]!r}, but {CONFIG_NAME} names {value!r}")
 
 
 def load_checkpoint(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
     """Build the packed network that ``folder`` describes and load its weights, checking everything first."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such folder" if not folder.exists() else f"{folder}: not a folder")
     config = read_config(folder / CONFIG_NAME)
     weights = folder / WEIGHTS_NAME
-    tensors, metadata = _read_tensors(weights)
-    version = metadata.get("zoo_format_version")
-    if version != str(FORMAT_VERSION):
-        raise CheckpointError(f"{weights}: unknown zoo_format_version {version!r} in __metadata__")
-    if metadata.get("packing") != PACKING:
-        raise CheckpointError(f"{weights}: unknown packing {metadata.get('packing')!r} (expected {PACKING!r})")
     model = build_packed(config, folder / CONFIG_NAME, device="meta")
+    tensors = _read_tensors(weights, config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))

@@ -9,12 +9,21 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import ModelHubMixin, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
 from torch import nn
 
 from ..packing import pack, unpack
@@ -65,11 +74,52 @@ class BinaryModel(
     def to_trainable(self) -> nn.Module:
         return unpack(self.net)
 
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        *,
+        config: dict | None = None,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **push_to_hub_kwargs: Any,
+    ) -> str | None:
+        """Write the checkpoint folder all or nothing (``ModelHubMixin.save_pretrained`` deletes ``config.json``
+        first and writes file by file); push it if ``push_to_hub``. The config and card come from ``self.config``."""
+        if config is not None and config != self.config:
+            raise ValueError("BinaryModel saves its own config; give config entries to pack_model(model, **info)")
+        if model_card_kwargs:
+            raise ValueError("BinaryModel's card is generated from its config; model_card_kwargs are not used")
+        self._save_pretrained(Path(save_directory))
+        if push_to_hub:
+            return self.push_to_hub(repo_id=repo_id or Path(save_directory).name, **push_to_hub_kwargs)
+        return None
+
     def _save_pretrained(self, save_directory: Path) -> None:
         float_bytes = sum(t.numel() * 4 for t in unpack(self.net).state_dict().values() if t.is_floating_point())
         self.config["sizes"] = {"float_bytes": float_bytes}
-        save_checkpoint(self.net, save_directory, self.config)
-        model_card(self.config).save(save_directory / "README.md")
+        save_checkpoint(self.net, save_directory, self.config, {"README.md": str(model_card(self.config))})
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        **model_kwargs: Any,
+    ) -> BinaryModel:
+        """Load from a local folder or a Hub repo id. The zoo reads and checks ``config.json`` itself
+        (``ModelHubMixin.from_pretrained`` would parse it first, unchecked)."""
+        if model_kwargs:
+            raise TypeError(f"unexpected arguments {sorted(model_kwargs)}: a BinaryModel is built from its config")
+        return cls._from_pretrained(
+            model_id=pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+            force_download=force_download, local_files_only=local_files_only, token=token,
+        )
 
     @classmethod
     def _from_pretrained(
@@ -85,9 +135,20 @@ class BinaryModel(
     ) -> BinaryModel:
         folder = Path(model_id)
         if not folder.is_dir():
+            if isinstance(model_id, Path) or os.path.lexists(folder) or not _is_repo_id(model_id):
+                raise CheckpointError(f"{model_id}: no such folder" if not os.path.lexists(folder)
+                                      else f"{model_id}: not a folder")
             folder = _download(model_id, revision, cache_dir, force_download, local_files_only, token)
         net, config = load_checkpoint(folder)
         return cls(config, net)
+
+
+def _is_repo_id(name: str) -> bool:
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not name.startswith((".", "~")) and name.count("/") <= 1
 
 
 def _download(repo_id: str, revision, cache_dir, force_download, local_files_only, token) -> Path:
@@ -100,6 +161,9 @@ def _download(repo_id: str, revision, cache_dir, force_download, local_files_onl
                     local_files_only=local_files_only, token=token,
                 )
             )
+        except LocalEntryNotFoundError as e:
+            raise CheckpointError(f"{repo_id}: no such local folder, and {filename} is not in the Hub cache while "
+                                  "offline (HF_HUB_OFFLINE, local_files_only=True, or the Hub unreachable)") from e
         except RepositoryNotFoundError as e:
             raise CheckpointError(f"{repo_id}: no such local folder, and no such model repository on the Hub "
                                   "(or it is private: pass token=)") from e
