@@ -145,12 +145,13 @@ def _read_bytes(path: Path) -> bytes:
         raise CheckpointError(f"{path}: file not found") from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot open ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+        raise CheckpointError(f"{path}: not a regular file ({what})")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            what = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                    else "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
-            raise CheckpointError(f"{path}: not a regular file ({what})")
         data = f.read(MAX_CONFIG_BYTES + 1)
     if len(data) > MAX_CONFIG_BYTES:
         raise CheckpointError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes (1 MiB), not a checkpoint config")
