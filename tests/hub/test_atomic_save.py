@@ -13,7 +13,7 @@ import torch
 
 import zoo
 from zoo.hub import atomic, checkpoint
-from zoo.hub.publish import write_cards
+from zoo.hub.publish import collect_cards, write_cards
 
 FILES = ["README.md", "config.json", "model.safetensors"]
 
@@ -181,6 +181,9 @@ def test_sigkill_while_writing_leaves_the_old_checkpoint(name, old, models, tmp_
     assert child.returncode == -signal.SIGKILL
     assert _snapshot(old) == before
     _assert_loads_as(old, models["old"])
+    leftover = [p.name for p in old.parent.iterdir() if p.name != "digits-model"]
+    assert len(leftover) == 1 and leftover[0].startswith(".digits-model.saving-")
+    assert [c["architecture"] for c in collect_cards(old.parent)] == ["xnor_resnet18"]
 
 
 def test_write_cards_fault_leaves_the_old_cards(tmp_path, monkeypatch):

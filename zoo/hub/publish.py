@@ -86,10 +86,12 @@ def publish(model: nn.Module, options: PublishOptions, info: dict[str, Any]) -> 
 
 
 def collect_cards(folder: Path) -> list[dict[str, Any]]:
-    """The configs of every checkpoint or card folder directly under ``folder`` (sorted by name); a config whose
-    card name is not a model name is a CheckpointError naming its file."""
+    """The configs of every checkpoint or card folder directly under ``folder`` (sorted by name, hidden folders
+    skipped); a config whose card name is not a model name is a CheckpointError naming its file."""
     configs = []
     for path in sorted(Path(folder).glob(f"*/{CONFIG_NAME}")):
+        if path.parent.name.startswith("."):  # a save in progress, or one a crash interrupted (zoo.hub.atomic)
+            continue
         config = read_config(path)
         try:
             check_model_name(card_name(config), "name")
