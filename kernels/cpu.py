@@ -49,6 +49,7 @@ __all__ = [
     "available_variants",
     "cached_weights",
     "cpu_kernel_available",
+    "fingerprint",
     "input_scale_cpu",
     "xnor_conv2d_float_cpu",
     "kbit_conv2d_float_cpu",
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 _SOURCES = [Path(__file__).with_name(name) for name in ("cpu_popcount.cpp", "cpu_popcount_avx512.cpp", "cpu_pack.cpp",
-                                                           "cpu_int8.cpp", "cpu_pool.cpp")]
+                                                           "cpu_int8.cpp", "cpu_pool.cpp", "cpu_fingerprint.cpp")]
 _HEADERS = [Path(__file__).with_name(name) for name in ("cpu_kernels.h", "cpu_ukernels.h")]
 _VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2, "avx2_pairs": 3, "avx512": 4}  # as the C++ driver numbers them
 _ISAS = {"scalar": 1, "avx2": 2, "avx512": 4}  # ZOO_KERNELS_ISA: what "auto" calls run (avx2: pixel or pair blocks)
@@ -148,6 +149,7 @@ def load_extension() -> bool:
                     _ops["level_bytes"] = torch.ops.zoo_xnor_cpu.level_bytes.default
                     _ops["scale_epilogue"] = torch.ops.zoo_xnor_cpu.scale_epilogue.default
                     _ops["max_pool_relu"] = torch.ops.zoo_xnor_cpu.max_pool_relu.default
+                    _ops["fingerprint"] = torch.ops.zoo_xnor_cpu.fingerprint.default
                     torch.ops.zoo_xnor_cpu.set_auto_isa(isa)
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
                     error = e
@@ -386,3 +388,19 @@ def max_pool_relu_cpu(x: torch.Tensor, out: torch.Tensor, kernel: int, stride: i
     if load_extension():
         return _ops["max_pool_relu"](x, out, kernel, stride, padding)
     return out.copy_(torch.nn.functional.max_pool2d(x, kernel, stride, padding).relu_())
+
+
+def fingerprint(*tensors: torch.Tensor) -> int:
+    """A 64-bit fingerprint of the tensors' contents, which the weight caches key on: any change of one value is seen,
+    also a write through ``.data`` that the version counter misses (``cpu_fingerprint.cpp`` says which edits could
+    collide). One pass over the bytes, compiled, for CPU tensors; the same property through torch ops otherwise
+    (another value, slower: a device sync on a GPU)."""
+    if all(t.device.type == "cpu" for t in tensors) and load_extension():
+        return _ops["fingerprint"](list(tensors))
+    h = len(tensors)
+    for t in tensors:
+        raw = t.detach().contiguous().view(-1).view(torch.uint8)
+        words = torch.nn.functional.pad(raw, (0, -raw.numel() % 8)).view(torch.int64)
+        lanes = torch.arange(words.numel(), 0, -1, dtype=torch.int64, device=words.device)
+        h = hash((h, raw.numel(), *torch.stack([words.sum(), (words * lanes).sum()]).tolist()))
+    return h

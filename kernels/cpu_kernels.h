@@ -1,8 +1,11 @@
-// Declarations shared by the CPU kernels' translation units (cpu_pack.cpp, cpu_popcount.cpp); see those files.
+// Declarations shared by the CPU kernels' translation units (cpu_pack.cpp, cpu_popcount.cpp, cpu_fingerprint.cpp);
+// see those files.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <tuple>
 #include <utility>
@@ -29,5 +32,9 @@ at::Tensor input_scale(const at::Tensor& absmean, at::IntArrayRef kernel_size, a
 std::pair<int64_t, int64_t> check_conv_geometry(const char* what, int64_t planes, int64_t N, int64_t H, int64_t W,
                                                 int64_t Cw, int64_t O, int64_t kh, int64_t kw, at::IntArrayRef stride,
                                                 at::IntArrayRef padding, at::IntArrayRef dilation);
+
+// A 64-bit fingerprint of a tensor's bytes (any dense layout as is, others made contiguous), for the weight caches.
+uint64_t fingerprint_bytes(const void* data, size_t n);
+uint64_t fingerprint_tensor(const at::Tensor& t);
 
 }  // namespace zoo_xnor_cpu

@@ -37,8 +37,9 @@
 // Weights: re-laid out once per weight tensor and cached. The panels hold 128 filters (the last one 32 * NV,
 // NV = 1..4), one byte nib_s(w[o]) per (nibble step, filter), 32 filters per vector, built with 16 x 16 byte
 // transposes; with them popw[t, o] = popcount(w[o, t, :]) for the padding correction. The cache is keyed by the
-// tensor's storage, offset, shape, strides and version counter (an in-place change of the weights is seen) and drops
-// entries whose storage was freed. Inference tensors have no version counter: their weights are re-laid out per call.
+// tensor's storage, offset, shape, strides and the fingerprint of its words (cpu_fingerprint.cpp: any change of the
+// weights is seen, also a write through .data that no version counter records) and drops entries whose storage was
+// freed.
 //
 // Activations (AVX2 path): no im2col matrix is built. The packed input is expanded once per call into a zero-padded
 // image of nibble offsets, (N, H + 2 ph, W + 2 pw) pixels of L = 8 Cw bytes (byte 8 w + q = 16 * nibble q of word w,
@@ -751,7 +752,7 @@ struct CacheEntry {
   c10::weak_intrusive_ptr<c10::StorageImpl> storage;
   const void* data;
   std::vector<int64_t> sizes, strides;
-  uint32_t version;
+  uint64_t fingerprint;
   std::shared_ptr<const Prepared> prepared;
   uint64_t last_use;
 };
@@ -763,18 +764,22 @@ uint64_t g_cache_clock = 0;
 
 // The re-laid-out form of weight tensor w (wc: its contiguous words): from the cache when w is unchanged since.
 std::shared_ptr<const Prepared> prepared_weights(const at::Tensor& w, const at::Tensor& wc, const Geometry& g) {
-  if (w.is_inference()) return prepare(wc.data_ptr<int32_t>(), g);  // no version counter to trust
-  const uint32_t version = w.unsafeGetTensorImpl()->version_counter().current_version();
+  const uint64_t fingerprint =
+      zoo_xnor_cpu::fingerprint_bytes(wc.data_ptr<int32_t>(), static_cast<size_t>(wc.numel()) * sizeof(int32_t));
   const c10::StorageImpl* storage = w.storage().unsafeGetStorageImpl();
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   ++g_cache_clock;
   g_cache.erase(std::remove_if(g_cache.begin(), g_cache.end(), [](const CacheEntry& e) { return e.storage.expired(); }),
                 g_cache.end());
-  for (CacheEntry& e : g_cache) {
-    if (e.storage._unsafe_get_target() == storage && e.data == w.data_ptr() && e.version == version &&
-        e.sizes == w.sizes().vec() && e.strides == w.strides().vec()) {
-      e.last_use = g_cache_clock;
-      return e.prepared;
+  for (auto e = g_cache.begin(); e != g_cache.end(); ++e) {
+    if (e->storage._unsafe_get_target() == storage && e->data == w.data_ptr() && e->sizes == w.sizes().vec() &&
+        e->strides == w.strides().vec()) {
+      if (e->fingerprint == fingerprint) {
+        e->last_use = g_cache_clock;
+        return e->prepared;
+      }
+      g_cache.erase(e);  // the same tensor, changed since: its panels are stale
+      break;
     }
   }
   auto prepared = prepare(wc.data_ptr<int32_t>(), g);
@@ -786,7 +791,7 @@ std::shared_ptr<const Prepared> prepared_weights(const at::Tensor& w, const at::
     total -= lru->prepared->size;
     g_cache.erase(lru);
   }
-  g_cache.push_back({w.storage().getWeakStorageImpl(), w.data_ptr(), w.sizes().vec(), w.strides().vec(), version,
+  g_cache.push_back({w.storage().getWeakStorageImpl(), w.data_ptr(), w.sizes().vec(), w.strides().vec(), fingerprint,
                      prepared, g_cache_clock});
   return prepared;
 }

@@ -21,7 +21,9 @@ engine does 1,024 multiply-adds per cycle and core, three times the binary produ
 route the fast one there (:mod:`zoo_kernels.routes` decides by measurement). The input bytes are one pass over the
 activation (``zoo_xnor_cpu::level_bytes``: the fused BatchNorm, the levels and ``mean_c |y|`` for ``K``). The int8
 weights are re-laid out by oneDNN once per weight tensor and input shape and cached here, keyed by the packed
-tensor's storage, version counter and shape (a change of the weights is seen; a freed tensor's entries are dropped).
+tensor's address, shape, strides and the fingerprint of its words (:func:`zoo_kernels.cpu.fingerprint`: any change of
+the weights is seen, also a write through ``.data`` that the version counter misses; a freed tensor's entries are
+dropped).
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class _WeightCache:
 
     def get(self, w_packed: Tensor, key: tuple, shape: tuple, build) -> Tensor:
         ident = id(w_packed)
-        full_key = (w_packed.data_ptr(), w_packed._version, tuple(w_packed.shape), tuple(w_packed.stride()), key)
+        full_key = (w_packed.data_ptr(), cpu.fingerprint(w_packed), tuple(w_packed.shape), tuple(w_packed.stride()),
+                    key)
         with self._lock:
             entry = self._entries.get(ident)
             if entry is None or entry[0]() is not w_packed or entry[1] != full_key:

@@ -1,9 +1,13 @@
 import contextlib
+import copy
+import functools
 
 import pytest
 import torch
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
+from zoo_kernels.int8_route import int8_route_available
+from zoo_kernels.routes import force_route
 
 import zoo
 from zoo.layers import BinaryConv2d, BinaryLinear
@@ -393,3 +397,59 @@ def test_packed_resnet18_compiled_equals_reference_at_imagenet_shape(monkeypatch
         reference = packed(x)
     torch.testing.assert_close(compiled, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
     assert torch.equal(compiled.argmax(1), reference.argmax(1))
+
+
+@functools.cache
+def _packed_randomised(name: str, seed: int) -> nn.Module:
+    """Model ``name`` with random weights and BatchNorms, packed and never run (so without cached forms): tests take
+    copies."""
+    torch.manual_seed(seed)
+    model = zoo.create_model(name, num_classes=10, in_chans=3, small_input=True).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.load_state_dict({**m.state_dict(), **_random_norm(m.num_features).state_dict()})
+    return pack(model)
+
+
+def _edited_keys(packed: nn.Module, which: str) -> list[str]:
+    norms = tuple(f"{n}." for n, m in packed.named_modules() if isinstance(m, nn.BatchNorm2d))
+    keep = {"weight_bits": lambda k: k.endswith(".weight_bits"), "alpha": lambda k: k.endswith(".alpha"),
+            "norms": lambda k: k.startswith(norms), "stem": lambda k: k.startswith("conv1.")}[which]
+    return [k for k in packed.state_dict() if keep(k)]
+
+
+_CACHE_CASES = [  # (model, route, which tensors change): the caches each one reaches
+    *(("xnor_resnet18", route, which) for route in ("popcount", "int8") for which in ("weight_bits", "alpha", "norms")),
+    ("xnor_resnet18", "popcount", "stem"),  # PackedResNet's folded stem
+    ("bwn_resnet18", "popcount", "weight_bits"),  # quantized_weight: alpha * sign(W) rebuilt from the bits
+    ("bwn_resnet18", "popcount", "alpha"),
+]
+
+
+@pytest.mark.parametrize("how", ["data_copy", "load_state_dict"])
+@pytest.mark.parametrize("name, route, which", _CACHE_CASES)
+def test_cached_forms_follow_every_edit_of_the_weights(name, route, which, how):
+    # the popcount panels, the int8 route's oneDNN layouts, the fused and folded BatchNorms, the folded stem and the
+    # rebuilt float weights are all cached; an edit through .data bumps no version counter, and must be seen too
+    if route == "int8" and not int8_route_available():
+        pytest.skip("no oneDNN int8 route on this CPU")
+    packed, fresh = copy.deepcopy(_packed_randomised(name, 0)), copy.deepcopy(_packed_randomised(name, 0))
+    other = _packed_randomised(name, 1).state_dict()
+    keys = _edited_keys(packed, which)
+    assert keys
+    edited = {**packed.state_dict(), **{k: other[k] for k in keys}}
+    fresh.load_state_dict(edited)  # a freshly packed model given the edited weights, before any call
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad(), force_route(route):
+        before = packed(x)  # fills every cache
+        assert torch.equal(packed(x), before)
+        if how == "data_copy":
+            tensors = packed.state_dict(keep_vars=True)
+            for k in keys:
+                tensors[k].data.copy_(other[k])
+        else:
+            packed.load_state_dict(edited)
+        want = fresh(x)
+        assert not torch.equal(want, before)
+        assert torch.equal(packed(x), want)

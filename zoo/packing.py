@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import operator
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
-from zoo_kernels.cpu import max_pool_relu_cpu
+from zoo_kernels.cpu import fingerprint, max_pool_relu_cpu
 from zoo_kernels.cpu_features import has_native_bf16
 from zoo_kernels.geometry import conv_output_size
 from zoo_kernels.kbit import MAX_BITS
@@ -99,15 +98,17 @@ class _PackedWeight:
         """``alpha * sign(W)`` rebuilt from the bits, for the layers that run a float conv (BWN, k-bit inputs).
 
         Rebuilding at every call made packed BWN models slower than float ones, so the result is cached (in memory
-        only: the checkpoint keeps 1 bit per weight) and rebuilt when ``weight_bits`` or ``alpha`` change (their
-        version counters or storage) or when compiling."""
-        key = (self.weight_bits._version, self.alpha._version, self.weight_bits.data_ptr(), self.alpha.data_ptr())
+        only: the checkpoint keeps 1 bit per weight) and rebuilt when the contents of ``weight_bits`` or ``alpha``
+        change (their fingerprint, :func:`zoo_kernels.cpu.fingerprint`: also a write through ``.data``), or when
+        compiling."""
+        compiling = torch.compiler.is_compiling()
+        key = None if compiling else fingerprint(self.weight_bits, self.alpha)
         cached = self.__dict__.get("_float_weight")
-        if cached is not None and cached[0] == key and not torch.compiler.is_compiling():
+        if key is not None and cached is not None and cached[0] == key:
             return cached[1]
         signs = self._signs()
         weight = self.alpha.view(-1, *([1] * (signs.dim() - 1))).to(signs.dtype) * signs
-        if not torch.compiler.is_compiling() and not weight.requires_grad:
+        if key is not None and not weight.requires_grad:
             self.__dict__["_float_weight"] = (key, weight)
         return weight
 
@@ -238,9 +239,6 @@ class PackedBinaryLinear(_PackedWeight, BinaryLinear):
         return new
 
 
-_VERSION = operator.attrgetter("_version")
-
-
 def _tensors(*modules: nn.Module) -> tuple[torch.Tensor, ...]:
     """The parameters and buffers of ``modules`` themselves, read from their dicts (cheaper than attributes)."""
     return tuple(t for m in modules for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
@@ -249,15 +247,13 @@ def _tensors(*modules: nn.Module) -> tuple[torch.Tensor, ...]:
 def _cached(
     owner: nn.Module, slot: str, sources: tuple[torch.Tensor, ...], extra: object, compute: Callable[[], _T]
 ) -> _T:
-    """``compute()``, kept on ``owner`` until a tensor of ``sources`` is replaced or changed in place (its version
-    counter), or ``extra`` changes. A plain attribute (nothing enters the state dict) holding ``sources`` too, so that
-    their ids stay theirs. Inference tensors have no version counter: then it is computed every time."""
-    try:
-        key = (tuple(map(id, sources)), tuple(map(_VERSION, sources)), extra)
-    except RuntimeError:
-        key = None
+    """``compute()``, kept on ``owner`` until a tensor of ``sources`` is replaced or its contents change (their
+    fingerprint, :func:`zoo_kernels.cpu.fingerprint`: also a write through ``.data``, which no version counter
+    records), or ``extra`` changes. A plain attribute (nothing enters the state dict) holding ``sources`` too, so that
+    their ids stay theirs."""
+    key = (tuple(map(id, sources)), fingerprint(*sources), extra)
     cached = owner.__dict__.get(slot)
-    if key is not None and cached is not None and cached[0] == key:
+    if cached is not None and cached[0] == key:
         return cached[2]
     with torch.no_grad():
         value = compute()

@@ -152,14 +152,38 @@ def test_weight_cache_follows_the_weights():
     before = cpu.cached_weights()
     assert torch.equal(conv(wp), int_conv(x, w1, 1, 1, 1)) and cpu.cached_weights() == before + 1
     assert torch.equal(conv(wp), int_conv(x, w1, 1, 1, 1)) and cpu.cached_weights() == before + 1  # a cache hit
-    wp.copy_(pack_weight_signs(w2))  # in place: the version counter changes, the cached panels are stale
+    wp.copy_(pack_weight_signs(w2))  # in place: the cached panels are stale
     assert torch.equal(conv(wp), int_conv(x, w2, 1, 1, 1))
     assert torch.equal(conv(wp[:64]), int_conv(x, w2[:64], 1, 1, 1))  # a view of the same storage
+    wp.data.copy_(pack_weight_signs(w1))  # through .data: no version counter sees it, the fingerprint does
+    assert torch.equal(conv(wp), int_conv(x, w1, 1, 1, 1))
+    wp.data[5, 1, 2, 1] ^= -(1 << 31)  # one bit of one filter: channel 63 at tap (1, 2)
+    w3 = w1.clone()
+    w3[5, 63, 1, 2] = -w3[5, 63, 1, 2]
+    assert torch.equal(conv(wp), int_conv(x, w3, 1, 1, 1))
     del wp
     assert cpu.cached_weights() == before  # entries of freed weights are dropped
-    with torch.inference_mode():  # inference tensors have no version counter: never cached
+    with torch.inference_mode():  # inference tensors (no version counter) are cached by their fingerprint too
         wi = pack_weight_signs(w1)
-        assert torch.equal(conv(wi), int_conv(x, w1, 1, 1, 1)) and cpu.cached_weights() == before
+        assert torch.equal(conv(wi), int_conv(x, w1, 1, 1, 1)) and cpu.cached_weights() == before + 1
+        wi.copy_(pack_weight_signs(w2))  # the stale entry is replaced, not kept beside the new one
+        assert torch.equal(conv(wi), int_conv(x, w2, 1, 1, 1)) and cpu.cached_weights() == before + 1
+
+
+def test_fingerprint_sees_every_change_of_the_contents():
+    w = pack_weight_signs(torch.randn(64, 40, 3, 3))
+    base = cpu.fingerprint(w)
+    assert cpu.fingerprint(w.clone()) == base  # contents, not storage
+    flat = w.view(-1)
+    for i in (0, 1, 7, flat.numel() // 2, flat.numel() - 1):  # one bit of one word, each place of the lanes
+        for bit in (0, 17, 31):
+            edited = flat.clone()
+            edited[i] ^= 1 << bit if bit < 31 else -(1 << 31)
+            assert cpu.fingerprint(edited.view_as(w)) != base
+    assert cpu.fingerprint(w.flip(0)) != base  # filters swapped
+    assert cpu.fingerprint(w[:, :, :, :1].clone()) != cpu.fingerprint(w[:, :, :, 1:].clone())
+    alpha = torch.rand(64)
+    assert cpu.fingerprint(w, alpha) != cpu.fingerprint(w, alpha * 2) != cpu.fingerprint(w, alpha)
 
 
 @needs_kernel

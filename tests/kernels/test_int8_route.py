@@ -146,5 +146,12 @@ def test_int8_weights_are_cached_and_follow_in_place_changes():
     with torch.no_grad():
         w_packed.bitwise_not_()  # every sign flips, in place (padding bits: none, C = 32)
     assert torch.equal(int8_route.int8_conv2d(x, w_packed, alpha, c, (1, 1), (1, 1), (1, 1)), -first)
-    del w_packed
+    w_packed.data.bitwise_not_()  # through .data: no version counter sees it, the fingerprint does
+    assert torch.equal(int8_route.int8_conv2d(x, w_packed, alpha, c, (1, 1), (1, 1), (1, 1)), first)
+    fresh = pack_weight_signs(torch.randn(o, c, 3, 3))
+    w_packed.data.copy_(fresh)
+    assert torch.equal(int8_route.int8_conv2d(x, w_packed, alpha, c, (1, 1), (1, 1), (1, 1)),
+                       int8_route.int8_conv2d(x, fresh, alpha, c, (1, 1), (1, 1), (1, 1)))
+    assert int8_route.cached_int8_weights() == before + 2  # w_packed's layout, rebuilt, and fresh's
+    del w_packed, fresh
     assert int8_route.cached_int8_weights() == before  # the freed tensor's entry is gone
