@@ -317,11 +317,13 @@ class PackedBinaryConvBlock(BinaryConvBlock):
         """The fused forward (``fused(x)`` must hold); then ``after`` (an inference BatchNorm), ``+ residual`` and a
         ReLU, all in the kernel's epilogue."""
         conv, norm = self._modules["conv"], self._modules["norm"]
-        a, b = _cached(self, "_norm_affine", _tensors(norm), norm.eps, lambda: _norm_affine(norm))
         if after is None:
+            a, b = _cached(self, "_norm_affine", _tensors(norm), norm.eps, lambda: _norm_affine(norm))
             return conv.popcount_forward(x, a, b, residual=residual, relu=relu)
-        alpha, bias = _cached(self, "_folded", _tensors(after, conv), after.eps,
-                              lambda: _fold_norm(after, conv.alpha, conv.bias))
+        # one cache for both BatchNorms: one fingerprint of their sources per call
+        scale = tuple(t for t in (conv._buffers["alpha"], conv._parameters["bias"]) if t is not None)
+        a, b, alpha, bias = _cached(self, "_norm_affine_folded", _tensors(norm, after) + scale, (norm.eps, after.eps),
+                                    lambda: (*_norm_affine(norm), *_fold_norm(after, conv.alpha, conv.bias)))
         return conv.popcount_forward(x, a, b, alpha, bias, residual, relu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
