@@ -3,25 +3,27 @@ a clean fallback.
 
 The algorithm and memory access are described at the top of ``cpu_popcount.cpp``: an implicit GEMM over packed words,
 ``D[p, o] = sum popcount(A[p, k] ^ B[o, k])`` for output pixels ``p`` and filters ``o``, tiled over torch's intra-op
-threads; with AVX2 the popcounts are nibble-table lookups (``vpshufb``) against weight panels re-laid out once per
-weight tensor and cached, otherwise 64-bit ``popcnt``; where the CPU has AVX-512 VPOPCNTDQ, ``vpopcntq`` over 8 filters
-per vector on im2col rows (``cpu_popcount_avx512.cpp``, the default there: the fastest at every shape measured); then
-the padding correction and the fused epilogue
+threads, the inner loop a micro-kernel of one ISA from the table in ``cpu_popcount_ukernels.h`` (:func:`variant_table`):
+``avx512`` (``vpopcntq`` over 8 filters per vector on im2col rows, ``cpu_popcount_avx512.cpp``, the default where the
+CPU has AVX-512 VPOPCNTDQ: the fastest at every shape measured), ``avx2_pairs`` and ``avx2`` (nibble-table lookups,
+``vpshufb``, against weight panels, ``cpu_popcount_avx2.cpp``), ``scalar`` (64-bit ``popcnt``,
+``cpu_popcount_scalar.cpp``); weights re-laid out once per weight tensor and cached; then the padding correction and
+the fused epilogue
 ``out = alpha[o] * K[n, y, x] * (valid_taps * C - 2 * popcount) + bias[o]`` (float32, channels_last; optionally plus
 a residual, then a ReLU). ``cpu_pack.cpp`` packs signs, optionally of ``x * scale[c] + shift[c]`` (an inference
 BatchNorm fused into the packing pass) and with the channel mean of ``|x|``, and computes the input scale K.
 
 Build: the first call compiles the extension with ``torch.utils.cpp_extension.load`` (ninja; ``-O3``, ``-fopenmp`` so
-that ``at::parallel_for`` runs on ``torch.get_num_threads()`` threads, ``-mavx2 -mpopcnt -mfma`` when torch reports an
-AVX2 CPU; the AVX-512 micro-kernel is compiled for its ISA by function attributes and runs only where the CPU has it,
-detected at run time) into ``cpu-<hash>`` under ``$ZOO_KERNELS_CACHE``, else ``$XDG_CACHE_HOME/zoo_kernels``, else
+that ``at::parallel_for`` runs on ``torch.get_num_threads()`` threads; no ISA flags: each micro-kernel is compiled for
+its ISA by function attributes and runs only where the CPU has it, detected at run time) into ``cpu-<hash>`` under ``$ZOO_KERNELS_CACHE``, else ``$XDG_CACHE_HOME/zoo_kernels``, else
 ``~/.cache/zoo_kernels``; the hash covers the sources, the flags and the torch / Python versions, so later processes
 only load the library (well under a second). The library registers private ops ``torch.ops.zoo_xnor_cpu.*``; the public
 ops are in :mod:`zoo_kernels.ops`.
 
-Variants: :func:`available_variants` lists those this build and CPU run, :func:`kernel_info` also the CPU features
-detected; ``ZOO_KERNELS_ISA=scalar|avx2|avx512`` (read at load) makes every "auto" call run that ISA (a name not in
-that list is a ValueError; one the CPU lacks, a RuntimeError at each auto call naming the choices).
+Variants: :func:`variant_table` lists every compiled variant and whether it runs here, :func:`available_variants`
+those that run, :func:`kernel_info` also the CPU features detected; ``ZOO_KERNELS_ISA=scalar|avx2|avx512`` (read at
+load) makes every "auto" call run that ISA (a name not in the table is a ValueError; one the CPU lacks, a RuntimeError
+at each auto call naming the choices).
 
 Fallback: if the build or load fails (no compiler, ...), or ``ZOO_KERNELS_DISABLE_CPP=1``, a warning is issued once,
 :func:`cpu_kernel_available` returns False and the functions below compute the same results with the pure-PyTorch
@@ -47,6 +49,7 @@ from .reference import xnor_conv2d_reference
 
 __all__ = [
     "available_variants",
+    "variant_table",
     "cached_weights",
     "cpu_kernel_available",
     "fingerprint",
@@ -60,11 +63,10 @@ __all__ = [
     "xnor_conv2d_cpu",
 ]
 
-_SOURCES = [Path(__file__).with_name(name) for name in ("cpu_popcount.cpp", "cpu_popcount_avx512.cpp", "cpu_pack.cpp",
-                                                           "cpu_int8.cpp", "cpu_pool.cpp", "cpu_fingerprint.cpp")]
-_HEADERS = [Path(__file__).with_name(name) for name in ("cpu_kernels.h", "cpu_ukernels.h")]
-_VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2, "avx2_pairs": 3, "avx512": 4}  # as the C++ driver numbers them
-_ISAS = {"scalar": 1, "avx2": 2, "avx512": 4}  # ZOO_KERNELS_ISA: what "auto" calls run (avx2: pixel or pair blocks)
+_SOURCES = [Path(__file__).with_name(name) for name in (
+    "cpu_popcount.cpp", "cpu_popcount_scalar.cpp", "cpu_popcount_avx2.cpp", "cpu_popcount_avx512.cpp", "cpu_pack.cpp",
+    "cpu_int8.cpp", "cpu_pool.cpp", "cpu_fingerprint.cpp")]
+_HEADERS = [Path(__file__).with_name(name) for name in ("cpu_kernels.h", "cpu_ukernels.h", "cpu_popcount_ukernels.h")]
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": False, "ok": False, "error": None}
@@ -113,15 +115,19 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
     return lines[0][:limit] if lines else ""
 
 
-def _forced_isa() -> int:
-    """The variant ``ZOO_KERNELS_ISA`` forces on "auto" calls (0: none); ValueError for a name not in :data:`_ISAS`.
-    Whether the CPU runs it is checked by the C++ driver, at each auto call (a RuntimeError naming the choices)."""
+def _forced_isa() -> str:
+    """The ISA ``ZOO_KERNELS_ISA`` forces on "auto" calls ("" for none), checked against the table once the library is
+    loaded (a ValueError for a name not in it); whether the CPU runs it is checked by the C++ driver at each auto call
+    (a RuntimeError naming the choices)."""
     name = os.environ.get("ZOO_KERNELS_ISA", "")
-    if name in ("", "auto"):
-        return 0
-    if name not in _ISAS:
-        raise ValueError(f"ZOO_KERNELS_ISA={name!r} is not one of {', '.join(_ISAS)} (or auto / unset)")
-    return _ISAS[name]
+    return "" if name == "auto" else name
+
+
+def _set_forced_isa(name: str) -> None:
+    isas = list(dict.fromkeys(row["isa"] for row in variant_table()))
+    if name and name not in isas:
+        raise ValueError(f"ZOO_KERNELS_ISA={name!r} is not one of {', '.join(isas)} (or auto / unset)")
+    torch.ops.zoo_xnor_cpu.set_auto_isa(name)
 
 
 def load_extension() -> bool:
@@ -129,10 +135,11 @@ def load_extension() -> bool:
     ``ZOO_KERNELS_REQUIRE_CPP=1`` (as in CI) a failed build or load is a RuntimeError instead
     (``ZOO_KERNELS_DISABLE_CPP`` still turns the kernels off on purpose)."""
     if _state["loaded"]:
+        if _state.get("isa_error") is not None:
+            raise _state["isa_error"]
         return bool(_state["ok"])
     with _lock:
         if not _state["loaded"]:
-            isa = _forced_isa()
             error: BaseException | None = None
             disabled = os.environ.get("ZOO_KERNELS_DISABLE_CPP", "") not in ("", "0")
             if disabled:
@@ -150,10 +157,15 @@ def load_extension() -> bool:
                     _ops["scale_epilogue"] = torch.ops.zoo_xnor_cpu.scale_epilogue.default
                     _ops["max_pool_relu"] = torch.ops.zoo_xnor_cpu.max_pool_relu.default
                     _ops["fingerprint"] = torch.ops.zoo_xnor_cpu.fingerprint.default
-                    torch.ops.zoo_xnor_cpu.set_auto_isa(isa)
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
                     error = e
             _state.update(loaded=True, ok=error is None, error=error)
+            if error is None:
+                try:
+                    _set_forced_isa(_forced_isa())
+                except ValueError as e:  # raised by every later call too: no run ignores the setting
+                    _state["isa_error"] = e
+                    raise
             if error is not None and not disabled and os.environ.get("ZOO_KERNELS_REQUIRE_CPP", "") not in ("", "0"):
                 raise RuntimeError(  # CI: a failed build is an error, not a suite of fallback runs and skips
                     "zoo_kernels: ZOO_KERNELS_REQUIRE_CPP is set and the compiled CPU kernels are unavailable: "
@@ -184,9 +196,22 @@ def kernel_info() -> str:
     return f"xnor_conv2d: pure-PyTorch reference fallback ({_state['error']})"
 
 
+def variant_table() -> list[dict[str, object]]:
+    """The popcount conv's compiled variants in the order "auto" prefers them (the C++ table, kPopcountVariants):
+    ``{"name", "isa", "runs", "reason"}`` each, ``reason`` saying why it does not run here ("" where it does); empty
+    on the fallback."""
+    if not load_extension():
+        return []
+    rows = []
+    for line in torch.ops.zoo_xnor_cpu.variant_table():
+        name, isa, status = line.split("|", 2)
+        rows.append({"name": name, "isa": isa, "runs": status == "runs", "reason": "" if status == "runs" else status})
+    return rows
+
+
 def available_variants() -> list[str]:
-    """The compiled variants this build and CPU run, in order (of "scalar", "avx2", "avx2_pairs", "avx512"); empty
-    on the fallback, which has none (and ignores ``variant``)."""
+    """The compiled variants this build and CPU run, in the table's order (:func:`variant_table`); empty on the
+    fallback, which has none (and ignores ``variant``)."""
     return list(torch.ops.zoo_xnor_cpu.variants()) if load_extension() else []
 
 
@@ -262,14 +287,14 @@ def xnor_conv2d_cpu(
     ``x_packed`` (bits, N, H, W, Cw) of bit planes, ``int = sum_b 2^b int_b`` over the planes (so ``alpha / (2^bits -
     1)`` gives the conv of the k-bit input, see :mod:`zoo_kernels.kbit`). ``scale``
     (N, 1, Ho, Wo) and ``bias`` (O,) are optional (1 and 0 when None). ``variant`` picks the compiled inner loop
-    ("auto", "scalar", "avx2" with blocks of 4 pixels, "avx2_pairs" with blocks of 2 pairs of adjacent pixels,
-    "avx512" with vpopcntq over 8 filters per vector; a RuntimeError where the CPU lacks it); the fallback ignores
-    it. The C++ kernel checks shapes and dtypes again (RuntimeError);
+    ("auto" or a name of :func:`variant_table`: "avx512" with vpopcntq over 8 filters per vector, "avx2_pairs" with
+    blocks of 2 pairs of adjacent pixels, "avx2" with blocks of 4 pixels, "scalar"; a RuntimeError where the CPU lacks
+    it); the fallback ignores it. The C++ kernel checks shapes and dtypes again (RuntimeError);
     :mod:`zoo_kernels.ops` checks them first with clearer messages.
     """
     if load_extension():
         return _ops["xnor_conv2d"](x_packed, w_packed, alpha, scale, bias, channels, list(stride), list(padding),
-                                   list(dilation), _VARIANTS[variant])
+                                   list(dilation), variant)
     planes = x_packed if x_packed.dim() == 5 else x_packed[None]
     acc = sum((2**b) * xnor_conv2d_reference(p, w_packed, channels, stride, padding, dilation)
               for b, p in enumerate(planes)).to(torch.float32)
@@ -304,13 +329,14 @@ def xnor_conv2d_float_cpu(
     input_scale: bool,
     residual: torch.Tensor | None = None,
     relu: bool = False,
+    variant: str = "auto",
 ) -> torch.Tensor:
     """:func:`pack_signs_cpu`, :func:`input_scale_cpu` (when ``input_scale``) and :func:`xnor_conv2d_cpu` in one call
     of the compiled kernel (one dispatch instead of three), whose epilogue then adds ``residual`` (the output's shape)
-    and applies a ReLU when asked; the same steps in turn without it."""
+    and applies a ReLU when asked; the same steps in turn without it. ``variant`` as in :func:`xnor_conv2d_cpu`."""
     if load_extension():
         return _ops["xnor_conv2d_float"](x, w_packed, alpha, bias, norm_scale, norm_shift, channels, kernel_size,
-                                         stride, padding, dilation, input_scale, residual, relu)
+                                         stride, padding, dilation, input_scale, residual, relu, variant)
     packed, absmean = pack_signs_cpu(x, input_scale, norm_scale, norm_shift)
     scale = input_scale_cpu(absmean, kernel_size, stride, padding, dilation) if input_scale else None
     return residual_relu(xnor_conv2d_cpu(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation),
@@ -333,13 +359,14 @@ def kbit_conv2d_float_cpu(
     input_scale: bool,
     residual: torch.Tensor | None = None,
     relu: bool = False,
+    variant: str = "auto",
 ) -> torch.Tensor:
     """The conv of the k-bit quantized ``x`` (``bits`` sign planes, :mod:`zoo_kernels.kbit`) in one call of the
     compiled kernel: the planes, ``K`` when ``input_scale``, one conv over all planes (``alpha / (2^bits - 1)``), and
-    the ``residual`` / ReLU epilogue; the same steps in turn without it."""
+    the ``residual`` / ReLU epilogue; the same steps in turn without it. ``variant`` as in :func:`xnor_conv2d_cpu`."""
     if load_extension():
         return _ops["kbit_conv2d_float"](x, w_packed, alpha, bias, norm_scale, norm_shift, channels, kernel_size,
-                                         stride, padding, dilation, bits, input_scale, residual, relu)
+                                         stride, padding, dilation, bits, input_scale, residual, relu, variant)
     planes = pack_kbit_planes_cpu(x, bits, norm_scale, norm_shift)
     scale = None
     if input_scale:

@@ -1,5 +1,5 @@
-// The popcount conv's micro-kernel on AVX-512 VPOPCNTDQ (zoo_kernels; built into the extension of cpu_popcount.cpp,
-// which calls it only where the CPU has the ISA: see cpu_ukernels.h for the contract).
+// The popcount conv's micro-kernels on AVX-512 VPOPCNTDQ (zoo_kernels; see cpu_popcount_ukernels.h for the contracts
+// and cpu_popcount.cpp for the driver, which calls them only where the CPU has the ISA).
 //
 // D[i, j] = sum_k popcount(A[i, k] ^ B[j, k]) for MR = 6 rows (output pixels) of A and NV <= 4 vectors of 8 filters,
 // vectorised over the filters: per word k, the NV vectors of the 32-filter block's k-major weights are loaded once,
@@ -9,7 +9,8 @@
 // filters past oe (the k-major block past O holds zero words, never stored). Fewer than MR rows (the tile's last) and
 // fewer than 4 vectors (a block past O) run smaller instances of the same template. Row blocks outer, filter blocks
 // inner: the rows' words stay in L1 while the blocks' weights pass (3-10% faster than the other order at ResNet-18's
-// 3x3 shapes, one thread); 6 rows were as fast as or faster than 4 or 8 (8 x 4 accumulators spill).
+// 3x3 shapes, one thread); 6 rows were as fast as or faster than 4 or 8 (8 x 4 accumulators spill). The epilogue
+// runs 16 filters per vector, with a masked tail, the same float operations as the scalar one.
 //
 // Compiled for the ISA by function attributes, not by flags or a pragma: the extension's other code (and whatever
 // inline functions of the standard headers this file instantiates) stays the baseline ISA, so the library loads and
@@ -23,7 +24,9 @@
 #include <cstring>
 #include <utility>
 
-#include "cpu_ukernels.h"
+#include <cmath>
+
+#include "cpu_popcount_ukernels.h"
 
 namespace zoo_xnor_cpu {
 
@@ -43,7 +46,7 @@ void layout_kmajor(const int32_t* w, int64_t O, int64_t K32, uint64_t* Wt) {
   }
 }
 
-#ifdef ZOO_HAVE_AVX512_UKERNEL
+#ifdef ZOO_HAVE_X86_UKERNELS
 
 #define ZOO_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vpopcntdq")))
 
@@ -88,10 +91,48 @@ constexpr std::array<std::array<TileFn, 4>, sizeof...(M)> make_tiles(std::intege
 }
 constexpr auto kTiles = make_tiles(std::make_integer_sequence<int, kMR>());  // kTiles[rows - 1][vectors - 1]
 
+// The epilogue rows (EpilogueFn in cpu_popcount_ukernels.h), 16 filters per vector, the tail masked.
+template <bool kExtra, bool kStream>
+ZOO_AVX512 void epilogue_rows(const int32_t* sums, int64_t ldd, int64_t tp, const int64_t* pixel,
+                              const int32_t* pattern, const int32_t* lead_rows, const float* alpha, const float* bias,
+                              const float* scale, const float* res_rows, bool relu, int64_t O, int64_t oe,
+                              float* out) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t i = 0; i < tp; ++i) {
+    const int64_t p = pixel[i];
+    if (p < 0) continue;
+    const int32_t* d = sums + i * ldd;
+    const int32_t* lead = lead_rows + (pattern[i] + 1) * ldd;
+    const __m512 sv = _mm512_set1_ps(scale ? scale[p] : 1.0f);
+    const float* res = res_rows ? res_rows + p * O : nullptr;
+    float* dst = out + p * O;
+    for (int64_t j = 0; j < oe; j += 16) {
+      const __mmask16 m = oe - j >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (oe - j)) - 1);
+      const __m512i dv = _mm512_maskz_loadu_epi32(m, d + j);
+      const __m512i iv = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, lead + j), _mm512_add_epi32(dv, dv));
+      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iv), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, alpha + j), sv),
+                                 _mm512_maskz_loadu_ps(m, bias + j));
+      if constexpr (kExtra) {
+        if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res + j));
+        if (relu) v = _mm512_max_ps(zero, v);  // max_ps returns its second operand when one is NaN
+      }
+      if (kStream && m == 0xffff && (reinterpret_cast<uintptr_t>(dst + j) & 63) == 0)
+        _mm512_stream_ps(dst + j, v);
+      else
+        _mm512_mask_storeu_ps(dst + j, m, v);
+    }
+  }
+}
+
 }  // namespace
 
-ZOO_AVX512 void popcount_block_avx512(const uint64_t* A, int64_t rows, const uint64_t* Wt, int64_t oe, int64_t K64,
-                                      int32_t* D, int64_t ldd) {
+EpilogueFn<int32_t> epilogue32_avx512(bool extra, bool stream) {
+  return extra ? (stream ? epilogue_rows<true, true> : epilogue_rows<true, false>)
+               : (stream ? epilogue_rows<false, true> : epilogue_rows<false, false>);
+}
+
+ZOO_AVX512 void popcount_gemm_avx512(const uint64_t* A, int64_t rows, const uint64_t* Wt, int64_t oe, int64_t K64,
+                                     int32_t* D, int64_t ldd) {
   const std::array<TileFn, 4>* tiles = kTiles.data();
   for (int64_t i = 0; i < rows; i += kMR) {
     const int64_t m = std::min<int64_t>(kMR, rows - i);
@@ -103,6 +144,6 @@ ZOO_AVX512 void popcount_block_avx512(const uint64_t* A, int64_t rows, const uin
 }
 
 #undef ZOO_AVX512
-#endif  // ZOO_HAVE_AVX512_UKERNEL
+#endif  // ZOO_HAVE_X86_UKERNELS
 
 }  // namespace zoo_xnor_cpu

@@ -601,8 +601,8 @@ def xnor_conv2d(
     if fused is not None:
         _check_fused_args("xnor_conv2d", x, w_packed, alpha, bias, channels, norm_scale, norm_shift, st, pd, dl)
         return routes.binary_conv2d_cpu(
-            lambda: fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, input_scale,
-                          residual, relu),
+            lambda variant: fused(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl,
+                                  input_scale, residual, relu, variant),
             x, w_packed, alpha, channels, ks, st, pd, dl, 1, input_scale, bias, norm_scale, norm_shift, residual, relu)
     if input_scale:
         x_packed, absmean = pack_signs_absmean(x, norm_scale, norm_shift)
@@ -651,7 +651,7 @@ def kbit_conv2d(
         popcount = functools.partial(fused, x, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd,
                                      dl, bits, input_scale, residual, relu)
         if bits > 7:  # the int8 route's bytes hold 2 L <= 254
-            return popcount()
+            return popcount("auto")
         return routes.binary_conv2d_cpu(popcount, x, w_packed, alpha, channels, ks, st, pd, dl, bits, input_scale,
                                         bias, norm_scale, norm_shift, residual, relu)
     planes = pack_kbit_planes(x, bits, norm_scale, norm_shift)

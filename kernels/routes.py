@@ -1,23 +1,26 @@
 """Route choice by measurement: which kernel runs a binary conv of a given shape on this CPU.
 
-A binary conv has more than one exact implementation on a CPU: the XNOR-popcount kernel (:mod:`zoo_kernels.cpu`,
-whichever ISA variant the CPU runs best) and the int8 matrix-engine route (:mod:`zoo_kernels.int8_route`, oneDNN's
+A binary conv has more than one exact implementation on a CPU: the XNOR-popcount kernel (:mod:`zoo_kernels.cpu`, in
+each ISA variant of its table that the CPU runs) and the int8 matrix-engine route (:mod:`zoo_kernels.int8_route`, oneDNN's
 u8 x s8 conv: AMX tiles, VNNI or AVX2). Which is faster depends on the CPU (AMX makes the int8 engine three times
 the popcount kernel's peak; on an AVX2-only CPU the popcount kernel wins by far), on the layer's shape and on the
 batch. So, as cuDNN's benchmark mode and Triton's autotuner do, the first call of each (layer shape, batch bucket)
 times every candidate on the real input (one warm-up call each, then the best of a few timed calls, interleaved) and
-keeps the fastest; later calls of that key run it directly.
+keeps the fastest; later calls of that key run it directly. The candidates are named ``popcount:<variant>`` (the
+SIMD variants that run here, :func:`popcount_variants`) and ``int8``; :func:`route_of` gives the route of a name.
 
 Choices are kept per process and saved to a JSON file per CPU model and torch version (``routes-<hash>.json``
 under ``$ZOO_KERNELS_ROUTE_CACHE``, else the kernel build cache, see :mod:`zoo_kernels.cpu`), so a later process
 loads them instead of timing again. ``ZOO_KERNELS_ROUTE=popcount|int8`` forces a route wherever it is available
-(deterministic runs, A/B measurements); :func:`force_route` does the same for a ``with`` block. :func:`route_table`
+(deterministic runs, A/B measurements; popcount then runs the variant "auto" picks, the first of the table that
+suits the shape); :func:`force_route` does the same for a ``with`` block. :func:`route_table`
 lists the choices made (what ``kernel_info()`` and ``zoo bench`` report per layer).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -31,7 +34,7 @@ import torch
 from .cpu_features import cpu_features
 
 __all__ = ["ROUTES", "batch_bucket", "binary_conv2d_cpu", "choose", "clear", "conv_key", "force_route", "forced_route",
-           "record", "route_table", "run"]
+           "popcount_variants", "record", "route_of", "route_table", "run"]
 
 ROUTES = ("popcount", "int8")
 _TIMED_CALLS = 3  # per candidate, after one warm-up call; the best of them counts
@@ -118,12 +121,31 @@ def _time(candidates: dict[str, Callable[[], torch.Tensor]]) -> dict[str, float]
     return {name: t * 1e3 for name, t in best.items()}
 
 
+def route_of(name: str) -> str:
+    """The route of a candidate's name: ``popcount:avx512`` -> ``popcount``."""
+    return name.split(":", 1)[0]
+
+
+def popcount_variants() -> list[str]:
+    """The popcount variants timed as candidates: those of the table that run here and are not scalar (every CPU
+    with a SIMD variant runs that one several times faster), or scalar alone; where ``ZOO_KERNELS_ISA`` forces an
+    ISA, only "auto" (that ISA's pick)."""
+    from . import cpu
+
+    if cpu._forced_isa():
+        return ["auto"]
+    simd = [v for v in cpu.available_variants() if v != "scalar"]
+    return simd or ["auto"]
+
+
 def choose(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
-    """The route for ``key`` among ``candidates`` (route name -> a call running it on the real input): forced, else
-    remembered, else measured now and remembered."""
+    """The candidate for ``key`` among ``candidates`` (name -> a call running it on the real input): the forced
+    route's (its "auto" candidate where it has several), else remembered, else measured now and remembered."""
     forced = forced_route()
-    if forced is not None and forced in candidates:
-        return forced
+    if forced is not None:
+        of_route = [name for name in candidates if route_of(name) == forced]
+        if of_route:
+            return f"{forced}:auto" if f"{forced}:auto" in of_route else of_route[0]
     if len(candidates) == 1:
         return next(iter(candidates))
     with _lock:
@@ -140,7 +162,7 @@ def choose(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
 
 
 def run(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> torch.Tensor:
-    """The output of the route :func:`choose` picks for ``key``."""
+    """The output of the candidate :func:`choose` picks for ``key``."""
     route = choose(key, candidates)
     for seen in _recorders:
         seen.append((key, route))
@@ -149,7 +171,8 @@ def run(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> torch.Te
 
 @contextlib.contextmanager
 def record() -> Iterator[list[tuple[str, str]]]:
-    """Within the block, the list it gives collects ``(key, route)`` of every routed conv call, in order."""
+    """Within the block, the list it gives collects ``(key, candidate)`` of every routed conv call, in order
+    (``popcount:<variant>`` or ``int8``)."""
     seen: list[tuple[str, str]] = []
     _recorders.append(seen)
     try:
@@ -184,7 +207,7 @@ def conv_key(op: str, x: torch.Tensor, w_packed: torch.Tensor, stride, padding, 
 
 
 def binary_conv2d_cpu(
-    popcount: Callable[[], torch.Tensor],
+    popcount: Callable[[str], torch.Tensor],
     x: torch.Tensor,
     w_packed: torch.Tensor,
     alpha: torch.Tensor,
@@ -201,17 +224,21 @@ def binary_conv2d_cpu(
     residual: torch.Tensor | None,
     relu: bool,
 ) -> torch.Tensor:
-    """A float32 CPU binary conv on the route chosen for its key: ``popcount`` (the call of the compiled popcount
-    kernel) or the int8 route with the same arguments (where oneDNN's int8 conv is available)."""
+    """A float32 CPU binary conv on the candidate chosen for its key: ``popcount(variant)`` (the call of the compiled
+    popcount kernel in that variant, for each of :func:`popcount_variants`, and "auto" where a route is forced) or the
+    int8 route with the same arguments (where oneDNN's int8 conv is available)."""
     from . import int8_route
 
     key = conv_key("conv", x, w_packed, stride, padding, dilation, bits, input_scale, residual is not None)
+    candidates: dict[str, Callable[[], torch.Tensor]] = {"popcount:auto": lambda: popcount("auto")}
+    if forced_route() is None:
+        candidates = {f"popcount:{v}": functools.partial(popcount, v) for v in popcount_variants()}
     if x.dtype != torch.float32 or x.shape[0] == 0 or not int8_route.int8_route_available():
-        return run(key, {"popcount": popcount})
+        return run(key, candidates)
 
     def int8() -> torch.Tensor:
         return int8_route.int8_conv2d(x, w_packed, alpha, channels, stride, padding, dilation, bits,
                                       tuple(kernel_size) if input_scale else None, bias, norm_scale, norm_shift,
                                       residual, relu)
 
-    return run(key, {"popcount": popcount, "int8": int8})
+    return run(key, {**candidates, "int8": int8})

@@ -23,6 +23,7 @@ Weights are random: the kernels' speed does not depend on their values.
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import datetime
 import json
@@ -195,6 +196,14 @@ def _meta(device: torch.device, repeats: int) -> dict[str, Any]:
     return meta
 
 
+def _route_counts(chosen: list[str]) -> str:
+    """``"12 popcount:avx512, 7 int8"``: how many binary conv calls ran each candidate, by route then name."""
+    counts = collections.Counter(chosen)
+    order = sorted(counts, key=lambda name: (routes.ROUTES.index(routes.route_of(name))
+                                             if routes.route_of(name) in routes.ROUTES else len(routes.ROUTES), name))
+    return ", ".join(f"{counts[name]} {name}" for name in order) or "-"
+
+
 def _layer_routes(packed: nn.Module, batch: int, input_size: tuple[int, ...], device: torch.device) -> list[dict]:
     """``[{key, route}]``: the route of each binary conv call of one forward of ``packed`` at ``batch``, in the order
     they run (the key names the layer's shape, see :func:`zoo_kernels.routes.conv_key`)."""
@@ -293,7 +302,7 @@ def format_tables(doc: dict[str, Any]) -> str:
         for r in doc["end_to_end"]:
             cells = " ".join(f"{r[f'{n}_ms']:9.2f}" if f"{n}_ms" in r else f"{'-':>9}" for n in variants)
             chosen = [x["route"] for x in r.get("routes", [])]
-            counts = ", ".join(f"{chosen.count(k)} {k}" for k in routes.ROUTES if k in chosen) or "-"
+            counts = _route_counts(chosen)
             lines.append(f"{r['model']:<{width}} {r['baseline']:<16} {r['batch']:>5} "
                          f"{'x'.join(map(str, r['input_size'])):>11} | {cells} | {r['packed_ms']:9.2f} | "
                          f"{r['best_float']:>10} {_ratio(r)} | {_int8_ratio(r):>6} | {counts}")
@@ -348,7 +357,7 @@ def markdown_report(docs: list[dict[str, Any]]) -> str:
                 rows.append([r["model"], r["baseline"], str(r["batch"]), "x".join(map(str, r["input_size"])),
                              *(f"{r[f'{n}_ms']:.2f}" if f"{n}_ms" in r else "-" for n in names),
                              f"{r['packed_ms']:.2f}", r["best_float"], f"{r['speedup']:.2f}", _int8_ratio(r),
-                             ", ".join(f"{chosen.count(k)} {k}" for k in routes.ROUTES if k in chosen) or "-"])
+                             _route_counts(chosen)])
             lines += ["", "End to end, ms:", ""]
             lines += _md_table(["model", "baseline", "batch", "input", *names, "packed", "best float", "x",
                                 "x int8", "binary conv routes"], rows)

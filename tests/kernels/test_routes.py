@@ -5,7 +5,7 @@ import time
 
 import pytest
 import torch
-from zoo_kernels import int8_route, ops, routes
+from zoo_kernels import cpu, int8_route, ops, routes
 from zoo_kernels.packing import pack_weight_signs, weight_scale
 
 
@@ -89,11 +89,17 @@ def test_binary_conv_records_its_route_and_both_routes_agree(fresh_routes):
     args = (x, pack_weight_signs(w), weight_scale(w), c, 3, 1, 1, 1)
     auto = ops.xnor_conv2d(*args, input_scale=True)
     (key, choice), = routes.route_table().items()
-    assert key.startswith("conv|b1|n2|c64|9x9|o64|k3x3|") and choice["route"] in routes.ROUTES
-    assert set(choice["ms"]) == set(routes.ROUTES)
+    candidates = {f"popcount:{v}" for v in routes.popcount_variants()} | {"int8"}
+    assert key.startswith("conv|b1|n2|c64|9x9|o64|k3x3|") and choice["route"] in candidates
+    assert set(choice["ms"]) == candidates  # every SIMD popcount variant that runs here, and int8
+    assert all(v in cpu.available_variants() for v in routes.popcount_variants())
+    with routes.record() as seen:
+        ops.xnor_conv2d(*args, input_scale=True)
+    assert seen == [(key, choice["route"])]
     for name in routes.ROUTES:
-        with routes.force_route(name):
+        with routes.force_route(name), routes.record() as seen:
             torch.testing.assert_close(ops.xnor_conv2d(*args, input_scale=True), auto, rtol=1e-5, atol=1e-4)
+        assert [routes.route_of(c) for _, c in seen] == [name]
 
 
 def test_kernel_info_names_the_cpu_and_the_routes(fresh_routes):

@@ -1,6 +1,7 @@
-"""Every compiled variant of the CPU popcount conv (zoo_kernels.cpu), the AVX-512 VPOPCNTDQ micro-kernel included, is
-exact against the integer reference on odd shapes; variants the CPU lacks skip with the kernel's reason; the
-ZOO_KERNELS_ISA override and the feature report.
+"""Every variant of the CPU popcount conv's table (zoo_kernels.cpu.variant_table: scalar, AVX2 pixel and pair blocks,
+AVX-512 VPOPCNTDQ) is exact against the integer reference on odd shapes, and its epilogue gives the scalar one's
+floats bit for bit; variants the CPU lacks skip with the kernel's reason; the ZOO_KERNELS_ISA override and the
+feature report.
 """
 
 import itertools
@@ -16,8 +17,9 @@ from zoo_kernels.packing import pack_signs, pack_weight_signs
 from zoo_kernels.reference import xnor_conv2d_reference
 
 AVAILABLE = cpu.cpu_kernel_available()
-ALL_VARIANTS = ["scalar", "avx2", "avx2_pairs", "avx512"]
-ISAS = {"scalar": 1, "avx2": 2, "avx512": 4}  # ZOO_KERNELS_ISA names and the variant numbers set_auto_isa takes
+TABLE = cpu.variant_table()  # every compiled variant, in the order auto prefers them
+ALL_VARIANTS = [row["name"] for row in TABLE]
+ISAS = list(dict.fromkeys(row["isa"] for row in TABLE))  # the names ZOO_KERNELS_ISA takes
 
 
 def runs(variant: str) -> str:
@@ -25,6 +27,8 @@ def runs(variant: str) -> str:
     if not AVAILABLE:
         pytest.skip("the C++ extension could not be built here")
     if variant not in cpu.available_variants():
+        row = next(r for r in TABLE if r["name"] == variant or r["isa"] == variant)
+        assert not row["runs"] and row["reason"].startswith("the CPU lacks ")
         xp, wp = pack_signs(torch.randn(1, 1, 1, 1)), pack_weight_signs(torch.randn(1, 1, 1, 1))
         with pytest.raises(RuntimeError) as error:
             cpu.xnor_conv2d_cpu(xp, wp, torch.ones(1), None, None, 1, (1, 1), (0, 0), (1, 1), variant)
@@ -97,7 +101,9 @@ def test_variants_follow_the_features():
     info, variants = cpu.kernel_info(), cpu.available_variants()
     for feature in ("avx2", "avx512bw", "avx512vpopcntdq", "avx512_vnni", "amx_int8", "amx_bf16"):
         assert f"+{feature}" in info or f"-{feature}" in info, feature
-    assert variants[0] == "scalar" and set(variants) <= set(ALL_VARIANTS)
+    assert variants[-1] == "scalar" and variants == [r["name"] for r in TABLE if r["runs"]]
+    assert ALL_VARIANTS[-1] == "scalar" and ("x86_64" not in os.uname().machine
+                                            or set(ALL_VARIANTS) == {"scalar", "avx2", "avx2_pairs", "avx512"})
     assert ("avx512" in variants) == ("+avx512bw" in info and "+avx512vpopcntdq" in info)
     assert "variants " + " ".join(variants) in info
     # the kernel's detection (__builtin_cpu_supports) against torch's cpuinfo (zoo_kernels.cpu_features)
@@ -106,7 +112,7 @@ def test_variants_follow_the_features():
         assert (f"+{ours}" in info) == has_feature(torchs), ours
 
 
-@pytest.mark.parametrize("isa", list(ISAS))
+@pytest.mark.parametrize("isa", ISAS)
 def test_forced_isa_through_the_epilogue(isa):
     """ZOO_KERNELS_ISA's effect (set_auto_isa, as cpu.py sets it at load) on the calls without a variant: the float
     input conv with BatchNorm affine, K, bias, residual and ReLU gives the floats of the scalar kernel's steps."""
@@ -123,13 +129,13 @@ def test_forced_isa_through_the_epilogue(isa):
         residual = torch.randn(expected.shape, generator=gen)
         expected = (expected + residual).relu()
         try:
-            torch.ops.zoo_xnor_cpu.set_auto_isa(ISAS[isa])
+            torch.ops.zoo_xnor_cpu.set_auto_isa(isa)
             got = cpu.xnor_conv2d_float_cpu(x, wp, alpha, bias, *affine, c, (k, k), (s, s), (p, p), (1, 1), True,
                                             residual, True)
             planes = cpu.kbit_conv2d_float_cpu(x, wp, alpha, bias, *affine, c, (k, k), (s, s), (p, p), (1, 1), 2,
                                                False, None, False)
         finally:
-            torch.ops.zoo_xnor_cpu.set_auto_isa(cpu._forced_isa())
+            torch.ops.zoo_xnor_cpu.set_auto_isa(cpu._forced_isa())  # as loaded
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
         two_bit = cpu.pack_kbit_planes_cpu(x, 2, *affine)
         torch.testing.assert_close(planes, cpu.xnor_conv2d_cpu(two_bit, wp, alpha / 3, None, bias, c, (s, s), (p, p),
@@ -153,7 +159,24 @@ print(cpu.kernel_info())
 """
 
 
-@pytest.mark.parametrize("isa", list(ISAS))
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_explicit_variant_through_the_epilogue(variant):
+    """Each variant named in the float-input call (as the route choice times them): the same floats as scalar, with
+    the BatchNorm affine, K, bias, residual and ReLU, 1 and 2 bits."""
+    runs(variant)
+    gen = torch.Generator().manual_seed(5)
+    for c, o, k, s, p, size, n in [(33, 9, 3, 1, 1, 7, 2), (65, 70, 3, 2, 1, 9, 1), (64, 128, 3, 1, 1, 6, 3)]:
+        x, w = torch.randn(n, c, size, size, generator=gen), torch.randn(o, c, k, k, generator=gen)
+        wp, alpha, bias = pack_weight_signs(w), torch.rand(o, generator=gen) + 0.5, torch.randn(o, generator=gen)
+        affine = torch.randn(c, generator=gen), torch.randn(c, generator=gen)
+        args = (x, wp, alpha, bias, *affine, c, (k, k), (s, s), (p, p), (1, 1))
+        residual = torch.randn(n, o, (size + 2 * p - k) // s + 1, (size + 2 * p - k) // s + 1, generator=gen)
+        for call, extra in ((cpu.xnor_conv2d_float_cpu, (True,)), (cpu.kbit_conv2d_float_cpu, (2, True))):
+            expected = call(*args, *extra, residual, True, "scalar")
+            torch.testing.assert_close(call(*args, *extra, residual, True, variant), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_isa_environment_variable(isa):
     if not AVAILABLE:
         pytest.skip("the C++ extension could not be built here")
@@ -163,10 +186,11 @@ def test_isa_environment_variable(isa):
         assert f"auto: ZOO_KERNELS_ISA={isa}" in result.stdout
     else:  # an auto call on a CPU without it: the error names the ISA, the reason and the choices
         assert result.returncode != 0
-        assert f"ZOO_KERNELS_ISA={isa}, but " in result.stderr and "choices here: scalar" in result.stderr
+        assert f"ZOO_KERNELS_ISA={isa}, but the CPU lacks " in result.stderr and "choices here: " in result.stderr
+        assert "scalar" in result.stderr.split("choices here: ", 1)[1]
 
 
 def test_unknown_isa_is_an_error():
     result = _subprocess("avx1024", "from zoo_kernels import cpu; cpu.cpu_kernel_available()")
     assert result.returncode != 0
-    assert "ZOO_KERNELS_ISA='avx1024' is not one of scalar, avx2, avx512" in result.stderr
+    assert "ZOO_KERNELS_ISA='avx1024' is not one of " + ", ".join(ISAS) in result.stderr
