@@ -15,8 +15,8 @@ BatchNorm fused into the packing pass) and with the channel mean of ``|x|``, and
 
 Build: the first call compiles the extension with ``torch.utils.cpp_extension.load`` (ninja; ``-O3``, ``-fopenmp`` so
 that ``at::parallel_for`` runs on ``torch.get_num_threads()`` threads; no ISA flags: each micro-kernel is compiled for
-its ISA by function attributes and runs only where the CPU has it, detected at run time) into ``cpu-<hash>`` under ``$ZOO_KERNELS_CACHE``, else ``$XDG_CACHE_HOME/zoo_kernels``, else
-``~/.cache/zoo_kernels``; the hash covers the sources, the flags and the torch / Python versions, so later processes
+its ISA by function attributes and runs only where the CPU has it, detected at run time) into ``cpu-<hash>`` under
+``$ZOO_KERNELS_CACHE``, else ``$XDG_CACHE_HOME/zoo_kernels``, else ``~/.cache/zoo_kernels``; the hash covers the sources, the flags and the torch / Python versions, so later processes
 only load the library (well under a second). The library registers private ops ``torch.ops.zoo_xnor_cpu.*``; the public
 ops are in :mod:`zoo_kernels.ops`.
 
@@ -155,6 +155,7 @@ def load_extension() -> bool:
                     _ops["kbit_conv2d_float"] = torch.ops.zoo_xnor_cpu.kbit_conv2d_float.default
                     _ops["level_bytes"] = torch.ops.zoo_xnor_cpu.level_bytes.default
                     _ops["scale_epilogue"] = torch.ops.zoo_xnor_cpu.scale_epilogue.default
+                    _ops["scale_level_bytes"] = torch.ops.zoo_xnor_cpu.scale_level_bytes.default
                     _ops["max_pool_relu"] = torch.ops.zoo_xnor_cpu.max_pool_relu.default
                     _ops["fingerprint"] = torch.ops.zoo_xnor_cpu.fingerprint.default
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
@@ -406,6 +407,23 @@ def scale_epilogue_cpu(
     if not load_extension():
         raise RuntimeError("scale_epilogue_cpu needs the compiled CPU kernels: " + kernel_info())
     return _ops["scale_epilogue"](out, scale, bias, residual, relu)
+
+
+def scale_level_bytes_cpu(
+    out: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    norm_scale: torch.Tensor,
+    norm_shift: torch.Tensor,
+    bits: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The int8 route's epilogue into the next binary conv's input: ``v = out * scale[n, 0, y, x] + bias[o]``
+    (``fma``, as :func:`scale_epilogue_cpu`), then the level bytes and ``mean_o |y|`` of ``y = v * norm_scale[o] +
+    norm_shift[o]`` (as :func:`level_bytes_cpu`), in one pass that never writes ``v``; bit for bit the two steps'
+    results."""
+    if not load_extension():
+        raise RuntimeError("scale_level_bytes_cpu needs the compiled CPU kernels: " + kernel_info())
+    return _ops["scale_level_bytes"](out, scale, bias, norm_scale, norm_shift, bits)
 
 
 def max_pool_relu_cpu(x: torch.Tensor, out: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:

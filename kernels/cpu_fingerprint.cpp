@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "cpu_ukernels.h"
 
 namespace zoo_xnor_cpu {
 
@@ -30,7 +31,9 @@ namespace zoo_xnor_cpu {
 // about 4 us for 295 KB with AVX2.
 typedef uint64_t u64x4 __attribute__((vector_size(32)));
 
-uint64_t fingerprint_bytes(const void* data, size_t n) {
+namespace {
+
+ZOO_INLINE uint64_t fingerprint_impl(const void* data, size_t n) {
   const uint8_t* p = static_cast<const uint8_t*>(data);
   u64x4 a[2] = {}, b[2] = {};
   size_t i = 0;
@@ -55,6 +58,15 @@ uint64_t fingerprint_bytes(const void* data, size_t n) {
     h = ((h ^ al) * kMul) ^ ((bl * kMul) >> 7) ^ bl;
   }
   return h ^ (h >> 31);
+}
+
+ZOO_TARGET_AVX2 uint64_t fingerprint_avx2(const void* data, size_t n) { return fingerprint_impl(data, n); }
+uint64_t fingerprint_base(const void* data, size_t n) { return fingerprint_impl(data, n); }
+
+}  // namespace
+
+uint64_t fingerprint_bytes(const void* data, size_t n) {
+  return avx2_fma() ? fingerprint_avx2(data, n) : fingerprint_base(data, n);  // the same value either way
 }
 
 uint64_t fingerprint_tensor(const at::Tensor& t) {

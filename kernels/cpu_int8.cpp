@@ -14,6 +14,12 @@
 // Epilogue: out[n, o, y, x] = out[n, o, y, x] * K[n, 0, y, x] + bias[o] (+ residual[n, o, y, x]), then a ReLU when
 // asked, in place on oneDNN's float32 channels_last output (where K is given; without K oneDNN's own bias and sum
 // post-op do it).
+//
+// Epilogue into the next conv's levels (scale_level_bytes): where the conv's output v = fma(out, K, bias[o]) feeds
+// only the next binary conv's BatchNorm and quantizer (a ResNet block's conv1 -> bn -> sign -> conv2), the pass
+// computes v per pixel in a buffer and writes the next conv's level bytes and mean |y| of y = fma(v, scale, shift)
+// instead of v: the bytes and means of scale_epilogue then level_bytes, bit for bit (the same operations in the same
+// order), with one pass over the conv's output instead of two and no float32 write.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -24,6 +30,9 @@
 #include <cstdint>
 #include <optional>
 #include <tuple>
+#include <vector>
+
+#include "cpu_ukernels.h"
 
 namespace {
 
@@ -33,7 +42,7 @@ inline int64_t pixel_grain(int64_t C) { return std::max<int64_t>(1, kMinPixelsPe
 
 // One pixel's level bytes (and sum of |y|) from its C channels; a, b the affine (a = 1, b = 0 without one).
 template <int kBits>
-inline float level_pixel(const float* __restrict src, const float* __restrict a, const float* __restrict b, int64_t C,
+ZOO_INLINE float level_pixel(const float* __restrict src, const float* __restrict a, const float* __restrict b, int64_t C,
                          float n, uint8_t* __restrict dst) {
   if constexpr (kBits == 1) {
 #pragma omp simd
@@ -53,15 +62,65 @@ inline float level_pixel(const float* __restrict src, const float* __restrict a,
   return total;
 }
 
+// Pixels p0 .. p1 - 1.
+template <int kBits>
+ZOO_INLINE void level_range(const float* x, const float* a, const float* b, int64_t C, float n, uint8_t* q,
+                            float* absmean, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const float total = level_pixel<kBits>(x + p * C, a, b, C, n, q + p * C);
+    if (absmean) absmean[p] = total / static_cast<float>(C);
+  }
+}
+
+template <int kBits>
+ZOO_TARGET_AVX2 void level_range_avx2(const float* x, const float* a, const float* b, int64_t C, float n, uint8_t* q,
+                                      float* absmean, int64_t p0, int64_t p1) {
+  level_range<kBits>(x, a, b, C, n, q, absmean, p0, p1);
+}
+
+template <int kBits>
+void level_range_base(const float* x, const float* a, const float* b, int64_t C, float n, uint8_t* q,
+                      float* absmean, int64_t p0, int64_t p1) {
+  level_range<kBits>(x, a, b, C, n, q, absmean, p0, p1);
+}
+
 template <int kBits>
 void level_rows(const float* x, const float* a, const float* b, int64_t P, int64_t C, float n, uint8_t* q,
                 float* absmean) {
-  at::parallel_for(0, P, pixel_grain(C), [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      const float total = level_pixel<kBits>(x + p * C, a, b, C, n, q + p * C);
-      if (absmean) absmean[p] = total / static_cast<float>(C);
+  const auto range = zoo_xnor_cpu::avx2_fma() ? level_range_avx2<kBits> : level_range_base<kBits>;
+  at::parallel_for(0, P, pixel_grain(C),
+                   [&](int64_t p0, int64_t p1) { range(x, a, b, C, n, q, absmean, p0, p1); });
+}
+
+// The epilogue of pixels p0 .. p1 - 1 (see the top of the file), in place on o_ptr.
+ZOO_INLINE void epilogue_range(float* o_ptr, const float* k_ptr, const float* b_ptr, const float* r_ptr, int64_t O,
+                               bool relu, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    float* __restrict row = o_ptr + p * O;
+    const float k = k_ptr[p];
+    if (r_ptr) {
+      const float* __restrict res = r_ptr + p * O;
+#pragma omp simd
+      for (int64_t o = 0; o < O; ++o) row[o] = std::fma(row[o], k, b_ptr[o]) + res[o];
+    } else {
+#pragma omp simd
+      for (int64_t o = 0; o < O; ++o) row[o] = std::fma(row[o], k, b_ptr[o]);
     }
-  });
+    if (relu) {
+#pragma omp simd
+      for (int64_t o = 0; o < O; ++o) row[o] = std::max(row[o], 0.0f);
+    }
+  }
+}
+
+ZOO_TARGET_AVX2 void epilogue_range_avx2(float* o_ptr, const float* k_ptr, const float* b_ptr, const float* r_ptr,
+                                         int64_t O, bool relu, int64_t p0, int64_t p1) {
+  epilogue_range(o_ptr, k_ptr, b_ptr, r_ptr, O, relu, p0, p1);
+}
+
+void epilogue_range_base(float* o_ptr, const float* k_ptr, const float* b_ptr, const float* r_ptr, int64_t O,
+                         bool relu, int64_t p0, int64_t p1) {
+  epilogue_range(o_ptr, k_ptr, b_ptr, r_ptr, O, relu, p0, p1);
 }
 
 std::tuple<at::Tensor, at::Tensor> level_bytes(const at::Tensor& x, int64_t bits, bool absmean,
@@ -97,6 +156,71 @@ std::tuple<at::Tensor, at::Tensor> level_bytes(const at::Tensor& x, int64_t bits
   return {q, am};
 }
 
+// Pixels p0 .. p1 - 1 of scale_level_bytes (see the top of the file); v: a buffer of O floats.
+template <int kBits>
+ZOO_INLINE void scale_level_range(const float* o_ptr, const float* k_ptr, const float* bias, const float* a,
+                                  const float* b, int64_t O, float n, uint8_t* q, float* absmean, float* v,
+                                  int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* __restrict row = o_ptr + p * O;
+    const float k = k_ptr[p];
+#pragma omp simd
+    for (int64_t o = 0; o < O; ++o) v[o] = std::fma(row[o], k, bias[o]);
+    const float total = level_pixel<kBits>(v, a, b, O, n, q + p * O);
+    absmean[p] = total / static_cast<float>(O);
+  }
+}
+
+template <int kBits>
+ZOO_TARGET_AVX2 void scale_level_range_avx2(const float* o_ptr, const float* k_ptr, const float* bias, const float* a,
+                                            const float* b, int64_t O, float n, uint8_t* q, float* absmean, float* v,
+                                            int64_t p0, int64_t p1) {
+  scale_level_range<kBits>(o_ptr, k_ptr, bias, a, b, O, n, q, absmean, v, p0, p1);
+}
+
+template <int kBits>
+void scale_level_range_base(const float* o_ptr, const float* k_ptr, const float* bias, const float* a, const float* b,
+                            int64_t O, float n, uint8_t* q, float* absmean, float* v, int64_t p0, int64_t p1) {
+  scale_level_range<kBits>(o_ptr, k_ptr, bias, a, b, O, n, q, absmean, v, p0, p1);
+}
+
+std::tuple<at::Tensor, at::Tensor> scale_level_bytes(const at::Tensor& out, const at::Tensor& K,
+                                                     const std::optional<at::Tensor>& bias, const at::Tensor& scale,
+                                                     const at::Tensor& shift, int64_t bits) {
+  TORCH_CHECK(out.dim() == 4 && out.scalar_type() == at::kFloat && out.device().is_cpu() &&
+                  out.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "scale_level_bytes: out must be a float32 CPU tensor in channels_last memory");
+  TORCH_CHECK(bits >= 1 && bits <= 7, "scale_level_bytes: 1 to 7 bits (2 L must fit a byte), got ", bits);
+  const int64_t N = out.size(0), O = out.size(1), H = out.size(2), W = out.size(3), P = N * H * W;
+  TORCH_CHECK(O > 0, "scale_level_bytes: the output has zero channels");
+  TORCH_CHECK(K.scalar_type() == at::kFloat && K.numel() == P && K.device().is_cpu(),
+              "scale_level_bytes: K must be float32 with N * Ho * Wo elements");
+  for (const at::Tensor* t : {&scale, &shift})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->numel() == O && t->device().is_cpu(),
+                "scale_level_bytes: scale and shift must be float32 CPU tensors of ", O, " elements");
+  if (bias.has_value())
+    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == O && bias->device().is_cpu(),
+                "scale_level_bytes: bias must be float32 (O,)");
+  const at::Tensor kc = K.contiguous(), ac = scale.contiguous(), sc = shift.contiguous();
+  const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::zeros({O}, out.options());
+  at::Tensor q = at::empty({N, O, H, W}, out.options().dtype(at::kByte), at::MemoryFormat::ChannelsLast);
+  at::Tensor am = at::empty({N, 1, H, W}, out.options());
+  if (P == 0) return {q, am};
+  const float n = static_cast<float>((1 << bits) - 1);
+  using Range = void (*)(const float*, const float*, const float*, const float*, const float*, int64_t, float,
+                         uint8_t*, float*, float*, int64_t, int64_t);
+  const bool avx2 = zoo_xnor_cpu::avx2_fma();
+  const Range range = bits == 1 ? (avx2 ? scale_level_range_avx2<1> : scale_level_range_base<1>)
+                                : (avx2 ? scale_level_range_avx2<0> : scale_level_range_base<0>);
+  const float* o_ptr = out.data_ptr<float>();
+  at::parallel_for(0, P, pixel_grain(O), [&](int64_t p0, int64_t p1) {
+    std::vector<float> v(O);
+    range(o_ptr, kc.data_ptr<float>(), bc.data_ptr<float>(), ac.data_ptr<float>(), sc.data_ptr<float>(), O, n,
+          q.data_ptr<uint8_t>(), am.data_ptr<float>(), v.data(), p0, p1);
+  });
+  return {q, am};
+}
+
 at::Tensor scale_epilogue(const at::Tensor& out, const at::Tensor& K, const std::optional<at::Tensor>& bias,
                           const std::optional<at::Tensor>& residual, bool relu) {
   TORCH_CHECK(out.dim() == 4 && out.scalar_type() == at::kFloat && out.device().is_cpu() &&
@@ -119,24 +243,9 @@ at::Tensor scale_epilogue(const at::Tensor& out, const at::Tensor& K, const std:
   const float* k_ptr = kc.data_ptr<float>();
   const float* b_ptr = bc.data_ptr<float>();
   const float* r_ptr = rc.defined() ? rc.data_ptr<float>() : nullptr;
-  at::parallel_for(0, P, pixel_grain(O), [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      float* __restrict row = o_ptr + p * O;
-      const float k = k_ptr[p];
-      if (r_ptr) {
-        const float* __restrict res = r_ptr + p * O;
-#pragma omp simd
-        for (int64_t o = 0; o < O; ++o) row[o] = std::fma(row[o], k, b_ptr[o]) + res[o];
-      } else {
-#pragma omp simd
-        for (int64_t o = 0; o < O; ++o) row[o] = std::fma(row[o], k, b_ptr[o]);
-      }
-      if (relu) {
-#pragma omp simd
-        for (int64_t o = 0; o < O; ++o) row[o] = std::max(row[o], 0.0f);
-      }
-    }
-  });
+  const auto range = zoo_xnor_cpu::avx2_fma() ? epilogue_range_avx2 : epilogue_range_base;
+  at::parallel_for(0, P, pixel_grain(O),
+                   [&](int64_t p0, int64_t p1) { range(o_ptr, k_ptr, b_ptr, r_ptr, O, relu, p0, p1); });
   return out;
 }
 
@@ -145,9 +254,12 @@ at::Tensor scale_epilogue(const at::Tensor& out, const at::Tensor& K, const std:
 TORCH_LIBRARY_FRAGMENT(zoo_xnor_cpu, m) {
   m.def("level_bytes(Tensor x, int bits, bool absmean, Tensor? scale, Tensor? shift) -> (Tensor, Tensor)");
   m.def("scale_epilogue(Tensor(a!) out, Tensor K, Tensor? bias, Tensor? residual, bool relu) -> Tensor(a!)");
+  m.def("scale_level_bytes(Tensor out, Tensor K, Tensor? bias, Tensor scale, Tensor shift, int bits) -> (Tensor, "
+        "Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
   m.impl("level_bytes", &level_bytes);
   m.impl("scale_epilogue", &scale_epilogue);
+  m.impl("scale_level_bytes", &scale_level_bytes);
 }

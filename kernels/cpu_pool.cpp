@@ -17,15 +17,17 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cpu_ukernels.h"
+
 namespace {
 
 inline float to_float(float v) { return v; }
 inline float to_float(uint16_t bf16_bits) { return __builtin_bit_cast(float, static_cast<uint32_t>(bf16_bits) << 16); }
 
+// Output rows r0 .. r1 - 1 (of N * Ho).
 template <typename scalar_t>
-void pool_rows(const scalar_t* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t k, int64_t s, int64_t p,
-               int64_t Ho, int64_t Wo, float* out) {
-  at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) {
+ZOO_INLINE void pool_range(const scalar_t* x, int64_t C, int64_t H, int64_t W, int64_t k, int64_t s, int64_t p,
+                           int64_t Ho, int64_t Wo, float* out, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / Ho, oy = r % Ho;
       const int64_t y0 = std::max<int64_t>(oy * s - p, 0), y1 = std::min<int64_t>(oy * s - p + k, H);
@@ -44,7 +46,25 @@ void pool_rows(const scalar_t* x, int64_t N, int64_t C, int64_t H, int64_t W, in
           }
       }
     }
-  });
+}
+
+template <typename scalar_t>
+ZOO_TARGET_AVX2 void pool_range_avx2(const scalar_t* x, int64_t C, int64_t H, int64_t W, int64_t k, int64_t s,
+                                     int64_t p, int64_t Ho, int64_t Wo, float* out, int64_t r0, int64_t r1) {
+  pool_range(x, C, H, W, k, s, p, Ho, Wo, out, r0, r1);
+}
+
+template <typename scalar_t>
+void pool_range_base(const scalar_t* x, int64_t C, int64_t H, int64_t W, int64_t k, int64_t s, int64_t p,
+                     int64_t Ho, int64_t Wo, float* out, int64_t r0, int64_t r1) {
+  pool_range(x, C, H, W, k, s, p, Ho, Wo, out, r0, r1);
+}
+
+template <typename scalar_t>
+void pool_rows(const scalar_t* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t k, int64_t s, int64_t p,
+               int64_t Ho, int64_t Wo, float* out) {
+  const auto range = zoo_xnor_cpu::avx2_fma() ? pool_range_avx2<scalar_t> : pool_range_base<scalar_t>;
+  at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) { range(x, C, H, W, k, s, p, Ho, Wo, out, r0, r1); });
 }
 
 at::Tensor max_pool_relu(const at::Tensor& x, at::Tensor& out, int64_t kernel, int64_t stride, int64_t padding) {

@@ -729,6 +729,7 @@ const zoo_xnor_cpu::CpuFeatures& zoo_xnor_cpu::cpu_features() {
 #if defined(__x86_64__)
     __builtin_cpu_init();  // (also checks that the OS saves the AVX-512 state)
     f.avx2 = __builtin_cpu_supports("avx2");
+    f.fma = __builtin_cpu_supports("fma");
     f.avx512f = __builtin_cpu_supports("avx512f");
     f.avx512bw = __builtin_cpu_supports("avx512bw");
     f.avx512vl = __builtin_cpu_supports("avx512vl");

@@ -39,9 +39,10 @@ from torch import Tensor
 from . import cpu
 from .packing import unpack_signs
 
-__all__ = ["int8_route_available", "int8_conv2d", "int8_linear", "cached_int8_weights"]
+__all__ = ["int8_route_available", "int8_conv2d", "int8_conv2d_levels", "int8_linear", "cached_int8_weights"]
 
-_MAX_SHAPES = 4  # input shapes per weight whose oneDNN layout is kept (batch sizes in use, typically one or two)
+_MAX_SHAPES = 8  # (settings, input shape) pairs per weight whose oneDNN layout is kept (batch sizes in use, typically
+# one or two)
 
 
 @functools.cache
@@ -55,7 +56,10 @@ def int8_route_available() -> bool:
 
 
 class _WeightCache:
-    """oneDNN layouts of int8 weights, per packed weight tensor: ``{id: (ref, key, {shape: packed})}``."""
+    """oneDNN layouts of int8 weights, per packed weight tensor: ``{id: (ref, contents, {(key, shape): packed})}``,
+    ``contents`` the tensor's address, fingerprint, shape and strides (a change drops the tensor's layouts), ``key``
+    the conv's settings (one weight tensor may serve several, e.g. 1- and 2-bit inputs in ``zoo bench``: each keeps
+    its layouts) and ``shape`` the input's."""
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple[weakref.ref, tuple, dict[tuple, Tensor]]] = {}
@@ -63,21 +67,20 @@ class _WeightCache:
 
     def get(self, w_packed: Tensor, key: tuple, shape: tuple, build) -> Tensor:
         ident = id(w_packed)
-        full_key = (w_packed.data_ptr(), cpu.fingerprint(w_packed), tuple(w_packed.shape), tuple(w_packed.stride()),
-                    key)
+        contents = (w_packed.data_ptr(), cpu.fingerprint(w_packed), tuple(w_packed.shape), tuple(w_packed.stride()))
         with self._lock:
             entry = self._entries.get(ident)
-            if entry is None or entry[0]() is not w_packed or entry[1] != full_key:
-                entry = (weakref.ref(w_packed, functools.partial(self._drop, ident)), full_key, {})
+            if entry is None or entry[0]() is not w_packed or entry[1] != contents:
+                entry = (weakref.ref(w_packed, functools.partial(self._drop, ident)), contents, {})
                 self._entries[ident] = entry
             layouts = entry[2]
-            packed = layouts.get(shape)
+            packed = layouts.get((key, shape))
         if packed is None:
             packed = build()
             with self._lock:
                 if len(layouts) >= _MAX_SHAPES:
                     layouts.pop(next(iter(layouts)))
-                layouts[shape] = packed
+                layouts[key, shape] = packed
         return packed
 
     def _drop(self, ident: int, _ref: weakref.ref) -> None:
@@ -133,7 +136,6 @@ def int8_conv2d(
     is the conv's ``alpha`` already divided by nothing: for k bits the ``1 / n`` of ``q_k`` is oneDNN's activation
     scale. Returns float32 (N, O, Ho, Wo) in channels_last memory.
     """
-    n = _levels(bits)
     kh, kw = w_packed.shape[1], w_packed.shape[2]
     if x.shape[2] == x.shape[3] == kh == kw == 1 and not any(padding) and residual is None and not relu:
         # a fully connected layer (PackedBinaryLinear's 1x1 conv of a 1x1 image): oneDNN's int8 linear
@@ -141,6 +143,34 @@ def int8_conv2d(
                         norm_shift)
         return y[:, :, None, None]
     q, absmean = cpu.level_bytes_cpu(x, bits, input_scale is not None, norm_scale, norm_shift)
+    return int8_conv2d_levels(q, absmean, w_packed, alpha, channels, stride, padding, dilation, bits, input_scale,
+                              bias, residual, relu)
+
+
+def int8_conv2d_levels(
+    q: Tensor,
+    absmean: Tensor | None,
+    w_packed: Tensor,
+    alpha: Tensor,
+    channels: int,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    bits: int = 1,
+    input_scale: Tensor | None = None,
+    bias: Tensor | None = None,
+    residual: Tensor | None = None,
+    relu: bool = False,
+    next_norm: tuple[Tensor, Tensor, int] | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """:func:`int8_conv2d` from its input's level bytes ``q`` (uint8 (N, C, H, W) channels_last, and ``absmean``
+    (N, 1, H, W) where ``input_scale``), as :func:`zoo_kernels.cpu.level_bytes_cpu` or an earlier conv's
+    ``next_norm`` gives them. With ``next_norm = (scale, shift, next_bits)`` (and ``input_scale``, no residual, no
+    ReLU) the output ``v`` is not returned but the next binary conv's input, the level bytes and mean ``|.|`` of
+    ``v * scale[o] + shift[o]`` (:func:`zoo_kernels.cpu.scale_level_bytes_cpu`: the same values as the float output
+    fed to ``level_bytes_cpu``, without writing it)."""
+    n = _levels(bits)
+    kh, kw = w_packed.shape[1], w_packed.shape[2]
     shape = tuple(q.shape)
     st, pd, dl = list(stride), list(padding), list(dilation)
     packed = _CACHE.get(
@@ -149,6 +179,8 @@ def int8_conv2d(
                                                1.0 / n, n, st, pd, dl, 1, list(shape)))
     zero_points = torch.zeros(w_packed.shape[0], dtype=torch.int64)
     if input_scale is None:
+        if next_norm is not None:
+            raise ValueError("int8_conv2d_levels: next_norm needs input_scale (XNOR-Net's K)")
         fuse_relu = relu and residual is None
         out = torch.ops.onednn.qconv2d_pointwise(q, 1.0 / n, n, packed, alpha, zero_points, bias, st, pd, dl, 1, 1.0,
                                                  0, torch.float32, "relu" if fuse_relu else "none", [], "")
@@ -158,7 +190,13 @@ def int8_conv2d(
     k = cpu.input_scale_cpu(absmean, (kh, kw), st, pd, dl)
     out = torch.ops.onednn.qconv2d_pointwise(q, 1.0 / n, n, packed, alpha, zero_points, None, st, pd, dl, 1, 1.0, 0,
                                              torch.float32, "none", [], "")
+    if next_norm is not None:
+        if residual is not None or relu:
+            raise ValueError("int8_conv2d_levels: next_norm takes no residual or ReLU")
+        return cpu.scale_level_bytes_cpu(out, k, bias, *next_norm)
     return cpu.scale_epilogue_cpu(out, k, bias, residual, relu)
+
+
 
 
 def int8_linear(

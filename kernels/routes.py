@@ -1,8 +1,8 @@
 """Route choice by measurement: which kernel runs a binary conv of a given shape on this CPU.
 
 A binary conv has more than one exact implementation on a CPU: the XNOR-popcount kernel (:mod:`zoo_kernels.cpu`, in
-each ISA variant of its table that the CPU runs) and the int8 matrix-engine route (:mod:`zoo_kernels.int8_route`, oneDNN's
-u8 x s8 conv: AMX tiles, VNNI or AVX2). Which is faster depends on the CPU (AMX makes the int8 engine three times
+each ISA variant of its table that the CPU runs) and the int8 matrix-engine route (:mod:`zoo_kernels.int8_route`,
+oneDNN's u8 x s8 conv: AMX tiles, VNNI or AVX2). Which is faster depends on the CPU (AMX makes the int8 engine three times
 the popcount kernel's peak; on an AVX2-only CPU the popcount kernel wins by far), on the layer's shape and on the
 batch. So, as cuDNN's benchmark mode and Triton's autotuner do, the first call of each (layer shape, batch bucket)
 times every candidate on the real input (one warm-up call each, then the best of a few timed calls, interleaved) and
@@ -34,7 +34,7 @@ import torch
 from .cpu_features import cpu_features
 
 __all__ = ["ROUTES", "batch_bucket", "binary_conv2d_cpu", "choose", "clear", "conv_key", "force_route", "forced_route",
-           "popcount_variants", "record", "route_of", "route_table", "run"]
+           "known", "note", "popcount_variants", "record", "route_of", "route_table", "run"]
 
 ROUTES = ("popcount", "int8")
 _TIMED_CALLS = 3  # per candidate, after one warm-up call; the best of them counts
@@ -161,6 +161,25 @@ def choose(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
     return route
 
 
+def known(key: str) -> str | None:
+    """The candidate :func:`choose` would give for ``key`` without measuring anything: the forced route's ("int8",
+    or "popcount:auto"), else the one remembered, else None (the next call of the key measures)."""
+    forced = forced_route()
+    if forced is not None:
+        return "int8" if forced == "int8" else f"{forced}:auto"
+    with _lock:
+        _load()
+        entry = _choices.get(key)
+    return None if entry is None else str(entry["route"])
+
+
+def note(key: str, candidate: str) -> None:
+    """Record a conv call that ran ``candidate`` outside :func:`run` (a fused pair of convs, see
+    :class:`zoo.packing.PackedBasicBlock`) for :func:`record`."""
+    for seen in _recorders:
+        seen.append((key, candidate))
+
+
 def run(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> torch.Tensor:
     """The output of the candidate :func:`choose` picks for ``key``."""
     route = choose(key, candidates)
@@ -196,10 +215,11 @@ def clear() -> None:
         _loaded["done"] = True
 
 
-def conv_key(op: str, x: torch.Tensor, w_packed: torch.Tensor, stride, padding, dilation, bits: int, input_scale: bool,
-             residual: bool) -> str:
-    """The choice's key: the layer's shape and options and the batch's bucket (see :func:`batch_bucket`)."""
-    n, c, h, w = x.shape
+def conv_key(op: str, x: torch.Tensor | tuple[int, ...], w_packed: torch.Tensor, stride, padding, dilation, bits: int,
+             input_scale: bool, residual: bool) -> str:
+    """The choice's key: the layer's shape (``x`` the input, or its shape) and options and the batch's bucket (see
+    :func:`batch_bucket`)."""
+    n, c, h, w = x if isinstance(x, tuple) else x.shape
     o, kh, kw, _ = w_packed.shape
     geometry = "x".join(map(str, (*stride, *padding, *dilation)))
     return (f"{op}|b{bits}|n{batch_bucket(n)}|c{c}|{h}x{w}|o{o}|k{kh}x{kw}|{geometry}|K{int(input_scale)}"

@@ -6,6 +6,7 @@ import pytest
 import torch
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
+from zoo_kernels import routes
 from zoo_kernels.int8_route import int8_route_available
 from zoo_kernels.routes import force_route
 
@@ -164,9 +165,10 @@ def test_packed_model_runs_on_bits_on_each_backend(request, model, digits_batch,
         if not int8_route.int8_route_available():
             pytest.skip("torch has no oneDNN int8 conv here")
         monkeypatch.setenv("ZOO_KERNELS_ROUTE", "int8")
-        int8_calls = []
-        int8_conv = int8_route.int8_conv2d
-        monkeypatch.setattr(int8_route, "int8_conv2d", lambda *a, **k: int8_calls.append(1) or int8_conv(*a, **k))
+        int8_calls = []  # every conv of the int8 route, on its own or in a block's fused pair, comes through here
+        int8_conv = int8_route.int8_conv2d_levels
+        monkeypatch.setattr(int8_route, "int8_conv2d_levels",
+                            lambda *a, **k: int8_calls.append(1) or int8_conv(*a, **k))
     if backend == "reference":
         monkeypatch.setattr(cpu, "load_extension", lambda: False)
     if backend == "triton":
@@ -190,9 +192,12 @@ def test_packed_model_runs_on_bits_on_each_backend(request, model, digits_batch,
     entry = "popcount_conv2d" if model == "xnor" else "kbit_conv2d"
     kernel = getattr(zoo.packing, entry)
     monkeypatch.setattr(zoo.packing, entry, lambda *a, **k: calls.append(1) or kernel(*a, **k))
-    with torch.no_grad(), kernel_route:
+    with torch.no_grad(), kernel_route, routes.record() as seen:
         ref, out = trained(images), packed(images.to(device)).cpu()
-    assert len(calls) == len(layers)
+    if backend == "int8":  # the blocks' conv pairs run fused, outside popcount_conv2d's entry
+        assert len(seen) == len(layers) and {routes.route_of(c) for _, c in seen} == {"int8"}
+    else:
+        assert len(calls) == len(layers)
     assert len(triton_calls) == (planes * len(layers) if backend == "triton" else 0)
     if backend == "int8":
         assert len(int8_calls) == len(layers)
@@ -289,6 +294,41 @@ def test_packed_basic_block_folds_its_batchnorms(trained_xnor, digits_batch, mon
     restored = unpack(packed)
     assert not any(isinstance(m, (PackedBasicBlock, PackedBinaryConvBlock)) for m in restored.modules())
     assert sum(type(m) is BasicBlock for m in restored.modules()) == 8
+
+
+@pytest.mark.skipif(not int8_route_available(), reason="torch has no oneDNN int8 conv here")
+def test_packed_basic_block_runs_an_int8_pair_as_its_two_convs(trained_xnor, trained_w1a2, monkeypatch):
+    """Where both convs of a block are on the int8 route, conv1's epilogue writes conv2's level bytes directly: the
+    block's output is bit for bit that of the two convs in turn, on every block (stride 2 and downsamples too). A
+    scheme without XNOR-Net's K (w1a2) runs its convs one by one."""
+    packed = pack(trained_xnor)
+    blocks = [m for m in packed.modules() if isinstance(m, PackedBasicBlock)]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad(), force_route("int8"):
+        for block in blocks:
+            c = block.conv1.norm.num_features
+            x = torch.randn(3, c, 6, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+            with routes.record() as seen:
+                fused = block(x)
+            assert [routes.route_of(r) for _, r in seen][:2] == ["int8", "int8"]
+            with monkeypatch.context() as m:
+                m.setattr(PackedBasicBlock, "_int8_pair", lambda self, x: None)
+                separate = block(x)
+            assert torch.equal(fused, separate)
+        pairs = []
+        pair = PackedBasicBlock._int8_pair
+
+        def counted(self, x):
+            out = pair(self, x)
+            pairs.append(out is not None)
+            return out
+
+        monkeypatch.setattr(PackedBasicBlock, "_int8_pair", counted)
+        packed(torch.randn(2, 1, 8, 8, generator=gen))
+        assert pairs == [True] * len(blocks)
+        pairs.clear()
+        pack(trained_w1a2)(torch.randn(2, 1, 8, 8, generator=gen))
+        assert pairs == [False] * len(blocks)
 
 
 def test_packed_resnet_folds_the_stem_batchnorm(trained_xnor, digits_batch):

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
-from zoo_kernels.cpu import fingerprint, max_pool_relu_cpu
+from zoo_kernels import int8_route, routes
+from zoo_kernels.cpu import fingerprint, level_bytes_cpu, max_pool_relu_cpu
 from zoo_kernels.cpu_features import has_native_bf16
 from zoo_kernels.geometry import conv_output_size
 from zoo_kernels.kbit import MAX_BITS
@@ -320,11 +321,16 @@ class PackedBinaryConvBlock(BinaryConvBlock):
         if after is None:
             a, b = _cached(self, "_norm_affine", _tensors(norm), norm.eps, lambda: _norm_affine(norm))
             return conv.popcount_forward(x, a, b, residual=residual, relu=relu)
-        # one cache for both BatchNorms: one fingerprint of their sources per call
+        return conv.popcount_forward(x, *self.folded(after), residual, relu)
+
+    def folded(self, after: nn.BatchNorm2d) -> tuple[torch.Tensor, ...]:
+        """``(a, b, alpha, bias)``: the BatchNorm before the sign as ``x * a + b`` and the conv's ``alpha`` and
+        ``bias`` with ``after`` folded in; one cache for both BatchNorms (one fingerprint of their sources per
+        call)."""
+        conv, norm = self._modules["conv"], self._modules["norm"]
         scale = tuple(t for t in (conv._buffers["alpha"], conv._parameters["bias"]) if t is not None)
-        a, b, alpha, bias = _cached(self, "_norm_affine_folded", _tensors(norm, after) + scale, (norm.eps, after.eps),
-                                    lambda: (*_norm_affine(norm), *_fold_norm(after, conv.alpha, conv.bias)))
-        return conv.popcount_forward(x, a, b, alpha, bias, residual, relu)
+        return _cached(self, "_norm_affine_folded", _tensors(norm, after) + scale, (norm.eps, after.eps),
+                       lambda: (*_norm_affine(norm), *_fold_norm(after, conv.alpha, conv.bias)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused(x):
@@ -359,9 +365,47 @@ class PackedBasicBlock(BasicBlock):
             return ds[0].fused_forward(x, ds[1])
         return ds(x)
 
+    def _int8_pair(self, x: torch.Tensor) -> torch.Tensor | None:
+        """conv1 and conv2 on the int8 route in one go where the route choice (:mod:`zoo_kernels.routes`) has put
+        both there: conv1's epilogue writes conv2's level bytes and ``mean |.|`` directly
+        (:func:`zoo_kernels.int8_route.int8_conv2d_levels` with ``next_norm``), so that conv1's float output, which
+        only conv2's BatchNorm and sign read, is never written; the same values as the two convs in turn. None where
+        it does not apply (then each conv runs on its own route)."""
+        m = self._modules
+        block1, block2 = m["conv1"], m["conv2"]
+        c1, c2 = block1._modules["conv"], block2._modules["conv"]
+        bits1, bits2 = _input_bits(c1), _input_bits(c2)
+        if (x.device.type != "cpu" or x.shape[0] == 0 or not (c1.input_scale and c2.input_scale)
+                or bits1 is None or bits2 is None or max(bits1, bits2) > 7 or c1.groups != 1 or c2.groups != 1
+                or not int8_route.int8_route_available()):
+            return None
+        w1, w2 = c1._buffers["weight_bits"], c2._buffers["weight_bits"]
+        n, _, h, w = x.shape
+        ho, wo = (conv_output_size(s, k, st, p, d) for s, k, st, p, d in
+                  zip((h, w), c1.kernel_size, c1.stride, c1.padding, c1.dilation, strict=True))
+        k1 = routes.conv_key("conv", x, w1, c1.stride, c1.padding, c1.dilation, bits1, True, False)
+        k2 = routes.conv_key("conv", (n, c1.out_channels, ho, wo), w2, c2.stride, c2.padding, c2.dilation, bits2,
+                             True, True)
+        if routes.known(k1) != "int8" or routes.known(k2) != "int8":
+            return None
+        a1, b1, alpha1, bias1 = block1.folded(m["bn1"])
+        a2, b2, alpha2, bias2 = block2.folded(m["bn2"])
+        q, absmean = level_bytes_cpu(x, bits1, True, a1, b1)
+        q, absmean = int8_route.int8_conv2d_levels(q, absmean, w1, alpha1, c1.in_channels, c1.stride, c1.padding,
+                                                   c1.dilation, bits1, c1.kernel_size, bias1,
+                                                   next_norm=(a2, b2, bits2))
+        relu = type(m["act2"]) is nn.ReLU
+        out = int8_route.int8_conv2d_levels(q, absmean, w2, alpha2, c2.in_channels, c2.stride, c2.padding,
+                                            c2.dilation, bits2, c2.kernel_size, bias2, self._shortcut(x), relu)
+        routes.note(k1, "int8")
+        routes.note(k2, "int8")
+        return out if relu else m["act2"](out)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.fused(x):
             return super().forward(x)
+        if (x.dtype == torch.float32 and (pair := self._int8_pair(x)) is not None):
+            return pair
         m = self._modules
         out = m["conv1"].fused_forward(x, m["bn1"])
         if type(m["act2"]) is nn.ReLU:  # the residual sum and the ReLU in conv2's epilogue

@@ -155,3 +155,45 @@ def test_int8_weights_are_cached_and_follow_in_place_changes():
     assert int8_route.cached_int8_weights() == before + 2  # w_packed's layout, rebuilt, and fresh's
     del w_packed, fresh
     assert int8_route.cached_int8_weights() == before  # the freed tensor's entry is gone
+
+
+@pytest.mark.parametrize("bits", [1, 2, 7])
+@pytest.mark.parametrize("channels", [1, 33, 64, 130])
+def test_scale_level_bytes_are_the_epilogue_then_the_next_levels(bits, channels):
+    """conv1's epilogue into conv2's input: the bytes and means of scale_epilogue then level_bytes, bit for bit, and
+    never the float output."""
+    gen = torch.Generator().manual_seed(channels)
+    out = torch.randn(3, channels, 5, 7, generator=gen).contiguous(memory_format=torch.channels_last)
+    out[0, 0, 1, 2] = float("nan")
+    k = torch.rand(3, 1, 5, 7, generator=gen) + 0.1
+    bias = torch.randn(channels, generator=gen)
+    scale, shift = torch.randn(channels, generator=gen), torch.randn(channels, generator=gen)
+    q, absmean = cpu.scale_level_bytes_cpu(out, k, bias, scale, shift, bits)
+    v = cpu.scale_epilogue_cpu(out.clone(), k, bias, None, False)
+    q_ref, absmean_ref = cpu.level_bytes_cpu(v, bits, True, scale, shift)
+    assert q.is_contiguous(memory_format=torch.channels_last) and torch.equal(q, q_ref)
+    assert torch.equal(absmean.isnan(), absmean_ref.isnan()) and absmean.isnan().any()  # the NaN's pixel
+    assert torch.equal(absmean.nan_to_num(), absmean_ref.nan_to_num())
+    y = (v.double() * scale.double().view(1, -1, 1, 1) + shift.double().view(1, -1, 1, 1))
+    torch.testing.assert_close(absmean.double(), y.abs().mean(1, keepdim=True), rtol=1e-5, atol=1e-6,
+                               equal_nan=True)
+
+
+def test_scale_level_bytes_check_their_arguments():
+    out = torch.randn(1, 8, 3, 3).contiguous(memory_format=torch.channels_last)
+    k, ones = torch.ones(1, 1, 3, 3), torch.ones(8)
+    with pytest.raises(RuntimeError, match="channels_last"):
+        cpu.scale_level_bytes_cpu(out.contiguous(), k, None, ones, ones, 1)
+    with pytest.raises(RuntimeError, match="1 to 7 bits"):
+        cpu.scale_level_bytes_cpu(out, k, None, ones, ones, 8)
+    with pytest.raises(RuntimeError, match="scale and shift"):
+        cpu.scale_level_bytes_cpu(out, k, None, torch.ones(7), ones, 1)
+    with pytest.raises(RuntimeError, match="K must be"):
+        cpu.scale_level_bytes_cpu(out, torch.ones(1, 1, 3, 2), None, ones, ones, 1)
+    x, wp = torch.randn(1, 8, 3, 3), pack_weight_signs(torch.randn(8, 8, 3, 3))
+    q, absmean = cpu.level_bytes_cpu(x, 1, True)
+    with pytest.raises(ValueError, match="needs input_scale"):
+        int8_route.int8_conv2d_levels(q, absmean, wp, ones, 8, (1, 1), (1, 1), (1, 1), next_norm=(ones, ones, 1))
+    with pytest.raises(ValueError, match="no residual or ReLU"):
+        int8_route.int8_conv2d_levels(q, absmean, wp, ones, 8, (1, 1), (1, 1), (1, 1), 1, (3, 3), relu=True,
+                                      next_norm=(ones, ones, 1))
