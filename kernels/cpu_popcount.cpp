@@ -1295,6 +1295,8 @@ std::string kernel_info() {
 
 }  // namespace
 
+int64_t zoo_xnor_cpu::forced_isa() { return g_forced_isa.load(std::memory_order_relaxed); }
+
 const zoo_xnor_cpu::CpuFeatures& zoo_xnor_cpu::cpu_features() {
   static const CpuFeatures features = [] {
     CpuFeatures f{};
