@@ -16,9 +16,9 @@ BatchNorm fused into the packing pass) and with the channel mean of ``|x|``, and
 Build: the first call compiles the extension with ``torch.utils.cpp_extension.load`` (ninja; ``-O3``, ``-fopenmp`` so
 that ``at::parallel_for`` runs on ``torch.get_num_threads()`` threads; no ISA flags: each micro-kernel is compiled for
 its ISA by function attributes and runs only where the CPU has it, detected at run time) into ``cpu-<hash>`` under
-``$ZOO_KERNELS_CACHE``, else ``$XDG_CACHE_HOME/zoo_kernels``, else ``~/.cache/zoo_kernels``; the hash covers the sources, the flags and the torch / Python versions, so later processes
-only load the library (well under a second). The library registers private ops ``torch.ops.zoo_xnor_cpu.*``; the public
-ops are in :mod:`zoo_kernels.ops`.
+``$ZOO_KERNELS_CACHE``, else ``$XDG_CACHE_HOME/zoo_kernels``, else ``~/.cache/zoo_kernels``; the hash covers the
+sources, the flags and the torch / Python versions, so later processes only load the library (well under a second).
+The library registers private ops ``torch.ops.zoo_xnor_cpu.*``; the public ops are in :mod:`zoo_kernels.ops`.
 
 Variants: :func:`variant_table` lists every compiled variant and whether it runs here, :func:`available_variants`
 those that run, :func:`kernel_info` also the CPU features detected; ``ZOO_KERNELS_ISA=scalar|avx2|avx512`` (read at
@@ -48,6 +48,7 @@ from .packing import pack_signs as _pack_signs_torch
 from .reference import xnor_conv2d_reference
 
 __all__ = [
+    "available_pack_variants",
     "available_variants",
     "variant_table",
     "cached_weights",
@@ -58,6 +59,7 @@ __all__ = [
     "kbit_conv2d_float_cpu",
     "kernel_info",
     "load_extension",
+    "pack_info",
     "pack_kbit_planes_cpu",
     "pack_signs_cpu",
     "xnor_conv2d_cpu",
@@ -65,8 +67,11 @@ __all__ = [
 
 _SOURCES = [Path(__file__).with_name(name) for name in (
     "cpu_popcount.cpp", "cpu_popcount_scalar.cpp", "cpu_popcount_avx2.cpp", "cpu_popcount_avx512.cpp", "cpu_pack.cpp",
-    "cpu_int8.cpp", "cpu_pool.cpp", "cpu_fingerprint.cpp")]
-_HEADERS = [Path(__file__).with_name(name) for name in ("cpu_kernels.h", "cpu_ukernels.h", "cpu_popcount_ukernels.h")]
+    "cpu_pack_scalar.cpp", "cpu_pack_avx2.cpp", "cpu_pack_avx512.cpp", "cpu_int8.cpp", "cpu_pool.cpp",
+    "cpu_fingerprint.cpp")]
+_HEADERS = [Path(__file__).with_name(name) for name in ("cpu_kernels.h", "cpu_ukernels.h", "cpu_popcount_ukernels.h",
+                                                        "cpu_pack_ukernels.h")]
+_PACK_VARIANTS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 4}  # as cpu_pack.cpp numbers the packing's variants
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": False, "ok": False, "error": None}
@@ -74,13 +79,9 @@ _ops: dict[str, object] = {}  # the loaded private ops (OpOverloads: cheaper to 
 
 
 def _flags() -> list[str]:
-    flags = ["-O3", "-fopenmp"]
-    if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.cpu.get_cpu_capability() in (
-        "AVX2",
-        "AVX512",
-    ):
-        flags += ["-mavx2", "-mpopcnt", "-mfma"]  # explicit, not -march=native: the hash then names the ISA
-    return flags
+    # No ISA flags: the micro-kernels and passes carry their ISA in function attributes and are chosen at run time,
+    # so that one build runs on every CPU of the architecture.
+    return ["-O3", "-fopenmp"]
 
 
 def _cache_dir(tag: str) -> Path:
@@ -150,6 +151,7 @@ def load_extension() -> bool:
                     _ops["pack_signs"] = torch.ops.zoo_xnor_cpu.pack_signs.default
                     _ops["input_scale"] = torch.ops.zoo_xnor_cpu.input_scale.default
                     _ops["pack_kbit_planes"] = torch.ops.zoo_xnor_cpu.pack_kbit_planes.default
+                    _ops["pack_info"] = torch.ops.zoo_xnor_cpu.pack_info.default
                     _ops["xnor_conv2d"] = torch.ops.zoo_xnor_cpu.xnor_conv2d.default
                     _ops["xnor_conv2d_float"] = torch.ops.zoo_xnor_cpu.xnor_conv2d_float.default
                     _ops["kbit_conv2d_float"] = torch.ops.zoo_xnor_cpu.kbit_conv2d_float.default
@@ -210,26 +212,45 @@ def variant_table() -> list[dict[str, object]]:
     return rows
 
 
+def pack_info() -> str:
+    """One line on the compiled packing (:func:`pack_signs_cpu`, :func:`pack_kbit_planes_cpu`): the variants that run
+    here and what "auto" runs, or the fallback."""
+    if load_extension():
+        return _ops["pack_info"]()
+    return f"pack: pure-PyTorch fallback ({_first_line(_state['error'])})"
+
+
 def available_variants() -> list[str]:
     """The compiled variants this build and CPU run, in the table's order (:func:`variant_table`); empty on the
     fallback, which has none (and ignores ``variant``)."""
     return list(torch.ops.zoo_xnor_cpu.variants()) if load_extension() else []
 
 
+def available_pack_variants() -> list[str]:
+    """The compiled packing variants this build and CPU run, fastest first (of "avx512", "avx2", "scalar"; "auto"
+    runs the first unless ``ZOO_KERNELS_ISA`` says); empty on the fallback."""
+    return list(torch.ops.zoo_xnor_cpu.pack_variants()) if load_extension() else []
+
+
 def pack_signs_cpu(
-    x: torch.Tensor, absmean: bool = False, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
+    x: torch.Tensor,
+    absmean: bool = False,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    variant: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sign packing ``(N, C, H, W)`` float -> ``(N, H, W, Cw)`` int32, and optionally ``mean_c |x|`` (N, 1, H, W).
 
     Same words as :func:`zoo_kernels.packing.pack_signs`, any memory layout of ``x``. With ``scale`` and ``shift``
     ((C,) float32, both or neither) the packed values are ``y = x * scale[c] + shift[c]`` (one rounding, ``fma``, as
     torch's CPU BatchNorm computes it) instead of ``x``. ``absmean`` (of ``|y|``) is float32, or None when not asked
-    for.
+    for. ``variant`` picks the compiled micro-kernels ("auto", or one of :func:`available_pack_variants`; a
+    RuntimeError where the CPU lacks it); all give the same results, and the fallback ignores it.
     """
     if (scale is None) != (shift is None):
         raise ValueError("pack_signs_cpu: give both scale and shift, or neither")
     if load_extension():
-        packed, am = _ops["pack_signs"](x, absmean, scale, shift)
+        packed, am = _ops["pack_signs"](x, absmean, scale, shift, _pack_variant(variant))
         return packed, (am if absmean else None)
     if scale is not None:
         y = x.double() * scale.double().view(1, -1, 1, 1) + shift.double().view(1, -1, 1, 1)
@@ -239,18 +260,29 @@ def pack_signs_cpu(
 
 
 def pack_kbit_planes_cpu(
-    x: torch.Tensor, bits: int, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
+    x: torch.Tensor,
+    bits: int,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    variant: str = "auto",
 ) -> torch.Tensor:
     """The sign planes of XNOR-Net's k-bit quantizer, ``(N, C, H, W)`` float -> ``(bits, N, H, W, Cw)`` int32, as
     :func:`zoo_kernels.kbit.pack_kbit_planes` gives them, of ``y = x * scale[c] + shift[c]`` (``fma``) when given.
-    float32 and float64 inputs in the compiled kernel; other dtypes, and the fallback, in PyTorch."""
+    float32 and float64 inputs in the compiled kernel (``variant`` as :func:`pack_signs_cpu`); other dtypes, and the
+    fallback, in PyTorch."""
     if (scale is None) != (shift is None):
         raise ValueError("pack_kbit_planes_cpu: give both scale and shift, or neither")
     if x.dtype in (torch.float32, torch.float64) and load_extension():
-        return _ops["pack_kbit_planes"](x, bits, scale, shift)
+        return _ops["pack_kbit_planes"](x, bits, scale, shift, _pack_variant(variant))
     if scale is not None:
         x = torch.addcmul(shift.view(1, -1, 1, 1).to(x.dtype), x, scale.view(1, -1, 1, 1).to(x.dtype))
     return _pack_kbit_planes_torch(x, bits)
+
+
+def _pack_variant(name: str) -> int:
+    if name not in _PACK_VARIANTS:
+        raise ValueError(f"pack variant {name!r} is not one of {', '.join(_PACK_VARIANTS)}")
+    return _PACK_VARIANTS[name]
 
 
 def input_scale_cpu(

@@ -13,13 +13,17 @@
 namespace zoo_xnor_cpu {
 
 // Signs of x (or of fma(x, scale[c], shift[c])) packed to (N, H, W, Cw) int32, and mean_c |.| (N, 1, H, W) if asked.
+// variant: 0 (auto), else the ISA number of one of cpu_pack_ukernels.h's kPackVariants (1 scalar, 2 avx2, 4 avx512).
 std::tuple<at::Tensor, at::Tensor> pack_signs(const at::Tensor& x, bool absmean, const std::optional<at::Tensor>& scale,
-                                              const std::optional<at::Tensor>& shift);
+                                              const std::optional<at::Tensor>& shift, int64_t variant = 0);
 
 // The sign planes of XNOR-Net's k-bit quantizer of x (or of fma(x, scale[c], shift[c])), packed to
-// (bits, N, H, W, Cw) int32 (see kbit.py).
+// (bits, N, H, W, Cw) int32 (see kbit.py); variant as pack_signs.
 at::Tensor pack_kbit_planes(const at::Tensor& x, int64_t bits, const std::optional<at::Tensor>& scale,
-                            const std::optional<at::Tensor>& shift);
+                            const std::optional<at::Tensor>& shift, int64_t variant = 0);
+
+// The ISA that ZOO_KERNELS_ISA makes auto calls run (set_auto_isa; 0: none, 1 scalar, 2 avx2, 4 avx512).
+int64_t forced_isa();
 
 // XNOR-Net's K: absmean (N, 1, H, W) convolved with a kh x kw box of 1 / (kh * kw), zero padding counted as 0.
 at::Tensor input_scale(const at::Tensor& absmean, at::IntArrayRef kernel_size, at::IntArrayRef stride,

@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "cpu_pack_ukernels.h"
 #include "cpu_popcount_ukernels.h"
 
 namespace {
@@ -722,6 +723,15 @@ std::string kernel_info() {
 }  // namespace
 
 const std::vector<zoo_xnor_cpu::PopcountVariant>& zoo_xnor_cpu::popcount_variants() { return kPopcountVariants; }
+
+// The packing's number of the ISA that ZOO_KERNELS_ISA forces (cpu_pack_ukernels.h), 0 for none.
+int64_t zoo_xnor_cpu::forced_isa() {
+  const char* forced = g_forced_isa.load(std::memory_order_relaxed);
+  if (forced == nullptr) return 0;
+  for (const PackVariant& v : kPackVariants)
+    if (std::string(forced) == v.name) return v.isa;
+  return 0;
+}
 
 const zoo_xnor_cpu::CpuFeatures& zoo_xnor_cpu::cpu_features() {
   static const CpuFeatures features = [] {

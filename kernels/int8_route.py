@@ -37,9 +37,11 @@ import torch
 from torch import Tensor
 
 from . import cpu
+from .geometry import conv_output_size
 from .packing import unpack_signs
 
-__all__ = ["int8_route_available", "int8_conv2d", "int8_conv2d_levels", "int8_linear", "cached_int8_weights"]
+__all__ = ["int8_route_available", "int8_conv2d", "int8_conv2d_levels", "int8_conv_exact_for", "int8_linear",
+           "cached_int8_weights"]
 
 _MAX_SHAPES = 8  # (settings, input shape) pairs per weight whose oneDNN layout is kept (batch sizes in use, typically
 # one or two)
@@ -100,6 +102,17 @@ _CACHE = _WeightCache()
 def cached_int8_weights() -> int:
     """How many oneDNN weight layouts the int8 route holds (one per weight tensor and input shape)."""
     return len(_CACHE)
+
+
+def int8_conv_exact_for(size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                        padding: Sequence[int], dilation: Sequence[int]) -> bool:
+    """Whether oneDNN's int8 conv gives exact sums for this geometry: not where an output dimension is 1 with a
+    stride > 1 along it (found by the fuzz tests: on torch's oneDNN, an output one column wide with a column stride
+    of 5 had 3 of its 5 sums wrong). The route choice offers the int8 route only where this holds."""
+    for s, k, st, p, d in zip(size, kernel_size, stride, padding, dilation, strict=True):
+        if st > 1 and conv_output_size(s, k, st, p, d) == 1:
+            return False
+    return True
 
 
 def _sign_weights(w_packed: Tensor, channels: int) -> Tensor:

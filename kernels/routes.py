@@ -2,9 +2,9 @@
 
 A binary conv has more than one exact implementation on a CPU: the XNOR-popcount kernel (:mod:`zoo_kernels.cpu`, in
 each ISA variant of its table that the CPU runs) and the int8 matrix-engine route (:mod:`zoo_kernels.int8_route`,
-oneDNN's u8 x s8 conv: AMX tiles, VNNI or AVX2). Which is faster depends on the CPU (AMX makes the int8 engine three times
-the popcount kernel's peak; on an AVX2-only CPU the popcount kernel wins by far), on the layer's shape and on the
-batch. So, as cuDNN's benchmark mode and Triton's autotuner do, the first call of each (layer shape, batch bucket)
+oneDNN's u8 x s8 conv: AMX tiles, VNNI or AVX2). Which is faster depends on the CPU (AMX makes the int8 engine three
+times the popcount kernel's peak; on an AVX2-only CPU the popcount kernel wins by far), on the layer's shape and on
+the batch. So, as cuDNN's benchmark mode and Triton's autotuner do, the first call of each (layer shape, batch bucket)
 times every candidate on the real input (one warm-up call each, then the best of a few timed calls, interleaved) and
 keeps the fastest; later calls of that key run it directly. The candidates are named ``popcount:<variant>`` (the
 SIMD variants that run here, :func:`popcount_variants`) and ``int8``; :func:`route_of` gives the route of a name.
@@ -253,7 +253,8 @@ def binary_conv2d_cpu(
     candidates: dict[str, Callable[[], torch.Tensor]] = {"popcount:auto": lambda: popcount("auto")}
     if forced_route() is None:
         candidates = {f"popcount:{v}": functools.partial(popcount, v) for v in popcount_variants()}
-    if x.dtype != torch.float32 or x.shape[0] == 0 or not int8_route.int8_route_available():
+    if (x.dtype != torch.float32 or x.shape[0] == 0 or not int8_route.int8_route_available()
+            or not int8_route.int8_conv_exact_for(x.shape[2:], kernel_size, stride, padding, dilation)):
         return run(key, candidates)
 
     def int8() -> torch.Tensor:

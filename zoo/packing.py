@@ -386,7 +386,9 @@ class PackedBasicBlock(BasicBlock):
         k1 = routes.conv_key("conv", x, w1, c1.stride, c1.padding, c1.dilation, bits1, True, False)
         k2 = routes.conv_key("conv", (n, c1.out_channels, ho, wo), w2, c2.stride, c2.padding, c2.dilation, bits2,
                              True, True)
-        if routes.known(k1) != "int8" or routes.known(k2) != "int8":
+        if (routes.known(k1) != "int8" or routes.known(k2) != "int8"
+                or not int8_route.int8_conv_exact_for((h, w), c1.kernel_size, c1.stride, c1.padding, c1.dilation)
+                or not int8_route.int8_conv_exact_for((ho, wo), c2.kernel_size, c2.stride, c2.padding, c2.dilation)):
             return None
         a1, b1, alpha1, bias1 = block1.folded(m["bn1"])
         a2, b2, alpha2, bias2 = block2.folded(m["bn2"])

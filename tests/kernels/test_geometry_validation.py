@@ -202,11 +202,12 @@ def _compiled_calls(stride, padding, dilation):
     absmean = x.abs().mean(dim=1, keepdim=True)
     cpp = torch.ops.zoo_xnor_cpu
     return {
-        "xnor_conv2d": lambda: cpp.xnor_conv2d(pack_signs(x), wp, alpha, None, None, 32, stride, padding, dilation, 0),
+        "xnor_conv2d": lambda: cpp.xnor_conv2d(pack_signs(x), wp, alpha, None, None, 32, stride, padding, dilation,
+                                               "auto"),
         "xnor_conv2d_float": lambda: cpp.xnor_conv2d_float(x, wp, alpha, None, None, None, 32, [1, 1], stride,
-                                                           padding, dilation, True, None, False),
+                                                           padding, dilation, True, None, False, "auto"),
         "kbit_conv2d_float": lambda: cpp.kbit_conv2d_float(x, wp, alpha, None, None, None, 32, [1, 1], stride,
-                                                           padding, dilation, 2, True, None, False),
+                                                           padding, dilation, 2, True, None, False, "auto"),
         "input_scale": lambda: cpp.input_scale(absmean, [1, 1], stride, padding, dilation),
     }
 
@@ -227,7 +228,7 @@ def test_the_schema_parser_refuses_what_int64_cannot_hold(stride):
     takes a bool as 1: at that level True and 1 are the same)."""
     x, wp, alpha = _inputs()
     with pytest.raises(RuntimeError, match="for argument 'stride'"):
-        torch.ops.zoo_xnor_cpu.xnor_conv2d(pack_signs(x), wp, alpha, None, None, 32, stride, [0, 0], [1, 1], 0)
+        torch.ops.zoo_xnor_cpu.xnor_conv2d(pack_signs(x), wp, alpha, None, None, 32, stride, [0, 0], [1, 1], "auto")
 
 
 @needs_kernel
@@ -238,17 +239,17 @@ def test_compiled_ops_refuse_bad_kernels_and_huge_buffers():
     huge_w = torch.zeros(2**20, 1, 1, 1, dtype=torch.int32)
     with pytest.raises(RuntimeError, match=r"the output \(N, O, Ho, Wo\) \[8192, 1048576, 1, 1\] has more than"):
         cpp.xnor_conv2d(torch.zeros(2**13, 1, 1, 1, dtype=torch.int32), huge_w, torch.ones(2**20), None, None, 32,
-                        [1, 1], [0, 0], [1, 1], 0)
+                        [1, 1], [0, 0], [1, 1], "auto")
     big = torch.zeros(1, 1, 1, 1, dtype=torch.int32).expand(1, 2**33, 1, 1)
     with pytest.raises(RuntimeError, match=r"the input \(planes, N, H, W, words\) \[1, 1, 8589934592, 1, 1\] has"):
-        cpp.xnor_conv2d(big, wp, alpha, None, None, 32, [1, 1], [0, 0], [1, 1], 0)
+        cpp.xnor_conv2d(big, wp, alpha, None, None, 32, [1, 1], [0, 0], [1, 1], "auto")
     with pytest.raises(RuntimeError, match=r"kernel_size\[0\] = 0 is outside \[1, 65536\]"):
-        cpp.xnor_conv2d(pack_signs(x), wp[:, :0], alpha, None, None, 32, [1, 1], [0, 0], [1, 1], 0)
+        cpp.xnor_conv2d(pack_signs(x), wp[:, :0], alpha, None, None, 32, [1, 1], [0, 0], [1, 1], "auto")
     with pytest.raises(RuntimeError, match=r"kernel_size\[1\] = 0 is outside \[1, 65536\]"):
         cpp.input_scale(x[:, :1], [1, 0], [1, 1], [0, 0], [1, 1])
     with pytest.raises(RuntimeError, match="bits must be from 1 to 16, got 40"):
         cpp.kbit_conv2d_float(x, wp, alpha, None, None, None, 32, [1, 1], [1, 1], [0, 0], [1, 1], 40, False, None,
-                              False)
+                              False, "auto")
 
 
 @needs_kernel
@@ -259,10 +260,11 @@ def test_compiled_element_limit_is_inclusive():
     xp = torch.zeros(1, 2, 2, 1, dtype=torch.int32)
     no_filters = torch.zeros(0, 1, 1, 1, dtype=torch.int32)
     out = cpp.xnor_conv2d(xp, no_filters, torch.ones(0), None, None, 32, [2**16, 2**16], [2**15 - 1, 2**15 - 1],
-                          [1, 1], 0)
+                          [1, 1], "auto")
     assert out.shape == (1, 0, 1, 1)
     with pytest.raises(RuntimeError, match=r"\[1, 1, 65538, 65536, 1\] has more than 4294967296 elements"):
-        cpp.xnor_conv2d(xp, no_filters, torch.ones(0), None, None, 32, [2**16, 2**16], [2**15, 2**15 - 1], [1, 1], 0)
+        cpp.xnor_conv2d(xp, no_filters, torch.ones(0), None, None, 32, [2**16, 2**16], [2**15, 2**15 - 1], [1, 1],
+                        "auto")
 
 
 # ------------------------------------------------------------------------------------ valid edges still compute

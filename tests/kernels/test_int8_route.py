@@ -197,3 +197,21 @@ def test_scale_level_bytes_check_their_arguments():
     with pytest.raises(ValueError, match="no residual or ReLU"):
         int8_route.int8_conv2d_levels(q, absmean, wp, ones, 8, (1, 1), (1, 1), (1, 1), 1, (3, 3), relu=True,
                                       next_norm=(ones, ones, 1))
+
+
+def test_int8_route_is_not_offered_where_onednn_errs():
+    """An output one column (or row) wide with a stride > 1 along it: oneDNN's int8 conv gave wrong sums there, so
+    the route choice keeps such convs on the popcount kernel, even with the int8 route forced."""
+    assert not int8_route.int8_conv_exact_for((7, 3), (3, 2), (1, 5), (0, 0), (1, 2))
+    assert not int8_route.int8_conv_exact_for((3, 7), (2, 3), (5, 1), (0, 0), (2, 1))
+    assert int8_route.int8_conv_exact_for((7, 3), (3, 2), (1, 1), (0, 0), (1, 2))
+    assert int8_route.int8_conv_exact_for((56, 56), (3, 3), (2, 2), (1, 1), (1, 1))
+    gen = torch.Generator().manual_seed(0)
+    for c in (1, 8, 40):
+        x, w = torch.randn(1, c, 7, 3, generator=gen), torch.randn(8, c, 3, 2, generator=gen)
+        wp = pack_weight_signs(w)
+        with routes.force_route("int8"), routes.record() as seen:
+            out = ops.xnor_conv2d(x, wp, torch.ones(8), c, (3, 2), (1, 5), 0, (1, 2))
+        assert [routes.route_of(r) for _, r in seen] == ["popcount"]
+        expected = xnor_conv2d_reference(pack_signs(x), wp, c, (1, 5), 0, (1, 2)).float()
+        assert torch.equal(out, expected)
