@@ -195,12 +195,16 @@ def test_packed_model_runs_on_bits_on_each_backend(request, model, digits_batch,
     with torch.no_grad(), kernel_route, routes.record() as seen:
         ref, out = trained(images), packed(images.to(device)).cpu()
     if backend == "int8":  # the blocks' conv pairs run fused, outside popcount_conv2d's entry
-        assert len(seen) == len(layers) and {routes.route_of(c) for _, c in seen} == {"int8"}
+        # (on the digits' 8x8 images layer4's stride-2 convs have 1x1 outputs, which the int8 route is not offered)
+        assert len(seen) == len(layers)
+        on_popcount = [c for _, c in seen if routes.route_of(c) != "int8"]
+        assert len(on_popcount) <= sum(max(m.stride) > 1 for m in layers) < len(layers) - len(on_popcount)
+        assert {routes.route_of(c) for c in on_popcount} <= {"popcount"}
     else:
         assert len(calls) == len(layers)
     assert len(triton_calls) == (planes * len(layers) if backend == "triton" else 0)
     if backend == "int8":
-        assert len(int8_calls) == len(layers)
+        assert len(int8_calls) == len(layers) - len(on_popcount)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
     assert torch.equal(out.argmax(1), ref.argmax(1))
     assert ref.std() > 0.1  # real logits, not a constant
