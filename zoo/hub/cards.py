@@ -2,8 +2,10 @@
 
 The card's YAML header is huggingface_hub's ``ModelCardData`` with a ``model-index`` of eval results (top-1 and
 top-5 on the named dataset and split) for accuracies measured here; its body gives the packed and float sizes, the
-compression ratio, the CPU latency (from a ``zoo bench`` JSON, see ``latency.py``), the recipe that produced the
-model, the training time and hardware, and the paper reference.
+compression ratio, the CPU latency at the card's own input size (``card_latency.py``) and, labelled with its input
+size, the architecture's ``zoo bench`` figure at ImageNet shape (``latency.py``), the recipe that produced the model
+(for a card published by ``zoo test --ckpt_path``, the one stored in the checkpoint, and which checkpoint was
+evaluated), the training time and hardware, and the paper reference.
 
 A card may instead carry an accuracy the paper reports (``config["reported"]``, see ``paper_results.py``): its body,
 the index and the leaderboard label it "reported in the paper, not reproduced here", and it is left out of the
@@ -23,6 +25,8 @@ __all__ = [
     "row_text",
     "index_table",
     "latency_text",
+    "evaluation_text",
+    "bench_latency_label",
     "reproduction_text",
     "PAPER_URL",
     "CITATION",
@@ -122,13 +126,29 @@ def latency_text(latency: dict[str, Any] | None) -> str:
         f"input {_shape(latency.get('input_size'))}, {latency.get('threads', '?')} threads, "
         f"{latency.get('hardware', 'unknown hardware')}, torch {latency.get('torch', '?')}"
     )
-    if latency.get("float"):
-        text += f"; timed as `{latency['baseline']}`, the float baseline of `{latency.get('measured_with')}`"
+    if latency.get("float") and latency.get("measured_with"):
+        text += f"; timed as `{latency['baseline']}`, the float baseline of `{latency['measured_with']}`"
     elif latency.get("float_ms") is not None:
         baseline = f"float `{latency['baseline']}`" if latency.get("baseline") else "float"
         text += f"; {baseline} {latency['float_ms']:.1f} ms"
         if latency.get("speedup") is not None:
             text += f" ({latency['speedup']:.1f}x)"
+    return text
+
+
+def bench_latency_label(latency: dict[str, Any]) -> str:
+    """The card's row label of the architecture's ``zoo bench`` figure: its input size and classes, not the card's."""
+    return f"CPU latency at {_shape(latency.get('input_size'))}, 1000 classes (the architecture at ImageNet shape)"
+
+
+def evaluation_text(evaluation: dict[str, Any]) -> str:
+    """One line for a card published by ``zoo test --ckpt_path``: which checkpoint the figures above evaluate."""
+    where = f"checkpoint `{evaluation.get('checkpoint')}`"
+    if evaluation.get("global_step") is not None:
+        where += f" (epoch {evaluation.get('epoch')}, step {evaluation['global_step']})"
+    text = f"`{evaluation.get('command', 'zoo test')}` of {where}"
+    if evaluation.get("hardware"):
+        text += f", {evaluation['hardware']}"
     return text
 
 
@@ -212,6 +232,7 @@ def model_card(config: dict[str, Any]) -> ModelCard:
         eval_results=_eval_results(config) or None,
     )
     recipe = training.get("recipe")
+    evaluation = config.get("evaluation")
     storage = (
         "the full-precision baseline, stored in float32" if row["scheme"] == "fp"
         else "stored bit-packed: 1 bit per binary weight"
@@ -230,8 +251,11 @@ def model_card(config: dict[str, Any]) -> ModelCard:
         f"| float size (float32 weights) | {text['float']} |",
         f"| compression | {text['compression']} |",
         f"| CPU latency | {latency_text(config.get('cpu_latency'))} |",
+        *([f"| {bench_latency_label(config['bench_latency'])} | {latency_text(config['bench_latency'])} |"]
+          if config.get("bench_latency") else []),
         f"| training time | {text['fit']} |",
         f"| hardware | {row['hardware']} |",
+        *([f"| evaluated | {evaluation_text(evaluation)} |"] if evaluation else []),
         *([f"| reproduced | {reproduction_text(config.get('reproduction'))} |"]
           if row["accuracy_source"] == MEASURED else []),
         f"| input | {tuple(config.get('input_size', ()))}, mean {config.get('mean')}, std {config.get('std')} |",
@@ -239,8 +263,13 @@ def model_card(config: dict[str, Any]) -> ModelCard:
         *_use_lines(row, config),
     ]
     if recipe:
-        lines += ["", "## Recipe", "", "Trained with `zoo fit --config` on this recipe:", "", "```yaml", recipe.strip(),
+        source = (f"the config stored in the checkpoint `{evaluation.get('checkpoint')}`" if evaluation
+                  else "this recipe")
+        lines += ["", "## Recipe", "", f"Trained with `zoo fit --config` on {source}:", "", "```yaml", recipe.strip(),
                   "```"]
+    elif evaluation:
+        lines += ["", "## Recipe", "", f"The checkpoint `{evaluation.get('checkpoint')}` stores no training config: "
+                  "the recipe it was trained with is unknown."]
     lines += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(lines))
 

@@ -97,6 +97,12 @@ _SCHEME_FIELDS = {
     "binary_gradient": _BOOL,
     "version": _integer(1, 1),
 }
+_LATENCY_FIELDS = {
+    "packed_ms": _SECONDS, "float_ms": _SECONDS, "speedup": _SECONDS, "batch": _optional(_integer(1, 1 << 20)),
+    "input_size": _optional(_list_of(_integer(1, MAX_SIDE))), "threads": _optional(_integer(1, 1 << 16)),
+    "repeats": _optional(_integer(1, 1 << 30)), "float": _optional(_BOOL), "hardware": _optional(_STR),
+    "torch": _optional(_STR), "baseline": _optional(_STR), "measured_with": _optional(_STR),
+}
 # The blocks the cards read: every field, where present, with its type and range.
 _BLOCKS = {
     "sizes": {"packed_bytes": _optional(_integer(0, 1 << 62)), "float_bytes": _optional(_integer(0, 1 << 62))},
@@ -109,11 +115,11 @@ _BLOCKS = {
         "top1": _FRACTION, "top5": _FRACTION, "dataset": _optional(_STR), "split": _optional(_STR),
         "source": _optional(_STR),
     },
-    "cpu_latency": {
-        "packed_ms": _SECONDS, "float_ms": _SECONDS, "speedup": _SECONDS, "batch": _optional(_integer(1, 1 << 20)),
-        "input_size": _optional(_list_of(_integer(1, MAX_SIDE))), "threads": _optional(_integer(1, 1 << 16)),
-        "repeats": _optional(_integer(1, 1 << 30)), "float": _optional(_BOOL), "hardware": _optional(_STR),
-        "torch": _optional(_STR), "baseline": _optional(_STR), "measured_with": _optional(_STR),
+    "cpu_latency": _LATENCY_FIELDS,
+    "bench_latency": _LATENCY_FIELDS,
+    "evaluation": {
+        "command": _optional(_STR), "checkpoint": _optional(_STR), "epoch": _optional(_integer(0, 1 << 62)),
+        "global_step": _optional(_integer(0, 1 << 62)), "hardware": _optional(_STR), "run_record": _optional(_BOOL),
     },
     "reproduction": {
         "top1": _FRACTION, "top5": _FRACTION, "delta_points": _optional(_number(-100.0, 100.0)),
