@@ -107,10 +107,13 @@ def test_card_and_index_show_the_cards_own_latency_and_label_the_bench_figure(tm
            "float `fp_resnet18` 2.7 ms (3.0x)")
     assert f"| CPU latency | {own} |" in text
     assert f"| CPU latency at 3x224x224, 1000 classes (the architecture at ImageNet shape) | {LINE} |" in text
-    assert "| CPU latency | n/a |" in model_card(unmeasured).text
-    rows = index_table([measured, unmeasured]).splitlines()[2:]
-    assert rows[0].startswith("| xnor_resnet18-digits |") and rows[0].endswith("| 0.9 ms | n/a | n/a |")
-    assert rows[1].startswith("| xnor_resnet34-digits |") and rows[1].endswith("| n/a | n/a | n/a |")
+    assert "| CPU latency | n/a (not measured at input 1x8x8) |" in model_card(unmeasured).text
+    assert "ImageNet shape) |" not in model_card(unmeasured).text  # the bench has no xnor_resnet34 row
+    header, _, *rows = index_table([measured, unmeasured]).splitlines()
+    assert header.endswith("| CPU latency | architecture at ImageNet shape | training time | rerun top-1 |")
+    assert rows[0].startswith("| xnor_resnet18-digits |") and rows[0].endswith("| 0.9 ms | 18.0 ms at 3x224x224 | "
+                                                                               "n/a | n/a |")
+    assert rows[1].startswith("| xnor_resnet34-digits |") and rows[1].endswith("| n/a | n/a | n/a | n/a |")
 
 
 @pytest.mark.parametrize(
@@ -137,7 +140,10 @@ def test_zoo_cards_takes_the_bench_next_to_the_cards_or_the_one_given(tmp_path, 
     imagenet = json.loads((cards / "xnor_resnet18-imagenet" / "config.json").read_text())
     digits = json.loads((cards / "xnor_resnet18-digits" / "config.json").read_text())
     assert imagenet["cpu_latency"] == LATENCY and digits["bench_latency"] == LATENCY and "cpu_latency" not in digits
-    assert "| 18.0 ms |" in capsys.readouterr().out and "| 18.0 ms |" in (cards / "index.md").read_text()
+    table = capsys.readouterr().out
+    assert table == (cards / "index.md").read_text().split("\n\n", 2)[2]
+    assert "| 18.0 ms | 18.0 ms at 3x224x224 |" in table  # the imagenet card: its own figure, at ImageNet shape
+    assert "| n/a | 18.0 ms at 3x224x224 |" in table  # the digits card: not its own latency
     assert ">18.0 ms</td>" in (cards / "index.html").read_text()
     assert LINE in (cards / "xnor_resnet18-imagenet" / "README.md").read_text()
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .latency import has_bench_settings
+
 __all__ = [
     "model_card",
     "card_name",
@@ -75,6 +77,7 @@ def card_row(config: dict[str, Any]) -> dict[str, Any]:
     training = config.get("training", {})
     reported = config.get("reported", {})
     latency = config.get("cpu_latency") or {}
+    bench = config.get("bench_latency") or (latency if has_bench_settings(config) else {})
     packed, full = sizes.get("packed_bytes"), sizes.get("float_bytes")
     if training.get("top1") is not None or training.get("top5") is not None:
         accuracy, source = training, MEASURED
@@ -95,6 +98,8 @@ def card_row(config: dict[str, Any]) -> dict[str, Any]:
         "float_bytes": full,
         "compression": (full / packed) if packed and full else None,
         "cpu_ms": latency.get("packed_ms"),
+        "bench_ms": bench.get("packed_ms"),
+        "bench_input": bench.get("input_size"),
         "fit_seconds": training.get("fit_seconds"),
         "hardware": training.get("hardware", "n/a"),
         "rerun_top1": (config.get("reproduction") or {}).get("top1"),
@@ -111,6 +116,7 @@ def row_text(row: dict[str, Any]) -> dict[str, str]:
         "float": _mb(row["float_bytes"]),
         "compression": "n/a" if row["compression"] is None else f"{row['compression']:.1f}x",
         "latency": "n/a" if row["cpu_ms"] is None else f"{row['cpu_ms']:.1f} ms",
+        "bench": "n/a" if row["bench_ms"] is None else f"{row['bench_ms']:.1f} ms at {_shape(row['bench_input'])}",
         "fit": "n/a" if row["fit_seconds"] is None else f"{row['fit_seconds']:.0f} s",
         "rerun": "n/a" if row["rerun_top1"] is None else _pct(row["rerun_top1"]),
     }
@@ -134,6 +140,12 @@ def latency_text(latency: dict[str, Any] | None) -> str:
         if latency.get("speedup") is not None:
             text += f" ({latency['speedup']:.1f}x)"
     return text
+
+
+def _own_latency_text(config: dict[str, Any]) -> str:
+    if config.get("cpu_latency") or not config.get("input_size"):
+        return latency_text(config.get("cpu_latency"))
+    return f"n/a (not measured at input {_shape(config['input_size'])})"
 
 
 def bench_latency_label(latency: dict[str, Any]) -> str:
@@ -250,7 +262,7 @@ def model_card(config: dict[str, Any]) -> ModelCard:
         f"| packed size (model.safetensors) | {text['packed']} |",
         f"| float size (float32 weights) | {text['float']} |",
         f"| compression | {text['compression']} |",
-        f"| CPU latency | {latency_text(config.get('cpu_latency'))} |",
+        f"| CPU latency | {_own_latency_text(config)} |",
         *([f"| {bench_latency_label(config['bench_latency'])} | {latency_text(config['bench_latency'])} |"]
           if config.get("bench_latency") else []),
         f"| training time | {text['fit']} |",
@@ -279,13 +291,14 @@ def index_table(configs: list[dict[str, Any]]) -> str:
     rows = sorted((card_row(c) for c in configs), key=lambda r: (r["dataset"], -(r["top1"] or 0.0), r["name"]))
     out = [
         "| model | scheme | dataset | top-1 | top-5 | accuracy | packed | float | compression | CPU latency "
-        "| training time | rerun top-1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| architecture at ImageNet shape | training time | rerun top-1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t = row_text(r)
         out.append(
             f"| {r['name']} | {r['scheme']} | {r['dataset']} | {t['top1']} | {t['top5']} | {t['source']} | "
-            f"{t['packed']} | {t['float']} | {t['compression']} | {t['latency']} | {t['fit']} | {t['rerun']} |"
+            f"{t['packed']} | {t['float']} | {t['compression']} | {t['latency']} | {t['bench']} | {t['fit']} | "
+            f"{t['rerun']} |"
         )
     return "\n".join(out) + "\n"

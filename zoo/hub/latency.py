@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BENCH_NAME", "BENCH_NETWORK", "read_bench", "cpu_latency", "with_latency"]
+__all__ = ["BENCH_NAME", "BENCH_NETWORK", "has_bench_settings", "read_bench", "cpu_latency", "with_latency"]
 
 BENCH_NAME = "bench.json"
 # The settings zoo bench builds every architecture with (zoo.create_model's defaults).
@@ -86,7 +86,7 @@ def cpu_latency(bench: dict[str, Any], architecture: str) -> dict[str, Any] | No
     return None
 
 
-def _has_bench_settings(config: dict[str, Any]) -> bool:
+def has_bench_settings(config: dict[str, Any]) -> bool:
     """Whether the card's network has :data:`BENCH_NETWORK`'s settings (the ``-imagenet`` cards)."""
     return {k: config.get(k, False if k == "small_input" else None) for k in BENCH_NETWORK} == BENCH_NETWORK
 
@@ -102,7 +102,7 @@ def with_latency(configs: list[dict[str, Any]], bench: dict[str, Any] | None) ->
         if bench is not None:
             latency = cpu_latency(bench, config["architecture"])
             config.pop("bench_latency", None)
-            if _has_bench_settings(config) and (latency is None or latency["input_size"] == size):
+            if has_bench_settings(config) and (latency is None or latency["input_size"] == size):
                 config.pop("cpu_latency", None)
                 if latency is not None:
                     config["cpu_latency"] = latency
