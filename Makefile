@@ -1,10 +1,12 @@
 # Two commands on a fresh clone: `make demo` and `make test`. Both create .venv and install the project first.
+# `make fuzz` runs the property-based tests of tests/reliability/ long: FUZZ_EXAMPLES random examples per test.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+FUZZ_EXAMPLES ?= 2000
 
-.PHONY: demo test lint clean
+.PHONY: demo test fuzz lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=10
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz ZOO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q --timeout=0 \
+		--hypothesis-show-statistics tests/reliability
 
 lint: $(STAMP)
 	$(BIN)/ruff check zoo tests

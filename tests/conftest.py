@@ -27,6 +27,13 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _bare_argv(monkeypatch):
+    """The CLI run in-process sees a command line of its own: ``sys.argv`` without pytest's arguments (LightningCLI
+    warns when it is given ``args`` while ``sys.argv`` has arguments too)."""
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+
+
 @pytest.fixture(scope="session")
 def digits_batch() -> tuple[torch.Tensor, torch.Tensor]:
     """A real, normalised batch of 64 digits from the training split at 8x8."""

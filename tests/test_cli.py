@@ -32,6 +32,7 @@ def _short(tmp_path: Path, steps: int = 3) -> list[str]:
         "--trainer.limit_predict_batches", "1",
         "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
     ]
 
 
@@ -41,6 +42,12 @@ def test_recipe_fit_then_test_validate_predict_from_checkpoint(tmp_path, hub_ser
     assert "xnor_resnet18: test top-1" in out
     assert "args parameter is intended" not in out  # the command line reaches LightningCLI once, through sys.argv
     assert "anonymous setting" not in out  # no deprecated wandb setting passed on
+    for noise in ("💡 Tip", "LeafSpec", "git root", "No CUDA runtime", "Traceback"):
+        assert noise not in out
+    lines = out.splitlines()
+    (checkpoint,) = [line.removeprefix("checkpoint: ") for line in lines if line.startswith("checkpoint: ")]
+    assert Path(checkpoint).suffix == ".ckpt" and (tmp_path / checkpoint).is_file()
+    assert 'packed: hub/xnor_resnet18-digits  (zoo.from_pretrained("hub/xnor_resnet18-digits"))' in lines
     published = tmp_path / "hub" / "xnor_resnet18-digits"
     assert "published xnor_resnet18-digits" in out
     assert {p.name for p in published.iterdir()} == {"model.safetensors", "config.json", "README.md"}
@@ -56,8 +63,20 @@ def test_recipe_fit_then_test_validate_predict_from_checkpoint(tmp_path, hub_ser
     assert (tmp_path / "cards" / "index.md").is_file()
     checkpoints = sorted(tmp_path.rglob("*.ckpt"))
     assert checkpoints, "fit must leave a checkpoint"
-    out = _run(["test", *_short(tmp_path), "--ckpt_path", str(checkpoints[-1])], cwd=tmp_path)
+    out = _run(["test", *_short(tmp_path), "--ckpt_path", str(checkpoints[-1]), "--trainer.max_epochs", "7",
+                "--publish.enabled", "true", "--publish.folder", "tested"], cwd=tmp_path)
     assert "test top-1" in out
+    tested = json.loads((tmp_path / "tested" / "xnor_resnet18-digits" / "config.json").read_text())
+    recipe = tested["training"]["recipe"]  # the fit's config, stored in the checkpoint, not this command's
+    assert recipe == config["training"]["recipe"] and "max_steps: 3" in recipe and "max_epochs: 7" not in recipe
+    assert tested["evaluation"] == {"command": "zoo test", "checkpoint": checkpoints[-1].name, "epoch": 0,
+                                    "global_step": 3, "hardware": tested["evaluation"]["hardware"],
+                                    "run_record": True}
+    assert 0 < tested["training"]["fit_seconds"] <= config["training"]["fit_seconds"]
+    assert tested["training"]["seed"] == 0 and tested["training"]["hardware"] == config["training"]["hardware"]
+    card = (tmp_path / "tested" / "xnor_resnet18-digits" / "README.md").read_text()
+    assert f"| evaluated | `zoo test` of checkpoint `{checkpoints[-1].name}` (epoch 0, step 3)" in card
+    assert f"on the config stored in the checkpoint `{checkpoints[-1].name}`:" in card
     _run(["validate", *_short(tmp_path), "--ckpt_path", str(checkpoints[-1])], cwd=tmp_path)
     _run(["predict", *_short(tmp_path), "--ckpt_path", str(checkpoints[-1])], cwd=tmp_path)
     assert list(tmp_path.rglob("offline-run-*")), "the recipe's wandb logger must record an offline run"
@@ -85,9 +104,74 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 def test_models_tool_lists_registry(tmp_path):
-    out = _run(["models", "xnor_*resnet*"], cwd=tmp_path)
+    out = _run(["models", "xnor_*resnet*", "--names"], cwd=tmp_path)
     assert out.split() == ["xnor_bireal_resnet18", "xnor_nobeta_bireal_resnet18", "xnor_nobeta_resnet18",
                            "xnor_nobeta_resnet34", "xnor_resnet18", "xnor_resnet34"]
+
+
+# ------------------------------------------------------------------------------------------- help and models
+
+
+def _exit_code(argv: list[str]) -> int:
+    from zoo.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code
+
+
+def test_help_lists_every_subcommand_with_one_line(capsys):
+    from pytorch_lightning.cli import LightningCLI
+
+    from zoo.cli import _TOOLS, overview
+
+    assert _exit_code(["--help"]) == 0
+    out = capsys.readouterr().out
+    section = out.split("subcommands:\n")[1].split("\n\n")[0].splitlines()
+    listed = {line.split()[0]: line.split(maxsplit=1)[1] for line in section}
+    assert set(listed) == set(LightningCLI.subcommands()) | set(_TOOLS)
+    assert all(len(text.split()) >= 5 for text in listed.values())  # a line that says something
+    assert _exit_code(["-h"]) == 0 and capsys.readouterr().out == out == overview()
+    assert _exit_code([]) == 2  # no subcommand: the overview, on stderr, as an error
+    assert capsys.readouterr().err == out
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict", "models", "bench", "cards", "publish"])
+def test_every_subcommand_has_a_help(subcommand, capsys):
+    from zoo.cli import SUBCOMMANDS
+
+    assert subcommand in SUBCOMMANDS
+    assert _exit_code([subcommand, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ") and f" {subcommand}" in out.splitlines()[0]
+    assert "--help" in out and len(out.splitlines()) > 5
+
+
+def test_models_prints_a_table_with_the_cards_figures(capsys):
+    from zoo.cli import main
+
+    card = json.loads((ROOT / "cards" / "xnor_resnet18-digits" / "config.json").read_text())
+    main(["models", "xnor_resnet18"])
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:4] == ["model", "scheme", "architecture", "bits"]
+    assert row.split() == ["xnor_resnet18", "xnor", "resnet18", "1/1", f"{card['sizes']['packed_bytes'] / 1e6:.2f}",
+                           "MB", f"{100 * card['training']['top1']:.2f}%",
+                           "yes" if (ROOT / "cards" / "xnor_resnet18-digits" / "model.safetensors").is_file() else "no"]
+
+
+def test_models_says_when_nothing_matches(capsys):
+    assert _exit_code(["models", "resnet*"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("zoo: no model matches 'resnet*' (") and "'*resnet*'" in captured.err
+
+
+def test_version(capsys):
+    import zoo
+    from zoo.cli import main
+
+    main(["--version"])
+    assert capsys.readouterr().out == f"zoo (xnor-zoo) {zoo.__version__}\n"
 
 
 def test_unknown_model_in_config_is_a_clear_error(tmp_path):
@@ -120,11 +204,14 @@ def _fails(args: list[str], cwd: Path, **env: str) -> tuple[int, str]:
          "xnor_nobeta_resnet18? (`zoo models` lists them)"),
         (["test", "--config", str(RECIPE), "--ckpt_path", "runs/missing.ckpt"], 1,
          "zoo: error: --ckpt_path runs/missing.ckpt: no such checkpoint file"),
+        (["test", "--config", str(RECIPE), "--publish.enabled", "true"], 1,
+         "zoo: error: zoo test --publish.enabled true needs --ckpt_path: without a checkpoint the tested weights are "
+         "the untrained initial ones"),
         (["fit", "--config", "bad.yaml"], 2,
          "zoo: error: bad.yaml, line 3, column 5: expected ',' or ']', but got ':' (while parsing a flow sequence, "
          "line 2)"),
     ],
-    ids=["unknown-model", "missing-checkpoint", "malformed-yaml"],
+    ids=["unknown-model", "missing-checkpoint", "publish-without-checkpoint", "malformed-yaml"],
 )
 def test_errors_are_one_line_without_a_traceback(args, code, message, tmp_path):
     (tmp_path / "bad.yaml").write_text(BAD_YAML)

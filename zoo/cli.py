@@ -6,7 +6,8 @@
     zoo publish hub/xnor_resnet18-digits --repo-id org/xnor_resnet18-digits
     zoo cards                       # regenerate cards/ (index.md, index.html) and print the model index
     zoo cards --from hub            # ... adding or updating the cards of published checkpoint folders
-    zoo cards --bench bench.json    # ... with each card's CPU latency from `zoo bench --json`
+    zoo cards --bench bench.json    # ... with each architecture's `zoo bench --json` latency (ImageNet shape)
+    zoo cards --measure-latency     # ... timing each zoo-trained card's network at its own input size, here
     zoo cards --imagenet            # ... with the <model>-imagenet cards of the paper's reported accuracy
     zoo cards --rerun other/hub     # ... recording reruns of the cards' recipes (reproducibility)
     zoo bench --json bench.json     # float vs packed XNOR speed (convs, models) and checkpoint sizes
@@ -22,7 +23,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -31,6 +32,8 @@ from ._unknown_name import UnknownNameError
 from .hub.publish import PublishOptions, hardware_description, publish, publish_name
 from .training.callbacks import RunReport
 from .training.module import ZooClassifier
+from .training.quiet import silence_known_noise
+from .training.run_record import RunRecord
 
 __all__ = ["ConfigFileError", "ZooCLI", "main"]
 
@@ -55,11 +58,14 @@ class ZooCLI(LightningCLI):
 
     ``model.num_classes`` and ``model.in_chans`` follow the data module. ``fit`` ends with a ``test`` of the final
     weights unless ``--test_after_fit false``; with ``--publish.enabled true`` the tested model is packed and written
-    to the folder hub (and pushed to the Hub with ``--publish.repo_id``).
+    to the folder hub (and pushed to the Hub with ``--publish.repo_id``). ``fit`` ends by printing the checkpoint's
+    path and the packed folder. Every checkpoint carries the run's config (:class:`RunRecord`), so that a card
+    published by ``test --ckpt_path`` describes the training run that made it.
     """
 
     def __init__(self, args: list[str] | None = None, **kwargs):
-        kwargs.setdefault("trainer_defaults", {"callbacks": [RunReport()]})
+        silence_known_noise()
+        kwargs.setdefault("trainer_defaults", {"callbacks": [RunReport(), RunRecord()]})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_class", ZooArgumentParser)
         super().__init__(ZooClassifier, pl.LightningDataModule, subclass_mode_data=True, args=args, **kwargs)
@@ -71,28 +77,58 @@ class ZooCLI(LightningCLI):
         parser.add_class_arguments(PublishOptions, "publish")
 
     def before_instantiate_classes(self) -> None:
-        """A ``--ckpt_path`` that names no file is an error before anything is built (Lightning's comes after)."""
+        """A ``--ckpt_path`` that names no file, or none for ``test --publish.enabled true``, is an error before
+        anything is built (Lightning's comes after)."""
         path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        if self.subcommand == "test" and path is None and self.config.test.publish.enabled:
+            raise ValueError("zoo test --publish.enabled true needs --ckpt_path: without a checkpoint the tested "
+                             "weights are the untrained initial ones")
         if (isinstance(path, str) and path not in _CKPT_PATH_WORDS and not path.startswith("registry")
                 and "://" not in path and not Path(path).is_file()):
             raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file")
 
     def before_fit(self) -> None:
         self._check_publish_name()
+        record = self._record()
+        record.recipe, record.hardware = self._run_config_yaml(), hardware_description()
+        record.seed = self.config[self.subcommand].get("seed_everything")
 
     def before_test(self) -> None:
         self._check_publish_name()
 
     def after_fit(self) -> None:
+        folder = None
         if self.config[self.subcommand].get("test_after_fit", True) and not self.trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-            self._publish()
+            folder = self._publish()
+        if self.trainer.is_global_zero:
+            self._print_outputs(folder)
 
     def after_test(self) -> None:
         self._publish()
 
     def _report(self) -> RunReport:
         return next(c for c in self.trainer.callbacks if isinstance(c, RunReport))
+
+    def _record(self) -> RunRecord:
+        return next(c for c in self.trainer.callbacks if isinstance(c, RunRecord))
+
+    def _run_config_yaml(self) -> str:
+        """This command's config as YAML, without the Hub token (never published)."""
+        run_config = self.config[self.subcommand].clone()
+        run_config.publish.token = None
+        return self._parser(self.subcommand).dump(run_config, skip_none=False)
+
+    def _print_outputs(self, folder: Path | None) -> None:
+        """The files a fit leaves, for the next command: its checkpoint (for ``zoo test --ckpt_path``) and the
+        packed folder (for ``zoo.from_pretrained``)."""
+        checkpoint = self.trainer.checkpoint_callback
+        path = (checkpoint.last_model_path or checkpoint.best_model_path) if checkpoint is not None else ""
+        print(f"checkpoint: {path}" if path else "checkpoint: none (checkpointing is off)")
+        if folder is not None:
+            print(f'packed: {folder}  (zoo.from_pretrained("{folder}"))')
+        else:
+            print("packed: none (--publish.enabled true packs the tested model into --publish.folder, default hub/)")
 
     def _publish_options(self) -> PublishOptions:
         return PublishOptions(**vars(self.config[self.subcommand].publish))
@@ -106,14 +142,32 @@ class ZooCLI(LightningCLI):
         if options.enabled:
             publish_name(options, f"{self.model.hparams.model_name}-{self._dataset()}")
 
-    def _publish(self) -> None:
+    def _training_info(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The card's ``training`` entries and, for ``test --ckpt_path``, its ``evaluation`` entry: after ``fit``,
+        this run; after ``test``, the run recorded in the checkpoint (no recipe, time or seed where it recorded
+        none), and which checkpoint was evaluated."""
+        record = self._record()
+        if self.subcommand == "fit":
+            return {"fit_seconds": self._report().fit_seconds, "hardware": record.hardware, "seed": record.seed,
+                    "recipe": record.recipe}, None
+        stored = record.restored or {}
+        evaluation = {
+            "command": f"zoo {self.subcommand}",
+            "checkpoint": Path(self.config[self.subcommand].ckpt_path).name,
+            **(record.checkpoint or {}),
+            "hardware": hardware_description(),
+            "run_record": record.restored is not None,
+        }
+        training = {"fit_seconds": stored.get("fit_seconds"), "hardware": stored.get("hardware"),
+                    "seed": stored.get("seed"), "recipe": stored.get("recipe")}
+        return training, evaluation
+
+    def _publish(self) -> Path | None:
         options = self._publish_options()
         if not options.enabled or not self.trainer.is_global_zero:
-            return
+            return None
         report, dm, dataset = self._report(), self.datamodule, self._dataset()
-        run_config = self.config[self.subcommand].clone()
-        run_config.publish.token = None  # never publish a secret with the recipe
-        recipe = self._parser(self.subcommand).dump(run_config, skip_none=False)
+        training, evaluation = self._training_info()
         info = {
             "name": f"{self.model.hparams.model_name}-{dataset}",
             "input_size": list(getattr(dm, "input_size", ())),
@@ -124,21 +178,34 @@ class ZooCLI(LightningCLI):
                 "split": "test",
                 "top1": report.test_metrics.get("test/top1"),
                 "top5": report.test_metrics.get("test/top5"),
-                "fit_seconds": report.fit_seconds,
-                "hardware": hardware_description(),
-                "seed": self.config[self.subcommand].get("seed_everything"),
-                "recipe": recipe,
+                **training,
             },
+            **({"evaluation": evaluation} if evaluation is not None else {}),
         }
         folder = publish(self.model.model, options, info)
         print(f"published {info['name']} to {folder}" + (f" and {options.repo_id}" if options.repo_id else ""))
+        return folder
 
 
 def _models(argv: list[str]) -> None:
-    from .models import list_models
+    from .hub.catalog import CARD_DATASET, default_cards_folder, model_rows, models_table
 
-    for name in list_models(argv[0] if argv else "*"):
-        print(name)
+    parser = argparse.ArgumentParser(
+        prog="zoo models",
+        description="list the zoo's models: scheme, architecture, bits (weights/inputs of the binary layers) and, "
+                    f"from the model's {CARD_DATASET} card, its packed size, top-1 and whether weights come with it",
+    )
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'xnor_*' (default: all)")
+    parser.add_argument("--cards", type=Path, default=default_cards_folder(),
+                        help="the cards folder (default: the zoo's cards/)")
+    parser.add_argument("--names", action="store_true", help="print the names only, one a line")
+    args = parser.parse_args(argv)
+    rows = model_rows(args.pattern, args.cards)
+    if not rows:
+        print(f"zoo: no model matches {args.pattern!r} (names are <scheme>_<architecture>, e.g. 'xnor_resnet18': "
+              "try '*resnet*'; `zoo models` lists them all)", file=sys.stderr)
+        sys.exit(1)
+    print("\n".join(r["name"] for r in rows) if args.names else models_table(rows), end="\n" if args.names else "")
 
 
 def _publish(argv: list[str]) -> None:
@@ -170,8 +237,13 @@ def _cards(argv: list[str]) -> None:
                         help="regenerate the cards from the checkpoint folders under this folder hub")
     parser.add_argument("--out", type=Path, default=Path("cards"), help="the cards folder (default: cards)")
     parser.add_argument("--bench", type=Path, default=None,
-                        help="a `zoo bench --json` file giving each card its CPU latency (default: OUT/bench.json if "
-                             "it exists; without one, the latencies already in the cards are kept)")
+                        help="a `zoo bench --json` file giving each card its architecture's CPU latency at the bench's "
+                             "input size (the card's own latency where that is the card's network; default: "
+                             "OUT/bench.json if it exists; without one, the latencies already in the cards are kept)")
+    parser.add_argument("--measure-latency", action="store_true",
+                        help="time each zoo-trained card's own network at its own input size on this machine (batch "
+                             "1, median of --repeats) as the card's CPU latency")
+    parser.add_argument("--repeats", type=int, default=21, help="timed rounds of --measure-latency (default: 21)")
     parser.add_argument("--imagenet", action="store_true",
                         help="(re)generate the <model>-imagenet cards: the paper's reported ImageNet accuracy next to "
                              "the packed size measured on the architecture")
@@ -192,8 +264,11 @@ def _cards(argv: list[str]) -> None:
             print(f"no {architecture} card: the zoo does not register {architecture}", file=sys.stderr)
     merged = {card_name(c): c for c in configs}
     configs = [merged[k] for k in sorted(merged)]
-    if bench.is_file():
-        configs = with_latency(configs, read_bench(bench))
+    configs = with_latency(configs, read_bench(bench) if bench.is_file() else None)
+    if args.measure_latency:
+        from .hub.card_latency import with_measured_latency
+
+        configs = with_measured_latency(configs, repeats=args.repeats)
     if args.rerun is not None:
         if not args.rerun.is_dir():
             parser.error(f"--rerun {args.rerun}: no such folder")
@@ -210,7 +285,39 @@ def _bench(argv: list[str]) -> None:
     bench_main(argv)
 
 
-_TOOLS = {"models": _models, "publish": _publish, "cards": _cards, "bench": _bench}
+# The zoo's own subcommands, beside LightningCLI's, with the line `zoo --help` gives each.
+_TOOLS = {"models": _models, "bench": _bench, "cards": _cards, "publish": _publish}
+SUBCOMMANDS = {
+    "fit": "train a model on a recipe, then test the final weights (--publish.enabled true packs and publishes it)",
+    "validate": "evaluate a checkpoint (--ckpt_path) on the validation split",
+    "test": "evaluate a checkpoint (--ckpt_path) on the test split (--publish.enabled true packs and publishes it)",
+    "predict": "run a checkpoint (--ckpt_path) on the predict split",
+    "models": "list the zoo's models: scheme, bits, and their digits card's packed size, top-1 and weights",
+    "bench": "time packed XNOR convs and models against float and int8 (CPU), or the Triton kernel (GPU)",
+    "cards": "regenerate cards/: a model card per model, index.md and the index.html leaderboard",
+    "publish": "push a packed checkpoint folder to the Hugging Face Hub",
+}
+
+
+def overview() -> str:
+    """What ``zoo``, ``zoo -h`` and ``zoo --help`` print: every subcommand with one line."""
+    width = max(map(len, SUBCOMMANDS))
+    lines = [
+        "usage: zoo SUBCOMMAND [options]     (zoo SUBCOMMAND --help for its options)",
+        "",
+        "Binary neural networks (XNOR-Net) on timm, PyTorch Lightning and the Hugging Face Hub.",
+        "",
+        "subcommands:",
+        *(f"  {name.ljust(width)}  {text}" for name, text in SUBCOMMANDS.items()),
+        "",
+        "examples:",
+        "  zoo fit --config recipes/digits/xnor_resnet18.yaml",
+        "  zoo test --config recipes/digits/xnor_resnet18.yaml --ckpt_path PATH.ckpt",
+        "  zoo models 'xnor_*'",
+        "",
+        "--debug (or ZOO_DEBUG=1) shows the traceback of an error.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def check_config_files(argv: list[str]) -> None:
@@ -255,9 +362,18 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["ZOO_DEBUG"] = "1"  # for the processes a DDP run starts with the same command line
     if from_command_line:
         sys.argv[1:] = argv
+    silence_known_noise()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(overview(), end="", file=sys.stdout if argv else sys.stderr)
+        sys.exit(0 if argv else 2)
+    if argv[0] == "--version":
+        from . import __version__
+
+        print(f"zoo (xnor-zoo) {__version__}")
+        return
     try:
         check_config_files(argv)
-        if argv and argv[0] in _TOOLS:
+        if argv[0] in _TOOLS:
             _TOOLS[argv[0]](argv[1:])
             return
         # From the command line LightningCLI reads sys.argv itself (given both, it warns that they may disagree).

@@ -58,3 +58,26 @@ def test_write_and_collect_cards(tmp_path):
     assert json.loads((tmp_path / "cards" / "xnor_resnet18-digits" / "config.json").read_text()) == CONFIG
     assert table in (tmp_path / "cards" / "index.md").read_text()
     assert collect_cards(tmp_path / "cards") == [CONFIG]
+
+
+def test_the_committed_cards_are_their_own_regeneration(tmp_path, capsys):
+    """cards/ is what `zoo cards` makes of its configs and bench.json; no card shows a latency at another input."""
+    import shutil
+    from pathlib import Path
+
+    from zoo.cli import main
+
+    committed = Path(__file__).resolve().parents[2] / "cards"
+    shutil.copytree(committed, tmp_path / "cards")
+    main(["cards", "--out", str(tmp_path / "cards")])
+    capsys.readouterr()
+    files = sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "cards") for p in (tmp_path / "cards").rglob("*") if p.is_file())
+    for name in files:
+        assert (tmp_path / "cards" / name).read_bytes() == (committed / name).read_bytes(), name
+    for config in collect_cards(committed):
+        latency = config.get("cpu_latency")
+        assert latency is None or latency["input_size"] == config["input_size"], config["name"]
+        if config.get("bench_latency"):
+            assert config["bench_latency"]["input_size"] != config["input_size"]
+            assert "(the architecture at ImageNet shape) |" in (committed / config["name"] / "README.md").read_text()

@@ -79,6 +79,10 @@ RAW = {
     "repeated key": (b'{"num_classes": 10, "num_classes": 1000}', r"config\.json: not valid JSON \(key 'num_classes' "
                      "appears twice"),
     "huge integer": (b'{"num_classes": 1' + b"0" * 5000 + b"}", r"config\.json: not valid JSON \(Exceeds the limit"),
+    "number beyond float range": (b'{"training": {"notes": -1e999}}', r"config\.json: not valid JSON \(number -1e999 "
+                                  r"is beyond float range"),
+    "long number beyond float range": (b'{"top": 1' + b"0" * 400 + b'.5}', r"not valid JSON \(number 1000000000"
+                                       r"000000000000000000000000000000\.\.\. is beyond float range"),
 }
 
 FIELDS = {

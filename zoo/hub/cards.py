@@ -2,8 +2,10 @@
 
 The card's YAML header is huggingface_hub's ``ModelCardData`` with a ``model-index`` of eval results (top-1 and
 top-5 on the named dataset and split) for accuracies measured here; its body gives the packed and float sizes, the
-compression ratio, the CPU latency (from a ``zoo bench`` JSON, see ``latency.py``), the recipe that produced the
-model, the training time and hardware, and the paper reference.
+compression ratio, the CPU latency at the card's own input size (``card_latency.py``) and, labelled with its input
+size, the architecture's ``zoo bench`` figure at ImageNet shape (``latency.py``), the recipe that produced the model
+(for a card published by ``zoo test --ckpt_path``, the one stored in the checkpoint, and which checkpoint was
+evaluated), the training time and hardware, and the paper reference.
 
 A card may instead carry an accuracy the paper reports (``config["reported"]``, see ``paper_results.py``): its body,
 the index and the leaderboard label it "reported in the paper, not reproduced here", and it is left out of the
@@ -16,6 +18,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .latency import has_bench_settings
+
 __all__ = [
     "model_card",
     "card_name",
@@ -23,6 +27,8 @@ __all__ = [
     "row_text",
     "index_table",
     "latency_text",
+    "evaluation_text",
+    "bench_latency_label",
     "reproduction_text",
     "PAPER_URL",
     "CITATION",
@@ -71,6 +77,7 @@ def card_row(config: dict[str, Any]) -> dict[str, Any]:
     training = config.get("training", {})
     reported = config.get("reported", {})
     latency = config.get("cpu_latency") or {}
+    bench = config.get("bench_latency") or (latency if has_bench_settings(config) else {})
     packed, full = sizes.get("packed_bytes"), sizes.get("float_bytes")
     if training.get("top1") is not None or training.get("top5") is not None:
         accuracy, source = training, MEASURED
@@ -91,6 +98,8 @@ def card_row(config: dict[str, Any]) -> dict[str, Any]:
         "float_bytes": full,
         "compression": (full / packed) if packed and full else None,
         "cpu_ms": latency.get("packed_ms"),
+        "bench_ms": bench.get("packed_ms"),
+        "bench_input": bench.get("input_size"),
         "fit_seconds": training.get("fit_seconds"),
         "hardware": training.get("hardware", "n/a"),
         "rerun_top1": (config.get("reproduction") or {}).get("top1"),
@@ -107,6 +116,7 @@ def row_text(row: dict[str, Any]) -> dict[str, str]:
         "float": _mb(row["float_bytes"]),
         "compression": "n/a" if row["compression"] is None else f"{row['compression']:.1f}x",
         "latency": "n/a" if row["cpu_ms"] is None else f"{row['cpu_ms']:.1f} ms",
+        "bench": "n/a" if row["bench_ms"] is None else f"{row['bench_ms']:.1f} ms at {_shape(row['bench_input'])}",
         "fit": "n/a" if row["fit_seconds"] is None else f"{row['fit_seconds']:.0f} s",
         "rerun": "n/a" if row["rerun_top1"] is None else _pct(row["rerun_top1"]),
     }
@@ -122,13 +132,35 @@ def latency_text(latency: dict[str, Any] | None) -> str:
         f"input {_shape(latency.get('input_size'))}, {latency.get('threads', '?')} threads, "
         f"{latency.get('hardware', 'unknown hardware')}, torch {latency.get('torch', '?')}"
     )
-    if latency.get("float"):
-        text += f"; timed as `{latency['baseline']}`, the float baseline of `{latency.get('measured_with')}`"
+    if latency.get("float") and latency.get("measured_with"):
+        text += f"; timed as `{latency['baseline']}`, the float baseline of `{latency['measured_with']}`"
     elif latency.get("float_ms") is not None:
         baseline = f"float `{latency['baseline']}`" if latency.get("baseline") else "float"
         text += f"; {baseline} {latency['float_ms']:.1f} ms"
         if latency.get("speedup") is not None:
             text += f" ({latency['speedup']:.1f}x)"
+    return text
+
+
+def _own_latency_text(config: dict[str, Any]) -> str:
+    if config.get("cpu_latency") or not config.get("input_size"):
+        return latency_text(config.get("cpu_latency"))
+    return f"n/a (not measured at input {_shape(config['input_size'])})"
+
+
+def bench_latency_label(latency: dict[str, Any]) -> str:
+    """The card's row label of the architecture's ``zoo bench`` figure: its input size and classes, not the card's."""
+    return f"CPU latency at {_shape(latency.get('input_size'))}, 1000 classes (the architecture at ImageNet shape)"
+
+
+def evaluation_text(evaluation: dict[str, Any]) -> str:
+    """One line for a card published by ``zoo test --ckpt_path``: which checkpoint the figures above evaluate."""
+    where = f"checkpoint `{evaluation.get('checkpoint')}`"
+    if evaluation.get("global_step") is not None:
+        where += f" (epoch {evaluation.get('epoch')}, step {evaluation['global_step']})"
+    text = f"`{evaluation.get('command', 'zoo test')}` of {where}"
+    if evaluation.get("hardware"):
+        text += f", {evaluation['hardware']}"
     return text
 
 
@@ -212,6 +244,7 @@ def model_card(config: dict[str, Any]) -> ModelCard:
         eval_results=_eval_results(config) or None,
     )
     recipe = training.get("recipe")
+    evaluation = config.get("evaluation")
     storage = (
         "the full-precision baseline, stored in float32" if row["scheme"] == "fp"
         else "stored bit-packed: 1 bit per binary weight"
@@ -229,9 +262,12 @@ def model_card(config: dict[str, Any]) -> ModelCard:
         f"| packed size (model.safetensors) | {text['packed']} |",
         f"| float size (float32 weights) | {text['float']} |",
         f"| compression | {text['compression']} |",
-        f"| CPU latency | {latency_text(config.get('cpu_latency'))} |",
+        f"| CPU latency | {_own_latency_text(config)} |",
+        *([f"| {bench_latency_label(config['bench_latency'])} | {latency_text(config['bench_latency'])} |"]
+          if config.get("bench_latency") else []),
         f"| training time | {text['fit']} |",
         f"| hardware | {row['hardware']} |",
+        *([f"| evaluated | {evaluation_text(evaluation)} |"] if evaluation else []),
         *([f"| reproduced | {reproduction_text(config.get('reproduction'))} |"]
           if row["accuracy_source"] == MEASURED else []),
         f"| input | {tuple(config.get('input_size', ()))}, mean {config.get('mean')}, std {config.get('std')} |",
@@ -239,8 +275,13 @@ def model_card(config: dict[str, Any]) -> ModelCard:
         *_use_lines(row, config),
     ]
     if recipe:
-        lines += ["", "## Recipe", "", "Trained with `zoo fit --config` on this recipe:", "", "```yaml", recipe.strip(),
+        source = (f"the config stored in the checkpoint `{evaluation.get('checkpoint')}`" if evaluation
+                  else "this recipe")
+        lines += ["", "## Recipe", "", f"Trained with `zoo fit --config` on {source}:", "", "```yaml", recipe.strip(),
                   "```"]
+    elif evaluation:
+        lines += ["", "## Recipe", "", f"The checkpoint `{evaluation.get('checkpoint')}` stores no training config: "
+                  "the recipe it was trained with is unknown."]
     lines += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(lines))
 
@@ -250,13 +291,14 @@ def index_table(configs: list[dict[str, Any]]) -> str:
     rows = sorted((card_row(c) for c in configs), key=lambda r: (r["dataset"], -(r["top1"] or 0.0), r["name"]))
     out = [
         "| model | scheme | dataset | top-1 | top-5 | accuracy | packed | float | compression | CPU latency "
-        "| training time | rerun top-1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| architecture at ImageNet shape | training time | rerun top-1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t = row_text(r)
         out.append(
             f"| {r['name']} | {r['scheme']} | {r['dataset']} | {t['top1']} | {t['top5']} | {t['source']} | "
-            f"{t['packed']} | {t['float']} | {t['compression']} | {t['latency']} | {t['fit']} | {t['rerun']} |"
+            f"{t['packed']} | {t['float']} | {t['compression']} | {t['latency']} | {t['bench']} | {t['fit']} | "
+            f"{t['rerun']} |"
         )
     return "\n".join(out) + "\n"

@@ -1,9 +1,9 @@
 """Reading ``config.json``: the zoo's own strict reader, run before anything else parses or trusts the file.
 
 The file must be a regular file (a symbolic link is followed, but not to a device or a FIFO) of at most
-:data:`MAX_CONFIG_BYTES`, UTF-8, one JSON object (no NaN / Infinity, no repeated keys) nested at most
-:data:`MAX_DEPTH` deep, and every field the zoo reads must have its type and range. Any violation is one
-:class:`CheckpointError` naming the file and the problem.
+:data:`MAX_CONFIG_BYTES`, UTF-8, one JSON object (no NaN / Infinity, no number beyond float range such as ``1e400``,
+which would read as an infinity, no repeated keys) nested at most :data:`MAX_DEPTH` deep, and every field the zoo
+reads must have its type and range. Any violation is one :class:`CheckpointError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -97,6 +97,12 @@ _SCHEME_FIELDS = {
     "binary_gradient": _BOOL,
     "version": _integer(1, 1),
 }
+_LATENCY_FIELDS = {
+    "packed_ms": _SECONDS, "float_ms": _SECONDS, "speedup": _SECONDS, "batch": _optional(_integer(1, 1 << 20)),
+    "input_size": _optional(_list_of(_integer(1, MAX_SIDE))), "threads": _optional(_integer(1, 1 << 16)),
+    "repeats": _optional(_integer(1, 1 << 30)), "float": _optional(_BOOL), "hardware": _optional(_STR),
+    "torch": _optional(_STR), "baseline": _optional(_STR), "measured_with": _optional(_STR),
+}
 # The blocks the cards read: every field, where present, with its type and range.
 _BLOCKS = {
     "sizes": {"packed_bytes": _optional(_integer(0, 1 << 62)), "float_bytes": _optional(_integer(0, 1 << 62))},
@@ -109,11 +115,11 @@ _BLOCKS = {
         "top1": _FRACTION, "top5": _FRACTION, "dataset": _optional(_STR), "split": _optional(_STR),
         "source": _optional(_STR),
     },
-    "cpu_latency": {
-        "packed_ms": _SECONDS, "float_ms": _SECONDS, "speedup": _SECONDS, "batch": _optional(_integer(1, 1 << 20)),
-        "input_size": _optional(_list_of(_integer(1, MAX_SIDE))), "threads": _optional(_integer(1, 1 << 16)),
-        "repeats": _optional(_integer(1, 1 << 30)), "float": _optional(_BOOL), "hardware": _optional(_STR),
-        "torch": _optional(_STR), "baseline": _optional(_STR), "measured_with": _optional(_STR),
+    "cpu_latency": _LATENCY_FIELDS,
+    "bench_latency": _LATENCY_FIELDS,
+    "evaluation": {
+        "command": _optional(_STR), "checkpoint": _optional(_STR), "epoch": _optional(_integer(0, 1 << 62)),
+        "global_step": _optional(_integer(0, 1 << 62)), "hardware": _optional(_STR), "run_record": _optional(_BOOL),
     },
     "reproduction": {
         "top1": _FRACTION, "top5": _FRACTION, "delta_points": _optional(_number(-100.0, 100.0)),
@@ -162,6 +168,15 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(token: str) -> float:
+    """A JSON number with a fraction or exponent as a float; past float range (``1e400``) it would be an infinity."""
+    value = float(token)
+    if not math.isfinite(value):
+        shown = token if len(token) <= 40 else f"{token[:40]}..."
+        raise ValueError(f"number {shown} is beyond float range")
+    return value
+
+
 def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = dict(pairs)
     if len(out) != len(pairs):
@@ -189,7 +204,7 @@ def _parse(path: Path, data: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise CheckpointError(f"{path}: not UTF-8 (byte {data[e.start]:#04x} at offset {e.start})") from None
     try:
-        config = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_repeats)
+        config = json.loads(text, parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=_no_repeats)
     except RecursionError:
         raise CheckpointError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)") from None
     except ValueError as e:

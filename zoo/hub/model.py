@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import ModelHubMixin, hf_hub_download
+from huggingface_hub import ModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -37,6 +37,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from .endpoint import unreachable
 
 __all__ = ["BinaryModel", "from_pretrained", "pack_model"]
 
@@ -152,6 +153,10 @@ def _is_repo_id(name: str) -> bool:
 
 
 def _download(repo_id: str, revision, cache_dir, force_download, local_files_only, token) -> Path:
+    """The repo's files from the Hub, or from the Hub cache alone when offline or when the endpoint does not answer
+    (:func:`~zoo.hub.endpoint.unreachable`, within a second, instead of huggingface_hub's retries)."""
+    down = None if local_files_only or constants.HF_HUB_OFFLINE else unreachable(constants.ENDPOINT)
+    local_files_only = local_files_only or down is not None
     paths = []
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
@@ -162,6 +167,9 @@ def _download(repo_id: str, revision, cache_dir, force_download, local_files_onl
                 )
             )
         except LocalEntryNotFoundError as e:
+            if down is not None:
+                raise CheckpointError(f"{repo_id}: no such local folder, the Hub at {constants.ENDPOINT} is "
+                                      f"unreachable ({down}), and {filename} is not in the Hub cache") from e
             raise CheckpointError(f"{repo_id}: no such local folder, and {filename} is not in the Hub cache while "
                                   "offline (HF_HUB_OFFLINE, local_files_only=True, or the Hub unreachable)") from e
         except RepositoryNotFoundError as e:

@@ -28,6 +28,11 @@ class ZooWandbLogger(WandbLogger):
     (``wandb sync`` uploads them later) unless an API key is set up."""
 
     def __init__(self, *args, offline: bool | None = None, **kwargs):
+        # wandb looks for a git repository from its run folder and warns that the "git root" does not exist when the
+        # folder is not there yet (the first run of a recipe): create it first.
+        run_folder = kwargs.get("save_dir") or kwargs.get("dir")  # what WandbLogger gives wandb.init as its dir
+        if run_folder:
+            Path(run_folder).mkdir(parents=True, exist_ok=True)
         super().__init__(*args, offline=not wandb_configured() if offline is None else offline, **kwargs)
         # Lightning always passes wandb.init an `anonymous` setting (None when not asked for), which recent wandb
         # versions deprecate with a warning on every run; leave it out unless it was asked for.
