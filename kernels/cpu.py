@@ -20,10 +20,12 @@ its ISA by function attributes and runs only where the CPU has it, detected at r
 sources, the flags and the torch / Python versions, so later processes only load the library (well under a second).
 The library registers private ops ``torch.ops.zoo_xnor_cpu.*``; the public ops are in :mod:`zoo_kernels.ops`.
 
-Variants: :func:`variant_table` lists every compiled variant and whether it runs here, :func:`available_variants`
-those that run, :func:`kernel_info` also the CPU features detected; ``ZOO_KERNELS_ISA=scalar|avx2|avx512`` (read at
-load) makes every "auto" call run that ISA (a name not in the table is a ValueError; one the CPU lacks, a RuntimeError
-at each auto call naming the choices).
+Variants: :func:`variant_table` lists every compiled variant of the conv and whether it runs here,
+:func:`available_variants` those that run, :func:`kernel_info` also the CPU features detected;
+:func:`available_pack_variants` and :func:`pack_info` the same for the packing (``cpu_pack_ukernels.h``: one file per
+ISA, avx512 / avx2 / scalar, all with the same results); ``ZOO_KERNELS_ISA=scalar|avx2|avx512`` (read at load) makes
+every "auto" call, conv and packing, run that ISA (a name not in the table is a ValueError; one the CPU lacks, a
+RuntimeError at each auto call naming the choices).
 
 Fallback: if the build or load fails (no compiler, ...), or ``ZOO_KERNELS_DISABLE_CPP=1``, a warning is issued once,
 :func:`cpu_kernel_available` returns False and the functions below compute the same results with the pure-PyTorch

@@ -105,6 +105,17 @@ ZOO_AVX2 inline uint32_t signs8(const float* src, const float* scale, const floa
   return kTail ? bits & ((1u << n) - 1) : bits;  // NaN -> 0; padding bits 0
 }
 
+// The 16 partial sums of |y| (lo: 0..7, hi: 8..15) in double, folded by halves (the order of cpu_pack_ukernels.h).
+ZOO_AVX2 inline double fold16(__m256 lo, __m256 hi) {
+  const __m256d s0 = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(lo)),
+                                   _mm256_cvtps_pd(_mm256_castps256_ps128(hi)));  // d_i + d_{i+8}, i = 0..3
+  const __m256d s1 = _mm256_add_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)),
+                                   _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)));  // i = 4..7
+  const __m256d t = _mm256_add_pd(s0, s1);                                          // + d_{i+4}, i < 4
+  const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));  // + d_{i+2}, i < 2
+  return _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
+}
+
 // Pixels q .. q + qn - 1 (qn <= 64) of an NCHW float image (channel c's plane at img + c * plane): per channel, up
 // to 8 compares + movemasks give a 64-bit mask of the pixels' bits (the last 8 pixels by a masked load), which
 // transpose_word_bits turns into words. dst: the image's NHWC words; total[p] += sum_c |y| of pixel q + p (kAbs).
@@ -251,14 +262,7 @@ ZOO_AVX2 void pack_signs_rows_avx2(const float* x, int64_t pixels, int64_t C, co
       }
       dst[full] = static_cast<int32_t>(word);
     }
-    if (absmean) {
-      alignas(32) float lanes[16];
-      _mm256_store_ps(lanes, acc[0]);
-      _mm256_store_ps(lanes + 8, acc[1]);
-      double total = 0.0;
-      for (const float v : lanes) total += static_cast<double>(v);
-      absmean[p] = static_cast<float>(total / static_cast<double>(C));
-    }
+    if (absmean) absmean[p] = static_cast<float>(fold16(acc[0], acc[1]) / static_cast<double>(C));
   }
 }
 

@@ -99,6 +99,16 @@ ZOO_AVX512 inline uint32_t signs16(__m512 y, __mmask16 valid) {  // y >= 0 (NaN:
   return static_cast<uint32_t>(_mm512_mask_cmp_ps_mask(valid, y, _mm512_setzero_ps(), _CMP_GE_OQ));
 }
 
+// The 16 partial sums of |y| in double, folded by halves (the order of cpu_pack_ukernels.h).
+ZOO_AVX512 inline double fold16(__m512 acc) {
+  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(acc));  // d_0 .. d_7
+  const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));  // d_8 ..
+  const __m512d s = _mm512_add_pd(lo, hi);                                                   // d_i + d_{i+8}, i < 8
+  const __m256d t = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd(s, 1));  // + d_{i+4}, i < 4
+  const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));      // + d_{i+2}, i < 2
+  return _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
+}
+
 // Pixels q .. q + qn - 1 (qn <= 64) of an NCHW float image (channel c's plane at img + c * plane): per channel, up
 // to 4 compares into masks give a 64-bit mask of the pixels' bits (the last 16 pixels by a masked load), which
 // transpose_word_bits turns into words. dst: the image's NHWC words; total[p] += sum_c |y| of pixel q + p (kAbs).
@@ -223,13 +233,7 @@ ZOO_AVX512 void pack_signs_rows_avx512(const float* x, int64_t pixels, int64_t C
       acc = _mm512_add_ps(acc, _mm512_abs_ps(y0));
       acc = _mm512_add_ps(acc, _mm512_abs_ps(y1));
     }
-    if (absmean) {
-      alignas(64) float lanes[16];
-      _mm512_store_ps(lanes, acc);
-      double total = 0.0;
-      for (const float v : lanes) total += static_cast<double>(v);
-      absmean[p] = static_cast<float>(total / static_cast<double>(C));
-    }
+    if (absmean) absmean[p] = static_cast<float>(fold16(acc) / static_cast<double>(C));
   }
 }
 

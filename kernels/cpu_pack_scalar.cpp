@@ -31,6 +31,16 @@ inline uint32_t kbit_level(T y, T n) {
   return static_cast<uint32_t>(std::floor(n * (t + T(1)) / T(2) + T(0.5)));
 }
 
+// The 16 partial sums of |y| in double, folded by halves (the order of cpu_pack_ukernels.h).
+template <typename T>
+double fold16(const T part[kAbsLanes]) {
+  double d[kAbsLanes];
+  for (int i = 0; i < kAbsLanes; ++i) d[i] = static_cast<double>(part[i]);
+  for (int half = kAbsLanes / 2; half >= 1; half /= 2)
+    for (int i = 0; i < half; ++i) d[i] += d[i + half];
+  return d[0];
+}
+
 template <typename T>
 void signs_rows(const T* x, int64_t pixels, int64_t C, const float* scale, const float* shift, int32_t* out,
                 float* absmean) {
@@ -47,11 +57,7 @@ void signs_rows(const T* x, int64_t pixels, int64_t C, const float* scale, const
       }
       out[p * Cw + k] = static_cast<int32_t>(word);
     }
-    if (absmean) {
-      double total = 0.0;
-      for (const T s : part) total += static_cast<double>(s);
-      absmean[p] = static_cast<float>(total / static_cast<double>(C));
-    }
+    if (absmean) absmean[p] = static_cast<float>(fold16(part) / static_cast<double>(C));
   }
 }
 

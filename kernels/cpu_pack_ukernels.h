@@ -12,7 +12,8 @@
 // Every variant gives the same words and the same absmean, bit for bit: the channel mean of |y| is summed in one order,
 // which each ISA computes in its own registers:
 //   channels_last: per pixel 16 float partial sums, partial i of |y_c| over c = i mod 16 in increasing c, then the 16
-//     partials in double in order i = 0 .. 15;
+//     partials in double folded by halves (d_i += d_{i+8} for i < 8, then d_i += d_{i+4}, d_{i+2}, d_{i+1}: four
+//     vector adds instead of a chain of 16);
 //   NCHW: per pixel and word k, a float sum of |y_c| over c = 32 k .. 32 k + 31 in increasing c, then the words' sums
 //     in double in increasing k;
 // and absmean = (float) (total / C). (Adding the zeros of masked lanes leaves a sum of |y| unchanged.)

@@ -41,6 +41,8 @@ def popcount32(words: torch.Tensor) -> torch.Tensor:
     """Number of set bits of each int32 word (int64 result), via a byte lookup table."""
     if words.dtype != torch.int32:
         raise TypeError(f"popcount32 expects int32 words, got {words.dtype}")
+    if words.numel() == 0:  # (an empty tensor counts as contiguous whatever its strides: no byte view of it)
+        return torch.zeros(words.shape, dtype=torch.int64, device=words.device)
     as_bytes = words.contiguous().view(torch.uint8).reshape(*words.shape, 4)
     return _BYTE_POPCOUNT.to(words.device)[as_bytes.long()].sum(dim=-1)
 

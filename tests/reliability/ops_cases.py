@@ -281,10 +281,11 @@ def hostile_argument(op: str, argument: str, value: dict[str, Any]) -> dict[str,
                                            None, raw["channels"], raw["stride"], raw["padding"], raw["dilation"])
     elif op == "compiled_conv":
         torch.ops.zoo_xnor_cpu.xnor_conv2d(xp, wp, alpha, None, None, raw["channels"], raw["stride"], raw["padding"],
-                                           raw["dilation"], 0)
+                                           raw["dilation"], "auto")
     elif op == "compiled_float_conv":
         torch.ops.zoo_xnor_cpu.xnor_conv2d_float(x, wp, alpha, None, None, None, raw["channels"], raw["kernel_size"],
-                                                 raw["stride"], raw["padding"], raw["dilation"], True, None, False)
+                                                 raw["stride"], raw["padding"], raw["dilation"], True, None, False,
+                                                 "auto")
     elif op == "compiled_input_scale":
         torch.ops.zoo_xnor_cpu.input_scale(x.abs().mean(dim=1, keepdim=True), raw["kernel_size"], raw["stride"],
                                            raw["padding"], raw["dilation"])
@@ -309,5 +310,5 @@ def oversized(spec: dict[str, Any]) -> dict[str, Any]:
     elif spec["op"] == "xnor_conv2d_packed":
         ops.xnor_conv2d_packed(ops.pack_signs(x), wp, alpha, None, None, c, st, pd, dl)
     else:
-        torch.ops.zoo_xnor_cpu.xnor_conv2d(ops.pack_signs(x), wp, alpha, None, None, c, st, pd, dl, 0)
+        torch.ops.zoo_xnor_cpu.xnor_conv2d(ops.pack_signs(x), wp, alpha, None, None, c, st, pd, dl, "auto")
     return {"error": None}
