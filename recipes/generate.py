@@ -84,7 +84,7 @@ DATASETS: dict[str, dict[str, Any]] = {
         "command": "",
         "notes": [],
         "choices": [],
-        "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 25},
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 25, "log_every_n_steps": 10},
         "model": {"small_input": True, "optimizer": "adam", "lr": 3e-3, "lr_schedule": "cosine"},
         "data": {
             "class_path": "zoo.data.DigitsDataModule",
@@ -233,7 +233,6 @@ def recipe(dataset: str, model: str, ablation: str | None = None) -> dict[str, A
     trainer = {
         **s["trainer"],
         "default_root_dir": run,
-        "enable_progress_bar": False,
         "logger": {"class_path": "zoo.training.loggers.ZooWandbLogger", "init_args": logger},
     }
     out = {"seed_everything": 0, "trainer": trainer, "model": {"model_name": model, **s["model"]}, "data": s["data"]}
