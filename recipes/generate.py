@@ -40,7 +40,16 @@ ARCHITECTURES = {
 }
 MODELS = {f"{scheme}_{arch}": (scheme, arch) for scheme in SCHEMES for arch in ARCHITECTURES}
 
-# The paper's ablations beyond the four schemes (arXiv:1603.05279 sec. 3.2 and 4.3), on digits for ResNet-18:
+
+
+def _weight_update(gradient: str, mean_center: bool = False, clamp: bool = False) -> dict[str, Any]:
+    """The trainer's callbacks for a run with these weight-update mechanics (zoo.training.weight_update)."""
+    init_args = {"gradient": gradient, "mean_center": mean_center, "clamp": clamp}
+    return {"callbacks": [{"class_path": "zoo.training.weight_update.WeightUpdate", "init_args": init_args}]}
+
+
+# The paper's options beyond the four schemes (arXiv:1603.05279 sec. 3.2) and the choices where the paper,
+# the authors' code and the zoo differ (docs/paper-fidelity.md), on digits for ResNet-18:
 # recipes/<data set>/ablations/<name>.yaml, each published as <name>-<data set>. name -> (model, what, changes).
 ABLATIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "xnor_resnet18-binary_gradient": (
@@ -57,14 +66,52 @@ ABLATIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
     "xnor_alexnet-dropout": (
         "xnor_alexnet",
-        "XNOR-Net AlexNet-BN with float AlexNet's dropout 0.5 in front of the binary fc7 block (the zoo's XNOR "
-        "AlexNet has none, like the authors' alexnetxnor.lua), to show the train / test variance shift that the "
+        "XNOR-Net AlexNet-BN with float AlexNet's dropout 0.5 in front of the binary fc6 and fc7 blocks (the zoo's "
+        "XNOR AlexNet has none, like the authors' alexnetxnor.lua), to show the train / test variance shift that the "
         "input scale K carries into the outputs",
         {"model": {"model_kwargs": {"drop_rate": 0.5}}},
     ),
+    "xnor_resnet18-block_relu": (
+        "xnor_resnet18",
+        "XNOR-Net ResNet-18 with the ReLU kept in front of each block's BatchNorm -> sign (act1 of every BasicBlock; "
+        "the paper's block of fig. 3 has none)",
+        {"model": {"model_kwargs": {"block_relu": True}}},
+    ),
+    "xnor_resnet18-exact_gradient": (
+        "xnor_resnet18",
+        "XNOR-Net ResNet-18 trained with the exact chain rule through alpha * sign(W) (the straight-through "
+        "estimator for sign, d alpha / dW = sign(W) / n) instead of the paper's weight gradient",
+        {"trainer": _weight_update("exact")},
+    ),
+    "xnor_resnet18-authors_gradient": (
+        "xnor_resnet18",
+        "XNOR-Net ResNet-18 trained with the authors' weight gradient (updateBinaryGradWeight: the paper's formula "
+        "times n(1 - 1/c)), without their centring and clamping",
+        {"trainer": _weight_update("authors")},
+    ),
+    "xnor_resnet18-authors_update": (
+        "xnor_resnet18",
+        "XNOR-Net ResNet-18 trained with the authors' weight update: their gradient (the paper's formula times "
+        "n(1 - 1/c)) and, before every step, the latent weights mean-centred over input channels and clamped to "
+        "[-1, 1] (meancenterConvParms, clampConvParms)",
+        {"trainer": _weight_update("authors", mean_center=True, clamp=True)},
+    ),
+    "xnor_resnet18-center_clamp": (
+        "xnor_resnet18",
+        "XNOR-Net ResNet-18 trained with the paper's weight gradient and the authors' mean-centring and clamping to "
+        "[-1, 1] of the latent weights before every step",
+        {"trainer": _weight_update("paper", mean_center=True, clamp=True)},
+    ),
+    "xnor_resnet18-affine_off": (
+        "xnor_resnet18",
+        "XNOR-Net ResNet-18 whose BatchNorms in front of the signs have no scale and shift (affine off, as in the "
+        "authors' alexnetxnor.lua)",
+        {"model": {"model_kwargs": {"norm_affine": False}}},
+    ),
     "w1a2_resnet18": (
         "w1a2_resnet18",
-        "ResNet-18 with binary weights and 2-bit inputs (the k-bit input ablation of sec. 4.3)",
+        "ResNet-18 with binary weights and 2-bit inputs (the k-bit input quantizer of sec. 3.2), without the input "
+        "scale K",
         {},
     ),
 }
@@ -84,7 +131,7 @@ DATASETS: dict[str, dict[str, Any]] = {
         "command": "",
         "notes": [],
         "choices": [],
-        "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 25},
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 25, "log_every_n_steps": 10},
         "model": {"small_input": True, "optimizer": "adam", "lr": 3e-3, "lr_schedule": "cosine"},
         "data": {
             "class_path": "zoo.data.DigitsDataModule",
@@ -148,13 +195,20 @@ DATASETS: dict[str, dict[str, Any]] = {
     },
 }
 
+_AUTHORS_UPDATE_NOTE = (
+    "- weight update: the authors' (train.lua's trainBatch with util.lua): before every step the binary layers' latent "
+    "weights are mean-centred over their input channels (meancenterConvParms) and clamped to [-1, 1] "
+    "(clampConvParms), and the weight gradient is updateBinaryGradWeight's, the paper's formula times n(1 - 1/c); "
+    "with it the authors' learning rates and weight decay give the authors' step sizes (the WeightUpdate callback)."
+)
 _IMAGENET_XNOR = {
     "notes": [
         "- batch 800, Adam, 1,500 batches an epoch (limit_train_batches): the README's command for XNOR-Networks "
         "(-batchSize 800 -optimType adam -epochSize 1500); under Adam, train.lua uses a tenth of each learning rate "
         "of the regime (1e-3 ... 1e-5) and the same weight decay.",
+        _AUTHORS_UPDATE_NOTE,
     ],
-    "trainer": {"limit_train_batches": 1500},
+    "trainer": {"limit_train_batches": 1500, **_weight_update("authors", mean_center=True, clamp=True)},
     "model": {"optimizer": "adam", "lr": _ADAM_REGIME[0][1], "regime": _ADAM_REGIME},
     "data": {"init_args": {"batch_size": 800}},
 }
@@ -179,7 +233,10 @@ OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
             "main.lua), so that the two differ only in binarization: our choice.",
         ],
     },
-    ("imagenet", "bwn"): {"notes": [_IMAGENET_SGD_NOTE]},
+    ("imagenet", "bwn"): {
+        "notes": [_IMAGENET_SGD_NOTE, _AUTHORS_UPDATE_NOTE],
+        "trainer": _weight_update("authors", mean_center=True, clamp=True),
+    },
     ("imagenet", "xnor"): _IMAGENET_XNOR,
     ("imagenet", "xnor_nobeta"): _IMAGENET_XNOR,
     ("imagenet", "fp_alexnet"): {
@@ -233,7 +290,6 @@ def recipe(dataset: str, model: str, ablation: str | None = None) -> dict[str, A
     trainer = {
         **s["trainer"],
         "default_root_dir": run,
-        "enable_progress_bar": False,
         "logger": {"class_path": "zoo.training.loggers.ZooWandbLogger", "init_args": logger},
     }
     out = {"seed_everything": 0, "trainer": trainer, "model": {"model_name": model, **s["model"]}, "data": s["data"]}

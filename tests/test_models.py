@@ -123,7 +123,61 @@ def test_alexnet_keeps_first_and_last_layer_float_and_binarizes_the_rest():
     assert binary == ["head.fc6.conv", "head.fc7.conv", "stage2.conv.conv", "stage3.conv.conv", "stage4.conv.conv",
                       "stage5.conv.conv"]
     full = zoo.create_model("xnor_alexnet", num_classes=1000)
-    assert full.stem.conv.kernel_size == (11, 11) and full.head.fc6.conv.in_features == 256 * 6 * 6
+    assert full.stem.conv.kernel_size == (11, 11) and full.head.fc6.conv.kernel_size == (6, 6)
+
+
+def _leaf_sequence(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """(module type, output shape) of every leaf module (binary layers counted as leaves) in the order the forward
+    runs them."""
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append((type(m).__name__, tuple(o.shape[1:]))))
+             for m in model.modules() if not list(m.children()) or isinstance(m, (BinaryConv2d, BinaryLinear))]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_xnor_alexnet_is_alexnetxnor_lua_layer_for_layer():
+    # models/alexnetxnor.lua (allenai/XNOR-Net): conv1 -> BN -> ReLU -> pool, then BN -> sign -> conv (-> pool) for
+    # conv2..conv5, fc6 (6x6 conv) and fc7 (1x1 conv), then BN -> ReLU -> the float classifier; pools 3x3/2 unpadded.
+    model = zoo.create_model("xnor_alexnet", num_classes=1000)
+    seq = [(t, s) for t, s in _leaf_sequence(model, torch.randn(1, 3, 224, 224))
+           if t not in ("BinActiv", "ScaledSign", "Dropout2d", "AdaptiveAvgPool2d", "Flatten")]
+    block = lambda c_in, c_out, size: [("BatchNorm2d", (c_in, *size[1])), ("BinaryConv2d", (c_out, *size[0]))]  # noqa
+    expected = [("Conv2d", (96, 55, 55)), ("BatchNorm2d", (96, 55, 55)), ("ReLU", (96, 55, 55)),
+                ("MaxPool2d", (96, 27, 27)),
+                *block(96, 256, ((27, 27), (27, 27))), ("MaxPool2d", (256, 13, 13)),
+                *block(256, 384, ((13, 13), (13, 13))),
+                *block(384, 384, ((13, 13), (13, 13))),
+                *block(384, 256, ((13, 13), (13, 13))), ("MaxPool2d", (256, 6, 6)),
+                *block(256, 4096, ((1, 1), (6, 6))),
+                *block(4096, 4096, ((1, 1), (1, 1))),
+                ("BatchNorm2d", (4096, 1, 1)), ("ReLU", (4096, 1, 1)), ("Linear", (1000,))]
+    assert seq == expected
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 8 and not any(m.affine for m in norms)  # SpatialBatchNormalization(n, eps, false)
+
+
+def test_float_alexnet_is_alexnet_lua_layer_for_layer():
+    model = zoo.create_model("bwn_alexnet", num_classes=1000)
+    seq = [(t, s) for t, s in _leaf_sequence(model, torch.randn(1, 3, 224, 224))
+           if t not in ("ScaledSign", "AdaptiveAvgPool2d", "Flatten")]
+    unit = lambda conv, c, size: [(conv, (c, *size)), ("BatchNorm2d", (c, *size)), ("ReLU", (c, *size))]  # noqa
+    expected = [*unit("Conv2d", 96, (55, 55)), ("MaxPool2d", (96, 27, 27)),
+                *unit("BinaryConv2d", 256, (27, 27)), ("MaxPool2d", (256, 13, 13)),
+                *unit("BinaryConv2d", 384, (13, 13)), *unit("BinaryConv2d", 384, (13, 13)),
+                *unit("BinaryConv2d", 256, (13, 13)), ("MaxPool2d", (256, 6, 6)),
+                ("Dropout2d", (256, 6, 6)), *unit("BinaryConv2d", 4096, (1, 1)),
+                ("Dropout2d", (4096, 1, 1)), *unit("BinaryConv2d", 4096, (1, 1)), ("Linear", (1000,))]
+    assert seq == expected
+
+
+def test_alexnet_block_relu_option_restores_the_relu_in_front_of_each_block():
+    model = zoo.create_model("xnor_alexnet", num_classes=10, in_chans=1, small_input=True, block_relu=True)
+    assert model.binarize_config.block_relu and type(model.stage3.act) is nn.ReLU
+    assert type(model.stage3.conv.norm) is nn.BatchNorm2d and type(model.stage4.conv) is zoo.layers.BinaryConvBlock
 
 
 @pytest.mark.parametrize("name, drop", [("fp_alexnet", 0.5), ("bwn_alexnet", 0.5), ("xnor_alexnet", 0.0),
@@ -145,6 +199,41 @@ def test_googlenet_is_torchvisions_without_auxiliary_heads():
     assert model.aux1 is None and model.aux2 is None
     binary = [n for n, m in model.named_modules() if isinstance(m, BinaryConv2d)]
     assert len(binary) == 56 and "conv1.conv" not in binary  # every conv of the 9 inceptions (6 each) and conv2/3
+
+
+def test_googlenet_relus_stay_only_where_a_float_layer_reads_them():
+    from zoo.models.googlenet import ZooBasicConv2d
+
+    ends = {"conv1", "inception5b.branch1", "inception5b.branch2.1", "inception5b.branch3.1", "inception5b.branch4.1"}
+    for name, relus in (("xnor_googlenet", ends), ("bwn_googlenet", None)):
+        model = zoo.create_model(name, num_classes=10, in_chans=1, small_input=True)
+        units = {n: type(m.act) for n, m in model.named_modules() if isinstance(m, ZooBasicConv2d)}
+        assert len(units) == 57
+        assert {n for n, act in units.items() if act is nn.ReLU} == (relus or set(units))
+    kept = zoo.create_model("xnor_googlenet", num_classes=10, in_chans=1, small_input=True, block_relu=True)
+    assert all(type(m.act) is nn.ReLU for m in kept.modules() if isinstance(m, ZooBasicConv2d))
+
+
+def test_resnet_float_downsample_option():
+    model = zoo.create_model("xnor_resnet18", num_classes=10, in_chans=1, small_input=True, float_downsample=True)
+    for stage in (2, 3, 4):
+        ds = model.get_submodule(f"layer{stage}.0.downsample")
+        assert type(ds[0]) is nn.Conv2d and type(ds[1]) is nn.BatchNorm2d
+    default = zoo.create_model("xnor_resnet18", num_classes=10, in_chans=1, small_input=True)
+    assert type(default.layer2[0].downsample[0]) is zoo.layers.BinaryConvBlock
+    assert type(default.layer1[0].act1) is nn.Identity
+    relu = zoo.create_model("xnor_resnet18", num_classes=10, in_chans=1, small_input=True, block_relu=True)
+    assert type(relu.layer1[0].act1) is nn.ReLU
+
+
+@pytest.mark.parametrize("name, affine", [("xnor_alexnet", False), ("xnor_resnet18", True), ("xnor_googlenet", True)])
+def test_norm_before_the_sign_is_affine_as_documented(name, affine):
+    model = zoo.create_model(name, num_classes=10, in_chans=1, small_input=True)
+    blocks = [m for m in model.modules() if isinstance(m, zoo.layers.BinaryConvBlock)]
+    assert blocks and all(b.norm.affine is affine for b in blocks)
+    assert model.binarize_config.norm_affine is affine
+    other = zoo.create_model(name, num_classes=10, in_chans=1, small_input=True, norm_affine=not affine)
+    assert all(b.norm.affine is not affine for b in other.modules() if isinstance(b, zoo.layers.BinaryConvBlock))
 
 
 def test_bireal_refuses_timm_options_its_block_would_ignore():

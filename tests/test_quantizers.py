@@ -61,6 +61,44 @@ def test_scaled_sign_gradient_is_the_papers():
     torch.testing.assert_close(w.grad, expected, rtol=0, atol=1e-12)
 
 
+def test_scaled_sign_forward_is_the_same_for_every_gradient():
+    w = torch.randn(5, 3, 3, 3)
+    outs = [ScaledSign(g)(w) for g in ("paper", "exact", "authors")]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    assert all(ScaledSign(g).quantizer_name == "scaled_sign" for g in ("paper", "exact", "authors"))  # still packs
+
+
+def test_scaled_sign_exact_gradient_is_the_chain_rule():
+    # d/dW_i of alpha(W) * ste(W)_k summed with g_k: g_i * alpha * 1{|W_i| <= 1} + sign(W_i) / n * sum_k g_k sign(W_k)
+    w = (torch.randn(4, 3, 3, 3, dtype=torch.float64) * 1.3).requires_grad_()
+    g = torch.randn_like(w)
+    scaled_sign(w, "exact").backward(g)
+    wd, n = w.detach(), 27
+    alpha = wd.abs().mean(dim=(1, 2, 3), keepdim=True)
+    signs = torch.where(wd >= 0, 1.0, -1.0).double()
+    expected = g * alpha * (wd.abs() <= 1) + torch.sign(wd) / n * (g * signs).sum(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(w.grad, expected, rtol=0, atol=1e-12)
+    # it differs from the paper's formula by more than rounding
+    paper = torch.autograd.grad(scaled_sign(w, "paper"), w, g)[0]
+    assert (paper - w.grad).abs().max() > 1e-3
+
+
+def test_scaled_sign_authors_gradient_zeroes_the_ste_at_one():
+    w = torch.tensor([[1.0, -1.0, 0.5, 2.0]], dtype=torch.float64, requires_grad=True)
+    g = torch.ones_like(w)
+    scaled_sign(w, "authors").backward(g)
+    n, c, alpha = 4, 4, 4.5 / 4
+    inside = torch.tensor([[0.0, 0.0, 1.0, 0.0]], dtype=torch.float64)  # |W| < 1, strictly (weight:ge(1) -> 0)
+    torch.testing.assert_close(w.grad, (1 / n + alpha * inside) * n * (1 - 1 / c), rtol=0, atol=1e-12)
+
+
+def test_unknown_weight_gradient_is_refused():
+    with pytest.raises(ValueError, match="unknown weight gradient 'papers'; known: paper, exact, authors"):
+        ScaledSign("papers")
+    with pytest.raises(ValueError, match="unknown weight gradient"):
+        scaled_sign(torch.ones(1, 2), "chain")
+
+
 @pytest.mark.parametrize("bits", [1, 2, 3])
 def test_kbit_levels(bits):
     x = torch.linspace(-1.5, 1.5, 301, dtype=torch.float64)

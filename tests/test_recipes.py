@@ -101,6 +101,13 @@ def test_imagenet_recipes_follow_the_authors_code():
     assert generate.recipe("imagenet", "bwn_alexnet")["model"]["model_kwargs"] == {"drop_rate": 0.1}
     assert generate.recipe("imagenet", "xnor_alexnet")["model"]["model_kwargs"] == {"drop_rate": 0.0}
     assert xnor["data"]["init_args"]["image_size"] == 224 and xnor["data"]["init_args"]["train_crop"] == "random"
+    # the authors' weight update (train.lua / util.lua) for every binary scheme, so that their lr gives their steps
+    authors = [{"class_path": "zoo.training.weight_update.WeightUpdate",
+                "init_args": {"gradient": "authors", "mean_center": True, "clamp": True}}]
+    for model in generate.MODELS:
+        callbacks = generate.recipe("imagenet", model)["trainer"].get("callbacks")
+        assert callbacks == (None if model.startswith("fp_") else authors), model
+        assert "callbacks" not in generate.recipe("digits", model)["trainer"]  # digits: the paper's gradient
 
 
 def test_overrides_name_known_datasets_and_models():
@@ -120,6 +127,22 @@ def test_ablation_recipes_change_one_thing_of_the_resnet18_recipe(name, parser):
     assert config.trainer.default_root_dir == f"runs/digits/{name}"
     assert (config.trainer.max_epochs, config.data) == (25, base.data)
     changed = {k for k in vars(base.model) if getattr(config.model, k) != getattr(base.model, k)}
+    if config.trainer.callbacks != base.trainer.callbacks:
+        changed.add("callbacks")
     expected = {"xnor_resnet18-binary_gradient": {"model_kwargs"}, "w1a2_resnet18": {"model_name"},
-                "xnor_bireal_resnet18-lr3e-3": {"lr"}, "xnor_alexnet-dropout": {"model_kwargs"}}
+                "xnor_bireal_resnet18-lr3e-3": {"lr"}, "xnor_alexnet-dropout": {"model_kwargs"},
+                "xnor_resnet18-block_relu": {"model_kwargs"}, "xnor_resnet18-affine_off": {"model_kwargs"},
+                "xnor_resnet18-exact_gradient": {"callbacks"}, "xnor_resnet18-authors_gradient": {"callbacks"},
+                "xnor_resnet18-authors_update": {"callbacks"}, "xnor_resnet18-center_clamp": {"callbacks"}}
     assert changed == expected[name]
+
+
+def test_weight_update_ablations_name_the_mechanics(parser):
+    settings = {}
+    for name in ("exact_gradient", "authors_gradient", "authors_update", "center_clamp"):
+        config = parser.parse_args(["--config", str(RECIPES / "digits" / "ablations" / f"xnor_resnet18-{name}.yaml")])
+        (callback,) = config.trainer.callbacks
+        assert callback.class_path == "zoo.training.weight_update.WeightUpdate"
+        settings[name] = (callback.init_args.gradient, callback.init_args.mean_center, callback.init_args.clamp)
+    assert settings == {"exact_gradient": ("exact", False, False), "authors_gradient": ("authors", False, False),
+                        "authors_update": ("authors", True, True), "center_clamp": ("paper", True, True)}

@@ -7,12 +7,14 @@ Rules (XNOR-Net, arXiv:1603.05279, sec. 3.2 and 4):
 - The first conv and the classifier stay in full precision; timm's ``pretrained_cfg`` names them. A zoo backbone
   may name more in ``pretrained_cfg["keep_full_precision"]`` (Bi-Real-Net's real-valued downsample shortcuts).
 - A layer whose inputs are binarized becomes the paper's block ``BatchNorm -> BinActiv -> BinConv``: a fresh
-  BatchNorm right before the sign. In timm's ResNets a conv's input comes after a ReLU, where ``sign()`` would be
-  +1 almost everywhere; the BatchNorm centres it so that both signs occur.
+  BatchNorm right before the sign (affine unless the scheme's ``norm_affine`` is off). In timm's ResNets a conv's
+  input follows the residual sum's ReLU, where ``sign()`` would be +1 almost everywhere; the BatchNorm centres it so
+  that both signs occur.
 - Inside known blocks, an activation whose only consumer is a binary conv is removed: in the paper's block BinActiv
   takes the activation's place (``BatchNorm -> BinActiv -> BinConv``). For timm's ResNet ``BasicBlock`` that is
-  ``act1`` (``conv1 -> bn1 -> [act1] -> conv2``); ``act2`` follows the residual sum and stays. Model families
-  add their blocks with :func:`register_binary_activations`.
+  ``act1`` (``conv1 -> bn1 -> [act1] -> conv2``); ``act2`` follows the residual sum and stays (it also feeds the
+  shortcut). Model families add their blocks with :func:`register_binary_activations`; the scheme's ``block_relu``
+  keeps them all (an ablation).
 """
 
 from __future__ import annotations
@@ -69,12 +71,13 @@ def _is_kept(name: str, keep: set[str]) -> bool:
 
 
 def _binary_layer(module: nn.Module, config: BinarizeConfig) -> nn.Module:
+    like = {"device": module.weight.device, "dtype": module.weight.dtype, "affine": config.norm_affine}
     if isinstance(module, nn.Conv2d):
         layer = BinaryConv2d.from_float(module, **config.layer_kwargs())
-        norm = nn.BatchNorm2d(module.in_channels, device=module.weight.device, dtype=module.weight.dtype)
+        norm = nn.BatchNorm2d(module.in_channels, **like)
     else:
         layer = BinaryLinear.from_float(module, **config.layer_kwargs())
-        norm = nn.BatchNorm1d(module.in_features, device=module.weight.device, dtype=module.weight.dtype)
+        norm = nn.BatchNorm1d(module.in_features, **like)
     return BinaryConvBlock(norm, layer) if config.binarizes_inputs else layer
 
 
@@ -96,7 +99,8 @@ def binarize_(
         model: a float model, typically from ``timm.create_model``.
         scheme: a registered scheme name (``zoo.list_schemes()``) or a ``BinarizeConfig``.
         keep: names of extra modules to keep in full precision (the first conv and classifier always are).
-        overrides: fields of the scheme to replace, e.g. ``binary_gradient=True``.
+        overrides: fields of the scheme to replace, e.g. ``binary_gradient=True``, ``block_relu=True``,
+            ``norm_affine=False``.
 
     The chosen config is stored as ``model.binarize_config``. Nothing is modified if any layer is refused.
     """
@@ -131,7 +135,7 @@ def binarize_(
     if not config.is_float:
         for name in targets:
             _set_submodule(model, name, _binary_layer(modules[name], config))
-    if config.binarizes_inputs:
+    if config.binarizes_inputs and not config.block_relu:
         for name, module in modules.items():
             for act, conv in ACTIVATIONS_BEFORE_BINARY_CONV.get(type(module), ()):
                 if f"{name}.{conv}" in targets:

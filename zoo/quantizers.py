@@ -22,6 +22,8 @@ __all__ = [
     "ste_sign",
     "scaled_sign",
     "filter_scale",
+    "authors_gradient_scale",
+    "WEIGHT_GRADIENTS",
     "kbit_quantize",
     "binarize_gradient",
     "xnor_input_scale",
@@ -71,30 +73,71 @@ def filter_scale(w: torch.Tensor) -> torch.Tensor:
     return w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True, dtype=torch.float64).to(w.dtype)
 
 
+# The weight gradients of ``alpha * sign(W)`` the zoo implements (see :func:`scaled_sign`).
+WEIGHT_GRADIENTS = ("paper", "exact", "authors")
+
+
+def authors_gradient_scale(w: torch.Tensor) -> float:
+    """``n * (1 - 1/c)``: the factor by which the authors' ``updateBinaryGradWeight`` (allenai/XNOR-Net, util.lua)
+    multiplies the paper's weight gradient, with ``n = c * kh * kw`` the filter size and ``c = W.shape[1]`` the input
+    channels of a conv (the input features of a linear layer)."""
+    n, c = w[0].numel(), w.shape[1]
+    return n * (1.0 - 1.0 / c)
+
+
 class _ScaledSignFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, w: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, w: torch.Tensor, gradient: str) -> torch.Tensor:
         magnitude = w.abs()
         alpha = filter_scale(w)
-        ctx.save_for_backward(magnitude <= 1, alpha)
+        # the authors zero the STE where |W| >= 1 (weight:le(-1), weight:ge(1)); the paper writes 1{|W| <= 1}
+        ctx.save_for_backward(magnitude < 1 if gradient == "authors" else magnitude <= 1, alpha)
         ctx.fan_in = w[0].numel()
+        ctx.scale = authors_gradient_scale(w) if gradient == "authors" else 1.0
         return torch.where(w >= 0, alpha, -alpha)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         inside, alpha = ctx.saved_tensors
-        return torch.where(inside, grad * (alpha + 1.0 / ctx.fan_in), grad * (1.0 / ctx.fan_in))
+        factor = torch.where(inside, alpha + 1.0 / ctx.fan_in, torch.full_like(alpha, 1.0 / ctx.fan_in))
+        if ctx.scale != 1.0:
+            factor = factor * ctx.scale
+        return grad * factor, None
 
 
-def scaled_sign(w: torch.Tensor) -> torch.Tensor:
+class _WeightSteFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(w.abs() <= 1)
+        return sign(w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (inside,) = ctx.saved_tensors
+        return grad * inside
+
+
+def scaled_sign(w: torch.Tensor, gradient: str = "paper") -> torch.Tensor:
     """Binary-Weight-Network weight approximation ``W ~ alpha * sign(W)`` (XNOR-Net sec. 3.1, eq. 6 and 7).
 
     forward:  ``alpha = mean(|W|)`` over each output filter (dims 1..), the closed-form minimiser of
-              ``||W - alpha * B||^2`` over ``B in {-1, +1}^n``; ``W~ = alpha * sign(W)``
-    backward: ``dC/dW_i = dC/dW~_i * (1/n + alpha * 1{|W_i| <= 1})`` (the paper's gradient through the
-              scaled sign, with ``n`` the filter size ``c * kh * kw``)
+              ``||W - alpha * B||^2`` over ``B in {-1, +1}^n``; ``W~ = alpha * sign(W)``. The same for every
+              ``gradient``.
+    backward, with ``g = dC/dW~`` and ``n`` the filter size ``c * kh * kw`` (``gradient``):
+
+    - ``"paper"``: ``dC/dW_i = g_i * (1/n + alpha * 1{|W_i| <= 1})``, the paper's formula (sec. 3.1, after eq. 7).
+    - ``"exact"``: the chain rule through both factors, with the straight-through estimator for ``sign``:
+      ``dC/dW_i = g_i * alpha * 1{|W_i| <= 1} + sign(W_i) / n * sum_j g_j * sign(W_j)`` (autograd of
+      ``alpha(W) * ste(W)``, ``d alpha / dW_i = sign(W_i) / n``).
+    - ``"authors"``: the authors' ``updateBinaryGradWeight`` (allenai/XNOR-Net, util.lua):
+      ``dC/dW_i = g_i * (1/n + alpha * 1{|W_i| < 1}) * n * (1 - 1/c)`` (:func:`authors_gradient_scale`), which
+      makes step sizes at the authors' learning rates what they were in the authors' runs.
     """
-    return _ScaledSignFn.apply(w)
+    if gradient == "paper" or gradient == "authors":
+        return _ScaledSignFn.apply(w, gradient)
+    if gradient == "exact":
+        return filter_scale(w) * _WeightSteFn.apply(w)
+    raise ValueError(f"unknown weight gradient {gradient!r}; known: {', '.join(WEIGHT_GRADIENTS)}")
 
 
 class _KBitFn(torch.autograd.Function):
@@ -156,7 +199,8 @@ def xnor_input_scale(
     ``A = mean_c |I|`` is the channel-wise mean of absolute input values (N, 1, H, W); ``k`` is a
     ``kh x kw`` box filter of ``1 / (kh * kw)``, convolved with the same stride, padding and dilation as the
     binary convolution, so ``K`` has the conv's output shape (N, 1, Ho, Wo). Zero padding counts as 0 in the
-    average, exactly as the padded zeros contribute nothing to the convolution.
+    average, exactly as the padded zeros contribute nothing to the convolution. ``A`` averages over all input
+    channels, also for a grouped conv (the paper has no groups; no zoo model binarizes one).
     """
     kh, kw = kernel_size
     a = x.abs().mean(dim=1, keepdim=True)
@@ -198,10 +242,24 @@ class BinActiv(SteSign):
 
 @register_quantizer("scaled_sign")
 class ScaledSign(nn.Module):
-    """Module form of :func:`scaled_sign`: ``alpha * sign(W)`` with ``alpha = mean|W|`` per output filter."""
+    """Module form of :func:`scaled_sign`: ``alpha * sign(W)`` with ``alpha = mean|W|`` per output filter.
+
+    ``gradient`` picks the weight gradient (``"paper"``, ``"exact"``, ``"authors"``; see :func:`scaled_sign`); it is a
+    training choice, which :class:`zoo.training.weight_update.WeightUpdate` sets for a whole model. The forward, and
+    so the packed form, is the same for all three.
+    """
+
+    def __init__(self, gradient: str = "paper"):
+        super().__init__()
+        if gradient not in WEIGHT_GRADIENTS:
+            raise ValueError(f"unknown weight gradient {gradient!r}; known: {', '.join(WEIGHT_GRADIENTS)}")
+        self.gradient = gradient
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return scaled_sign(w)
+        return scaled_sign(w, self.gradient)
+
+    def extra_repr(self) -> str:
+        return f"gradient={self.gradient!r}"
 
 
 @register_quantizer("kbit")

@@ -26,6 +26,13 @@ class BinarizeConfig:
         input_bits: bits of the ``"kbit"`` input quantizer.
         input_scale: multiply by the XNOR input scale ``K = A * k`` (sec. 3.2).
         binary_gradient: binarize the gradient flowing into each binary layer (sec. 3.2, off by default).
+        block_relu: keep the float network's ReLU in front of each binary block where its output only feeds that
+            block (timm ResNet's ``act1``, Bi-Real-Net's ``act1`` / ``act2``, GoogLeNet's and AlexNet's post-conv
+            ReLUs). Off: the paper's block ``BatchNorm -> BinActiv -> BinConv`` (fig. 3) with nothing between the
+            previous layer and the BatchNorm but pooling; on: the block after a ReLU, which feeds the sign a
+            BatchNorm of a half-zero input. Only schemes with binarized inputs look at it.
+        norm_affine: the BatchNorm in front of each sign learns a scale and a shift (torch's default). The authors'
+            ``alexnetxnor.lua`` has ``affine = false`` there; ``xnor_alexnet`` follows it.
         version: format version of this config, bumped when its fields change meaning.
     """
 
@@ -35,6 +42,8 @@ class BinarizeConfig:
     input_bits: int | None = None
     input_scale: bool = False
     binary_gradient: bool = False
+    block_relu: bool = False
+    norm_affine: bool = True
     version: int = 1
 
     @property
@@ -98,6 +107,6 @@ register_scheme(BinarizeConfig("bwn", kernel_quantizer="scaled_sign"))
 register_scheme(BinarizeConfig("xnor", kernel_quantizer="scaled_sign", input_quantizer="bin_activ", input_scale=True))
 # The paper's ablation of XNOR-Networks without the input scale K (its "beta" in fig. 4b).
 register_scheme(BinarizeConfig("xnor_nobeta", kernel_quantizer="scaled_sign", input_quantizer="bin_activ"))
-# Binary weights with k-bit inputs (sec. 3.2, "k-bit Quantization").
+# Binary weights with k-bit inputs (sec. 3.2, "k-bit Quantization"), without the input scale K.
 register_scheme(BinarizeConfig("w1a2", kernel_quantizer="scaled_sign", input_quantizer="kbit", input_bits=2))
 register_scheme(BinarizeConfig("w1a4", kernel_quantizer="scaled_sign", input_quantizer="kbit", input_bits=4))

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import zoo
+from zoo.layers import BinaryConvBlock
 from zoo.packing import PackedBinaryConv2d, PackedBinaryLinear
 
 
@@ -24,5 +25,22 @@ def test_every_zoo_model_round_trips_packed_and_runs_on_bits(name, tmp_path):
         assert any(getattr(m, "runs_on_bits", False) for m in packed)
     with torch.no_grad():
         got = loaded(x)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-    assert torch.equal(got.argmax(1), expected.argmax(1))
+        torch.testing.assert_close(got, zoo.pack(model)(x), rtol=1e-6, atol=1e-6)  # the checkpoint is the packed net
+    if not scheme.binarizes_inputs:
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        return
+    # With binarized inputs, a pre-sign value within rounding of 0 (1e-8 in an untrained network) takes one sign on the
+    # exact integer kernels and may take the other in the float reference, and a flip changes every layer after it;
+    # so each packed block is compared with its trainable block on the same input (what the float model feeds it).
+    inputs, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, BinaryConvBlock):
+            hooks.append(module.register_forward_hook(lambda m, i, o, name=name: inputs.__setitem__(name, (i[0], o))))
+    with torch.no_grad():
+        model(x)
+        for hook in hooks:
+            hook.remove()
+        assert inputs
+        net = dict(loaded.net.named_modules())
+        for name, (block_input, block_output) in inputs.items():
+            torch.testing.assert_close(net[name](block_input), block_output, rtol=1e-4, atol=1e-4)

@@ -11,11 +11,14 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from ..convert import binarize_
+from ..schemes import BinarizeConfig, get_scheme
 
-__all__ = ["build_binary_model", "default_cfg", "small_input_stem_", "PAPER_ID"]
+__all__ = ["build_binary_model", "default_cfg", "small_input_stem_", "scheme_options", "PAPER_ID", "SCHEME_OPTIONS"]
 
 PAPER_ID = "arXiv:1603.05279"
 _TIMM_FACTORY_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+# Model arguments that are fields of the scheme (``BinarizeConfig``): stored with the model's ``binarize_config``.
+SCHEME_OPTIONS = ("binary_gradient", "block_relu", "norm_affine")
 
 # A backbone factory: ``factory(small_input=..., **timm_style_kwargs)`` -> a float model with a ``pretrained_cfg``.
 BackboneFactory = Callable[..., nn.Module]
@@ -45,29 +48,38 @@ def _timm_backbone(name: str, small_input: bool, **kwargs: Any) -> nn.Module:
     return model
 
 
+def scheme_options(scheme: str | BinarizeConfig, kwargs: dict[str, Any]) -> BinarizeConfig:
+    """``scheme`` with the :data:`SCHEME_OPTIONS` given among the model arguments ``kwargs`` (popped from it)."""
+    return get_scheme(scheme, **{key: kwargs.pop(key) for key in SCHEME_OPTIONS if key in kwargs})
+
+
 def build_binary_model(
     name: str,
     backbone: str,
-    scheme: str,
+    scheme: str | BinarizeConfig,
     pretrained: bool = False,
     *,
     factory: BackboneFactory | None = None,
     small_input: bool = False,
-    binary_gradient: bool = False,
+    keep: list[str] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """The float ``backbone`` converted to ``scheme``, registered in the zoo as ``name``.
 
     Args:
         backbone: the float architecture's name: a timm model, or the name of ``factory``'s architecture.
+        scheme: a scheme name or config; the :data:`SCHEME_OPTIONS` among ``kwargs`` replace its fields:
+            ``binary_gradient`` (the paper's binary gradient, sec. 3.2), ``block_relu`` (keep the float network's
+            ReLUs in front of binary blocks), ``norm_affine`` (affine BatchNorm before the sign).
         factory: builds the float backbone (``factory(small_input=..., **kwargs)``) when timm has none.
         small_input: a stem for 8x8 to 64x64 images (ResNets: a 3x3 stride-1 conv without max-pool).
-        binary_gradient: the paper's binary gradient option (sec. 3.2), off by default.
+        keep: further layers to keep in full precision (``binarize_``'s ``keep``).
         kwargs: timm model arguments such as ``num_classes`` and ``in_chans``.
 
     Layers named in the backbone's ``pretrained_cfg["keep_full_precision"]`` stay float, like the first conv and the
     classifier (e.g. Bi-Real-Net's real-valued downsample shortcuts).
     """
+    config = scheme_options(scheme, kwargs)
     for key in _TIMM_FACTORY_ARGS:
         kwargs.pop(key, None)
     if pretrained:
@@ -83,10 +95,11 @@ def build_binary_model(
     cfg = dict(model.pretrained_cfg)
     for key in ("url", "hf_hub_id", "tag", "origin_url", "license"):
         cfg.pop(key, None)
-    cfg.update(architecture=name, backbone=backbone, scheme=scheme, paper_ids=PAPER_ID, num_classes=model.num_classes)
+    cfg.update(architecture=name, backbone=backbone, scheme=config.name, paper_ids=PAPER_ID,
+               num_classes=model.num_classes)
     cfg.update(in_chans=in_chans, input_size=(in_chans, *cfg["input_size"][1:]))
     if small_input:
         cfg["small_input"] = True
     model.pretrained_cfg = cfg
-    binarize_(model, scheme, binary_gradient=binary_gradient)
+    binarize_(model, config, keep=keep)
     return model

@@ -1,56 +1,58 @@
-"""AlexNet as trained in XNOR-Net (arXiv:1603.05279, sec. 4.1 and fig. 3): BatchNorm after every layer, binary
-blocks ``BatchNorm -> BinActiv -> BinConv -> Pool``, first conv and last layer in full precision.
+"""AlexNet as trained in XNOR-Net (arXiv:1603.05279, sec. 4.1 and fig. 3), layer for layer as the authors' Torch
+models (allenai/XNOR-Net, ``models/alexnet.lua`` for full precision and BWN, ``models/alexnetxnor.lua`` for binary
+inputs). Feature maps at 224x224: 55 -> pool 27 -> 27 -> pool 13 -> 13 -> 13 -> 13 -> pool 6, every max-pool 3x3
+stride 2 without padding; fc6 is a 6x6 conv on the 6x6 map and fc7 a 1x1 conv, as the authors write them.
 
-The float network is AlexNet with batch normalisation (Krizhevsky et al. 2012; the "AlexNet-BN" the paper trains):
+Float layout (``fp``, ``bwn``; ``alexnet.lua``), every conv ``conv -> BN -> ReLU``::
 
-    conv1 11x11/4 96 -> BN -> ReLU -> pool 3/2
-    conv2 5x5 256    -> BN -> ReLU -> pool 3/2
-    conv3 3x3 384    -> BN -> ReLU
-    conv4 3x3 384    -> BN -> ReLU
-    conv5 3x3 256    -> BN -> ReLU -> pool 3/2 -> avg-pool to 6x6
-    fc6 4096 -> BN -> ReLU -> dropout -> fc7 4096 -> BN -> ReLU -> dropout -> fc (classes)
+    conv1 11x11/4 96 -> BN -> ReLU -> pool      conv2 5x5 256 -> BN -> ReLU -> pool
+    conv3 3x3 384 -> BN -> ReLU                 conv4 3x3 384 -> BN -> ReLU
+    conv5 3x3 256 -> BN -> ReLU -> pool -> dropout -> fc6 6x6 4096 -> BN -> ReLU -> dropout -> fc7 1x1 4096 -> BN
+    -> ReLU -> fc (classes)
 
-``binarize_`` turns conv2..conv5, fc6 and fc7 into binary layers with a BatchNorm in front (the paper's block; the
-sign replaces no activation here: the ReLU after each conv feeds the next block's BatchNorm, which centres it).
-Two details follow the authors' ``models/alexnetxnor.lua`` rather than float AlexNet: networks with binarized inputs
-(``xnor``, ``xnor_nobeta``, k-bit) have no dropout by default, and the classifier starts small (N(0, 0.01), zero bias).
-Dropout in front of a binary block feeds its BatchNorm a wider distribution in training than at test time, and the
-input scale K = mean|I| carries that variance shift straight into the output: on digits, XNOR AlexNet with dropout
-0.5 reached 56% while the same network without K reached 95%. A classifier initialised like the convs (Kaiming,
-fan-out 10) starts at a cross-entropy near 20.
-The small-input variant (digits, CIFAR) has a 3x3 stride-1 conv1 without its pool, pools its last feature map
-to 2x2 instead of 6x6 and has 1024-wide fc6 / fc7 (4096 would be 21M weights for 10 classes of 8x8 images).
+Binary-input layout (``xnor``, ``xnor_nobeta``, k-bit; ``alexnetxnor.lua``), the paper's block
+``BatchNorm -> BinActiv -> BinConv -> Pool`` (fig. 3) with no ReLU and no BatchNorm of the conv's own::
+
+    conv1 11x11/4 96 -> BN -> ReLU -> pool
+    [BN -> sign -> conv2 5x5 256 -> pool] [BN -> sign -> conv3 3x3 384] [BN -> sign -> conv4 3x3 384]
+    [BN -> sign -> conv5 3x3 256 -> pool] [BN -> sign -> fc6 6x6 4096] [BN -> sign -> fc7 1x1 4096]
+    BN -> ReLU -> fc (classes)
+
+``binarize_`` adds each block's BatchNorm (``BatchNorm -> BinActiv -> BinConv``); the stem's and the last BatchNorm are
+built here. As in ``alexnetxnor.lua`` these BatchNorms have no affine parameters (``norm_affine=False`` by default for
+the binary-input models), and the binary-input models have no dropout (``drop_rate`` 0 unless given; ``alexnet.lua``
+has dropout in front of fc6 and fc7). ``block_relu=True`` builds the float layout for a binary-input scheme instead:
+``conv -> BN -> ReLU -> pool`` in front of each block (an ablation). Weights start as the authors' ``rand_initialize``
+(``N(0, 2 / fan_in)``), except the classifier (``N(0, 0.01)``, zero bias), which otherwise starts at a cross-entropy
+near 20 on 10 classes.
+
+The small-input variant (digits, CIFAR) has a 3x3 stride-1 conv1 without its pool, pads the two other pools by 1
+(8 -> 4 -> 2 on 8x8 images, where unpadded pools would leave 1x1), makes fc6 a 2x2 conv on the 2x2 map and has 1024
+channels in fc6 / fc7 (4096 would be 21M weights for 10 classes of 8x8 images).
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from ..schemes import get_scheme
-from ._builder import build_binary_model, default_cfg
+from ._builder import build_binary_model, default_cfg, scheme_options
 from ._registry import register_model
 
 __all__ = ["XnorAlexNet"]
 
 
-def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> list[tuple[str, nn.Module]]:
-    return [
-        ("conv", nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False)),
-        ("bn", nn.BatchNorm2d(c_out)),
-        ("act", nn.ReLU(inplace=True)),
-    ]
-
-
-def _stage(layers: list[tuple[str, nn.Module]], pool: bool) -> nn.Sequential:
-    if pool:
-        layers = layers + [("pool", nn.MaxPool2d(3, 2, padding=1))]
-    return nn.Sequential(OrderedDict(layers))
-
-
 class XnorAlexNet(nn.Module):
-    """AlexNet-BN, ready for XNOR-Net's binary blocks (see the module docstring)."""
+    """AlexNet-BN in the authors' float or binary-input layout (see the module docstring).
+
+    Args:
+        binary_blocks: the binary-input layout (``alexnetxnor.lua``): no BatchNorm or ReLU after conv2 .. fc7, whose
+            inputs get the blocks ``BatchNorm -> sign`` from ``binarize_``; affine-free stem and last BatchNorm.
+        drop_rate: dropout in front of fc6 and fc7.
+        width: channels of fc6 and fc7 (default 4096, 1024 for small inputs).
+    """
 
     def __init__(
         self,
@@ -59,34 +61,55 @@ class XnorAlexNet(nn.Module):
         small_input: bool = False,
         drop_rate: float = 0.5,
         width: int | None = None,
+        binary_blocks: bool = False,
     ):
         super().__init__()
         self.num_classes = num_classes
+        self.binary_blocks = binary_blocks
         width = width or (1024 if small_input else 4096)
-        stem = _conv_bn_relu(in_chans, 96, 3, 1, 1) if small_input else _conv_bn_relu(in_chans, 96, 11, 4, 2)
-        self.stem = _stage(stem, pool=not small_input)
-        self.stage2 = _stage(_conv_bn_relu(96, 256, 5, 1, 2), pool=True)
-        self.stage3 = _stage(_conv_bn_relu(256, 384, 3, 1, 1), pool=False)
-        self.stage4 = _stage(_conv_bn_relu(384, 384, 3, 1, 1), pool=False)
-        self.stage5 = _stage(_conv_bn_relu(384, 256, 3, 1, 1), pool=True)
+        pool_padding = 1 if small_input else 0
+
+        def stage(c_in: int, c_out: int, kernel: int, stride: int, padding: int, pool: bool, float_out: bool):
+            conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False)
+            layers: list[tuple[str, nn.Module]] = [("conv", conv)]
+            if float_out:
+                layers += [("bn", nn.BatchNorm2d(c_out, eps=1e-3 if not binary_blocks else 1e-5,
+                                                 affine=not binary_blocks)), ("act", nn.ReLU(inplace=True))]
+            if pool:
+                layers.append(("pool", nn.MaxPool2d(3, 2, padding=pool_padding)))
+            return nn.Sequential(OrderedDict(layers))
+
+        float_out = not binary_blocks
+        if small_input:
+            self.stem = stage(in_chans, 96, 3, 1, 1, pool=False, float_out=True)
+        else:
+            self.stem = stage(in_chans, 96, 11, 4, 2, pool=True, float_out=True)
+        self.stage2 = stage(96, 256, 5, 1, 2, pool=True, float_out=float_out)
+        self.stage3 = stage(256, 384, 3, 1, 1, pool=False, float_out=float_out)
+        self.stage4 = stage(384, 384, 3, 1, 1, pool=False, float_out=float_out)
+        self.stage5 = stage(384, 256, 3, 1, 1, pool=True, float_out=float_out)
         pool = 2 if small_input else 6
-        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(pool), nn.Flatten(1))
+        self.global_pool = nn.AdaptiveAvgPool2d(pool)
         self.num_features = width
-        self.head = nn.Sequential(OrderedDict([
-            ("fc6", nn.Linear(256 * pool * pool, width, bias=False)),
-            ("bn6", nn.BatchNorm1d(width)),
-            ("act6", nn.ReLU(inplace=True)),
-            ("drop6", nn.Dropout(drop_rate)),
-            ("fc7", nn.Linear(width, width, bias=False)),
-            ("bn7", nn.BatchNorm1d(width)),
+        head: list[tuple[str, nn.Module]] = [
+            ("drop6", nn.Dropout2d(drop_rate)),
+            ("fc6", nn.Conv2d(256, width, pool, bias=False)),
+        ]
+        if float_out:
+            head += [("bn6", nn.BatchNorm2d(width, eps=1e-3)), ("act6", nn.ReLU(inplace=True))]
+        head += [
+            ("drop7", nn.Dropout2d(drop_rate)),
+            ("fc7", nn.Conv2d(width, width, 1, bias=False)),
+            ("bn7", nn.BatchNorm2d(width, eps=1e-3, affine=not binary_blocks)),
             ("act7", nn.ReLU(inplace=True)),
-            ("drop7", nn.Dropout(drop_rate)),
-        ]))
+            ("flatten", nn.Flatten(1)),
+        ]
+        self.head = nn.Sequential(OrderedDict(head))
         self.fc = nn.Linear(width, num_classes)
         self.pretrained_cfg = default_cfg("stem.conv", "fc", num_classes=num_classes, pool_size=(pool, pool))
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
         nn.init.normal_(self.fc.weight, 0.0, 0.01)
         nn.init.zeros_(self.fc.bias)
 
@@ -112,9 +135,12 @@ def _alexnet(small_input: bool = False, **kwargs) -> nn.Module:
 
 
 def _create(scheme: str, pretrained: bool, **kwargs) -> nn.Module:
-    if get_scheme(scheme).binarizes_inputs:
+    if scheme_options(scheme, dict(kwargs)).binarizes_inputs:
         kwargs.setdefault("drop_rate", 0.0)
-    return build_binary_model(f"{scheme}_alexnet", "alexnet_bn", scheme, pretrained, factory=_alexnet, **kwargs)
+        kwargs.setdefault("norm_affine", False)
+    config = scheme_options(scheme, kwargs)
+    factory = functools.partial(_alexnet, binary_blocks=config.binarizes_inputs and not config.block_relu)
+    return build_binary_model(f"{scheme}_alexnet", "alexnet_bn", config, pretrained, factory=factory, **kwargs)
 
 
 @register_model

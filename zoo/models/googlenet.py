@@ -2,37 +2,73 @@
 arXiv:1603.05279, sec. 4.1 and table 2: GoogLeNet BWN).
 
 The float network is torchvision's maintained ``GoogLeNet`` (with batch normalisation, without the auxiliary
-classifiers, which the paper's binary networks do not use). ``binarize_`` makes every conv but ``conv1`` binary,
-each with a BatchNorm in front (the paper's ``BatchNorm -> BinActiv -> BinConv`` block); every conv's input follows a
-ReLU or a max-pool, so that BatchNorm is what gives ``sign()`` both signs. The small-input variant (digits, CIFAR)
+classifiers, which the paper's binary networks do not use), its ``conv -> BN -> ReLU`` units with the ReLU as a
+module (:class:`ZooBasicConv2d`, same state dict). ``binarize_`` makes every conv but ``conv1`` binary. With binarized
+inputs each becomes the paper's block ``BatchNorm -> BinActiv -> BinConv`` (fig. 3), and the ReLU of every unit whose
+output only reaches binary blocks (directly, through a concatenation or a max-pool) is removed, so that nothing sits
+between the previous conv's BatchNorm and the block's BatchNorm but concatenation and pooling: the ReLUs that stay are
+``conv1``'s (the float stem, as in the authors' AlexNet) and those of the four branch ends of ``inception5b``, which
+feed the float classifier. ``block_relu=True`` keeps every ReLU (an ablation). The small-input variant (digits, CIFAR)
 has a 3x3 stride-1 ``conv1`` and drops the two stem max-pools.
 """
 
 from __future__ import annotations
 
-from torch import nn
-from torchvision.models.googlenet import BasicConv2d, GoogLeNet
+import functools
+from typing import Any
 
-from ._builder import build_binary_model, default_cfg
+from torch import Tensor, nn
+from torchvision.models.googlenet import GoogLeNet, Inception, InceptionAux
+
+from ._builder import build_binary_model, default_cfg, scheme_options
 from ._registry import register_model
 
-__all__ = ["ZooGoogLeNet"]
+__all__ = ["ZooBasicConv2d", "ZooGoogLeNet"]
+
+# The units whose output reaches the classifier or feeds the float stem's pool, not a binary block.
+_FLOAT_OUTPUTS = ("conv1", "inception5b.branch1", "inception5b.branch2.1", "inception5b.branch3.1",
+                  "inception5b.branch4.1")
+
+
+class ZooBasicConv2d(nn.Module):
+    """torchvision's ``BasicConv2d`` (``conv -> BN(eps 1e-3) -> ReLU``) with the ReLU as the module ``act``."""
+
+    def __init__(self, in_channels: int, out_channels: int, **kwargs: Any) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)
+        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+def _Inception(*args: Any, **kwargs: Any) -> Inception:  # noqa: N802 (stands for the class)
+    return Inception(*args, conv_block=ZooBasicConv2d, **kwargs)
 
 
 class ZooGoogLeNet(GoogLeNet):
-    """torchvision's GoogLeNet with timm's model interface (``num_classes``, ``pretrained_cfg``, ``in_chans``)."""
+    """torchvision's GoogLeNet with timm's model interface (``num_classes``, ``pretrained_cfg``, ``in_chans``).
 
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, drop_rate: float = 0.2):
+    ``binary_blocks``: remove the ReLUs in front of binary blocks (see the module docstring).
+    """
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, drop_rate: float = 0.2,
+                 binary_blocks: bool = False):
         super().__init__(num_classes=num_classes, aux_logits=False, transform_input=False, init_weights=True,
-                         dropout=drop_rate)
+                         blocks=[ZooBasicConv2d, _Inception, InceptionAux], dropout=drop_rate)
         self.num_classes = num_classes
         self.num_features = self.fc.in_features
         if small_input:
-            self.conv1 = BasicConv2d(in_chans, 64, kernel_size=3, stride=1, padding=1)
+            self.conv1 = ZooBasicConv2d(in_chans, 64, kernel_size=3, stride=1, padding=1)
             self.maxpool1 = nn.Identity()
             self.maxpool2 = nn.Identity()
         elif in_chans != 3:
-            self.conv1 = BasicConv2d(in_chans, 64, kernel_size=7, stride=2, padding=3)
+            self.conv1 = ZooBasicConv2d(in_chans, 64, kernel_size=7, stride=2, padding=3)
+        if binary_blocks:
+            for name, module in self.named_modules():
+                if isinstance(module, ZooBasicConv2d) and name not in _FLOAT_OUTPUTS:
+                    module.act = nn.Identity()
         self.pretrained_cfg = default_cfg("conv1.conv", "fc", num_classes=num_classes, pool_size=(7, 7))
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -45,7 +81,9 @@ def _googlenet(small_input: bool = False, **kwargs) -> nn.Module:
 
 
 def _create(scheme: str, pretrained: bool, **kwargs) -> nn.Module:
-    return build_binary_model(f"{scheme}_googlenet", "googlenet", scheme, pretrained, factory=_googlenet, **kwargs)
+    config = scheme_options(scheme, kwargs)
+    factory = functools.partial(_googlenet, binary_blocks=config.binarizes_inputs and not config.block_relu)
+    return build_binary_model(f"{scheme}_googlenet", "googlenet", config, pretrained, factory=factory, **kwargs)
 
 
 @register_model
