@@ -126,16 +126,17 @@ def route_of(name: str) -> str:
     return name.split(":", 1)[0]
 
 
-def popcount_variants() -> list[str]:
+@functools.cache
+def popcount_variants() -> tuple[str, ...]:
     """The popcount variants timed as candidates: those of the table that run here and are not scalar (every CPU
     with a SIMD variant runs that one several times faster), or scalar alone; where ``ZOO_KERNELS_ISA`` forces an
-    ISA, only "auto" (that ISA's pick)."""
+    ISA, only "auto" (that ISA's pick). Fixed for the process (the forced ISA is read when the kernels load)."""
     from . import cpu
 
     if cpu._forced_isa():
-        return ["auto"]
-    simd = [v for v in cpu.available_variants() if v != "scalar"]
-    return simd or ["auto"]
+        return ("auto",)
+    simd = tuple(v for v in cpu.available_variants() if v != "scalar")
+    return simd or ("auto",)
 
 
 def choose(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
@@ -250,16 +251,26 @@ def binary_conv2d_cpu(
     from . import int8_route
 
     key = conv_key("conv", x, w_packed, stride, padding, dilation, bits, input_scale, residual is not None)
-    candidates: dict[str, Callable[[], torch.Tensor]] = {"popcount:auto": lambda: popcount("auto")}
-    if forced_route() is None:
-        candidates = {f"popcount:{v}": functools.partial(popcount, v) for v in popcount_variants()}
-    if (x.dtype != torch.float32 or x.shape[0] == 0 or not int8_route.int8_route_available()
-            or not int8_route.int8_conv_exact_for(x.shape[2:], kernel_size, stride, padding, dilation)):
-        return run(key, candidates)
+
+    def int8_offered() -> bool:
+        return (x.dtype == torch.float32 and x.shape[0] > 0 and int8_route.int8_route_available()
+                and int8_route.int8_conv_exact_for(x.shape[2:], kernel_size, stride, padding, dilation))
 
     def int8() -> torch.Tensor:
         return int8_route.int8_conv2d(x, w_packed, alpha, channels, stride, padding, dilation, bits,
                                       tuple(kernel_size) if input_scale else None, bias, norm_scale, norm_shift,
                                       residual, relu)
 
+    # the common case, a key already chosen (or a forced route): run it without building the candidates
+    name = known(key)
+    if name is not None:
+        route, _, variant = name.partition(":")
+        if (route == "popcount" and variant in ("auto", *popcount_variants())) or (route == "int8" and int8_offered()):
+            note(key, name)
+            return int8() if route == "int8" else popcount(variant)
+    candidates: dict[str, Callable[[], torch.Tensor]] = {"popcount:auto": lambda: popcount("auto")}
+    if forced_route() is None:
+        candidates = {f"popcount:{v}": functools.partial(popcount, v) for v in popcount_variants()}
+    if not int8_offered():
+        return run(key, candidates)
     return run(key, {**candidates, "int8": int8})
