@@ -4,7 +4,8 @@ a clean fallback.
 The algorithm and memory access are described at the top of ``cpu_popcount.cpp``: an implicit GEMM over packed words,
 ``D[p, o] = sum popcount(A[p, k] ^ B[o, k])`` for output pixels ``p`` and filters ``o``, tiled over torch's intra-op
 threads, the inner loop a micro-kernel of one ISA from the table in ``cpu_popcount_ukernels.h`` (:func:`variant_table`):
-``avx512`` (``vpopcntq`` over 8 filters per vector on im2col rows, ``cpu_popcount_avx512.cpp``, the default where the
+``avx512`` (``vpopcntd`` over 16 filters per vector, the rows read in place from the padded packed input,
+``cpu_popcount_avx512.cpp``, the default where the
 CPU has AVX-512 VPOPCNTDQ: the fastest at every shape measured), ``avx2_pairs`` and ``avx2`` (nibble-table lookups,
 ``vpshufb``, against weight panels, ``cpu_popcount_avx2.cpp``), ``scalar`` (64-bit ``popcnt``,
 ``cpu_popcount_scalar.cpp``); weights re-laid out once per weight tensor and cached; then the padding correction and
@@ -322,7 +323,7 @@ def xnor_conv2d_cpu(
     ``x_packed`` (bits, N, H, W, Cw) of bit planes, ``int = sum_b 2^b int_b`` over the planes (so ``alpha / (2^bits -
     1)`` gives the conv of the k-bit input, see :mod:`zoo_kernels.kbit`). ``scale``
     (N, 1, Ho, Wo) and ``bias`` (O,) are optional (1 and 0 when None). ``variant`` picks the compiled inner loop
-    ("auto" or a name of :func:`variant_table`: "avx512" with vpopcntq over 8 filters per vector, "avx2_pairs" with
+    ("auto" or a name of :func:`variant_table`: "avx512" with vpopcntd over 16 filters per vector, "avx2_pairs" with
     blocks of 2 pairs of adjacent pixels, "avx2" with blocks of 4 pixels, "scalar"; a RuntimeError where the CPU lacks
     it); the fallback ignores it. The C++ kernel checks shapes and dtypes again (RuntimeError);
     :mod:`zoo_kernels.ops` checks them first with clearer messages.

@@ -19,10 +19,12 @@
 // popcount(w[o, t]) to D; it is subtracted again, so that the padding contributes 0, as zeros do in F.conv2d.
 //
 // Variants (cpu_popcount_ukernels.h: the table, kPopcountVariants below): the inner loop over the words is a
-// micro-kernel of one ISA in a file of its own. im2col variants (scalar: 64-bit popcnt; avx512: VPOPCNTDQ over 8
-// filters per vector, cpu_popcount_avx512.cpp) run on tiles of rows of A that the driver builds; the nibble-table
-// variants (avx2 pixel and pair blocks, cpu_popcount_avx2.cpp) read an expanded image of the packed input instead of
-// rows of A. The driver picks the first variant of the table that the CPU runs (resolve_variant), or the one asked for.
+// micro-kernel of one ISA in a file of its own. The im2col variant (scalar: 64-bit popcnt) runs on tiles of rows of
+// A that the driver builds; the indirect variant (avx512: VPOPCNTDQ over 16 filters per vector,
+// cpu_popcount_avx512.cpp) reads the rows' words in place from a zero-padded copy of the packed input, through a
+// pointer per row and the taps' offsets (an igemm, as in XNNPACK); the nibble-table variants (avx2 pixel and pair
+// blocks, cpu_popcount_avx2.cpp) read an expanded image of the packed input instead of rows of A. The driver picks
+// the first variant of the table that the CPU runs (resolve_variant), or the one asked for.
 //
 // Weights: re-laid out once per weight tensor for each variant that runs here (the AVX2 panels, the AVX-512 k-major
 // blocks) and cached, with popw[t, o] = popcount(w[o, t, :]) for the padding correction. The cache is keyed by the
@@ -38,8 +40,8 @@
 // uint8 counts flushed only between whole runs, so that the loops' trip counts repeat and their exits are predicted.
 // The threads take tiles from a shared counter. The output is channels_last: a pixel's filters are contiguous, so the
 // epilogue writes whole vectors (non-temporal stores when the output is far larger than the caches), and the next
-// layer's sign packing reads 32 contiguous channels per word. The im2col variants build the rows of A as 64-bit
-// words per tile.
+// layer's sign packing reads 32 contiguous channels per word. The im2col variant builds the rows of A as 64-bit
+// words per tile; the indirect variant only a pointer per row.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -195,7 +197,8 @@ std::vector<Chunk> make_chunks(const Geometry& g, int64_t Wp, int64_t chunk_step
 struct Prepared {
   std::vector<Panel> panels;
   std::unique_ptr<uint8_t, decltype(&std::free)> bytes{nullptr, &std::free};
-  std::vector<uint64_t> rows, kmajor;
+  std::vector<uint64_t> rows;
+  std::vector<uint32_t> kmajor;
   std::vector<int32_t> popw;
   size_t size = 0;
 };
@@ -236,9 +239,9 @@ std::shared_ptr<const Prepared> prepare(const int32_t* w, const Geometry& g) {
   }
 #ifdef ZOO_HAVE_X86_UKERNELS
   if (layout_runs(WeightLayout::kKMajor)) {
-    p->kmajor.resize(size_kmajor(g.O, g.K64()));
+    p->kmajor.resize(size_kmajor(g.O, g.K32()));
     layout_kmajor(w, g.O, g.K32(), p->kmajor.data());
-    p->size += p->kmajor.size() * 8;
+    p->size += p->kmajor.size() * 4;
   }
   if (layout_runs(WeightLayout::kPanels)) {
     const size_t bytes = static_cast<size_t>(steps * ceil_div(g.O, 32) * 32);
@@ -361,14 +364,14 @@ bool suits_pairs(const Geometry& g) { return g.Wo % 2 == 0 || g.Wo >= 5; }
 // shape, else the AVX2 pixel blocks, else scalar.
 const std::vector<PopcountVariant> kPopcountVariants = {
 #ifdef ZOO_HAVE_X86_UKERNELS
-    {"avx512", "avx512", runs_avx512, "avx512f, avx512bw, avx512vl, avx512vpopcntdq", SumsKind::kIm2col,
-     WeightLayout::kKMajor, popcount_gemm_avx512, epilogue32_avx512, nullptr, true, nullptr},
-    {"avx2_pairs", "avx2", runs_avx2, "avx2", SumsKind::kNibblePairs, WeightLayout::kPanels, nullptr,
+    {"avx512", "avx512", runs_avx512, "avx512f, avx512bw, avx512vl, avx512vpopcntdq", SumsKind::kIndirect,
+     WeightLayout::kKMajor, nullptr, popcount_igemm_avx512, epilogue32_avx512, nullptr, true, nullptr},
+    {"avx2_pairs", "avx2", runs_avx2, "avx2", SumsKind::kNibblePairs, WeightLayout::kPanels, nullptr, nullptr,
      epilogue32_avx2, epilogue16_avx2, true, suits_pairs},
-    {"avx2", "avx2", runs_avx2, "avx2", SumsKind::kNibbles, WeightLayout::kPanels, nullptr, epilogue32_avx2,
-     epilogue16_avx2, true, nullptr},
+    {"avx2", "avx2", runs_avx2, "avx2", SumsKind::kNibbles, WeightLayout::kPanels, nullptr, nullptr,
+     epilogue32_avx2, epilogue16_avx2, true, nullptr},
 #endif
-    {"scalar", "scalar", runs_anywhere, "", SumsKind::kIm2col, WeightLayout::kRows, popcount_gemm_scalar,
+    {"scalar", "scalar", runs_anywhere, "", SumsKind::kIm2col, WeightLayout::kRows, popcount_gemm_scalar, nullptr,
      epilogue_scalar, nullptr, false, nullptr},
 };
 
@@ -507,13 +510,14 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const int32_t* x_ptr = xp.data_ptr<int32_t>();
   float* out_ptr = out.data_ptr<float>();
 
-  const bool nibbles = variant.kind != SumsKind::kIm2col, use_pairs = variant.kind == SumsKind::kNibblePairs;
+  const bool im2col = variant.kind == SumsKind::kIm2col, indirect = variant.kind == SumsKind::kIndirect;
+  const bool nibbles = !im2col && !indirect, use_pairs = variant.kind == SumsKind::kNibblePairs;
   const int64_t T = g.T(), K64 = g.K64(), C = g.C;
   const std::shared_ptr<const Prepared> prepared = prepared_weights(w_packed, wp, g);
   const std::vector<Panel>& panels = prepared->panels;
   const int32_t* popw = prepared->popw.data();
-  // The im2col variants' weights, filter o0's at o0 * K64 in either layout.
-  const uint64_t* Wim = variant.layout == WeightLayout::kRows ? prepared->rows.data() : prepared->kmajor.data();
+  const uint64_t* Wim = prepared->rows.data();     // the im2col variants' weights, filter o0's at o0 * K64
+  const uint32_t* Wk = prepared->kmajor.data();    // the indirect variants', filter o0's at o0 * K32
 
   // The rows of the tiles: output pixels in order, or with pairs, places (n, y, x) for x < 2 * ceil(Wo / 2), a
   // place past Wo computed but not written. TP rows per tile, a multiple of every register block's rows (4): the
@@ -550,8 +554,36 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     chunks = make_chunks(g, Wp, kChunkBytes / (32 * nv0));
   }
 #endif
+  // Indirect variants: the padded image of packed words (zero words on the padding), per plane, built by all
+  // threads a padded row at a time; and the segments of a row's words (each kernel row's taps, one stretch when
+  // dw == 1, else each tap).
+  thread_local std::vector<int32_t> padded_words;
+  std::vector<Segment> segs;
+  const int64_t K32 = g.K32(), padded_plane = g.N * Hp * Wp * g.Cw;
+  if (indirect) {
+    padded_words.resize(static_cast<size_t>(bits * padded_plane));
+    int32_t* XP = padded_words.data();
+    const int64_t rows = bits * g.N * Hp, Cw = g.Cw, row_words = Wp * Cw;
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_words)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / (g.N * Hp), n = (r / Hp) % g.N, iy = r % Hp - g.ph;
+        int32_t* dst = XP + r * row_words;
+        if (iy < 0 || iy >= g.H) {
+          std::memset(dst, 0, row_words * sizeof(int32_t));
+          continue;
+        }
+        std::memset(dst, 0, g.pw * Cw * sizeof(int32_t));
+        std::memcpy(dst + g.pw * Cw, x_ptr + b * plane_words + (n * g.H + iy) * g.W * Cw, g.W * Cw * sizeof(int32_t));
+        std::memset(dst + (g.pw + g.W) * Cw, 0, g.pw * Cw * sizeof(int32_t));
+      }
+    });
+    for (int64_t ky = 0; ky < g.kh; ++ky)
+      for (int64_t kx = 0; kx < (g.dw == 1 ? 1 : g.kw); ++kx)
+        segs.push_back({(ky * g.dh * Wp + kx * g.dw) * Cw, (g.dw == 1 ? g.kw : 1) * Cw});
+  }
   const uint8_t* E = padded.data();  // not the names inside the workers: each thread has its own thread_locals
   const uint16_t* PE = pair_offsets.data();
+  const int32_t* XP = padded_words.data();
 
   // Outputs far larger than L2 are written with non-temporal stores: no read of each line before it is written.
   const bool stream = variant.streams && g.O % 8 == 0 && P * g.O * 4 > kStreamBytes;
@@ -570,7 +602,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), ceil_div(n_tiles, tiles_per_worker));
   std::atomic<int64_t> next_tile{0};
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    std::vector<uint64_t> A(nibbles ? 0 : bits * TP * K64);  // per plane
+    std::vector<uint64_t> A(im2col ? bits * TP * K64 : 0);  // per plane
+    std::vector<const int32_t*> rows(indirect ? bits * TP : 0);  // per plane: the rows' tap (0, 0), indirect variants
     std::vector<uint16_t> sums16(nibbles ? TP * kPanel : 0);
     std::vector<int32_t> sums32(wide ? TP * kPanel : 0), plane_sums(!nibbles && bits > 1 ? TP * kPanel : 0);
     std::vector<const uint8_t*> px(bits * TP);  // per plane
@@ -586,12 +619,14 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       const int64_t r0 = pb * TP, tp = std::min(TP, R - r0), oe = std::min(32 * pn.nv, g.O - pn.o0);
       const int64_t ldd = 32 * pn.nv;  // row stride of the tile's sums
       if (pb != built) {
-        for (int64_t b = 0; !nibbles && b < bits; ++b) {
+        for (int64_t b = 0; im2col && b < bits; ++b) {
           EmitWords emit{reinterpret_cast<uint32_t*>(A.data() + b * TP * K64), 2 * K64};
           walk_im2col(g, x_ptr + b * plane_words, r0, TP, emit);
         }
         // Valid taps per pixel: a range ky_lo..ky_hi x kx_lo..kx_hi; border pixels share few ranges ("patterns").
         map_rows(g, Wq, R, r0, TP, use_pairs, Wp, at.data(), pixel.data(), pattern.data(), ranges);
+        for (int64_t b = 0; indirect && b < bits; ++b)
+          for (int64_t i = 0; i < TP; ++i) rows[b * TP + i] = XP + b * padded_plane + at[i] * g.Cw;
         for (int64_t b = 0; nibbles && b < bits; ++b) {  // with pairs, the pair offsets only (E is not built)
           const int64_t off = b * g.N * Hp * Wp * L;
           for (int64_t i = 0; i < TP; ++i) {
@@ -625,7 +660,11 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       } else {
         for (int64_t b = bits - 1; b >= 0; --b) {  // bit planes by Horner's rule, as above
           int32_t* D = b == bits - 1 ? sums32.data() : plane_sums.data();
-          variant.gemm(A.data() + b * TP * K64, tp, Wim + pn.o0 * K64, oe, K64, D, ldd);
+          if (indirect)
+            variant.igemm(rows.data() + b * TP, tp, segs.data(), static_cast<int64_t>(segs.size()), Wk + pn.o0 * K32,
+                          oe, K32, D, ldd);
+          else
+            variant.gemm(A.data() + b * TP * K64, tp, Wim + pn.o0 * K64, oe, K64, D, ldd);
           if (b != bits - 1)
             for (int64_t i = 0; i < tp; ++i)
               for (int64_t j = 0; j < oe; ++j) sums32[i * ldd + j] = 2 * sums32[i * ldd + j] + D[i * ldd + j];
@@ -648,6 +687,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   });
   if (padded.capacity() > kKeepPaddedBytes) std::vector<uint8_t>().swap(padded);  // keep only moderate buffers
   if (pair_offsets.capacity() * 2 > kKeepPaddedBytes) std::vector<uint16_t>().swap(pair_offsets);
+  if (padded_words.capacity() * 4 > kKeepPaddedBytes) std::vector<int32_t>().swap(padded_words);
   return out;
 }
 

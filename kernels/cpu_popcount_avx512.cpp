@@ -1,16 +1,19 @@
 // The popcount conv's micro-kernels on AVX-512 VPOPCNTDQ (zoo_kernels; see cpu_popcount_ukernels.h for the contracts
 // and cpu_popcount.cpp for the driver, which calls them only where the CPU has the ISA).
 //
-// D[i, j] = sum_k popcount(A[i, k] ^ B[j, k]) for MR = 6 rows (output pixels) of A and NV <= 4 vectors of 8 filters,
-// vectorised over the filters: per word k, the NV vectors of the 32-filter block's k-major weights are loaded once,
-// and each row's word is broadcast and XORed with them, the 64-bit popcounts (vpopcntq) added to MR x NV uint64
-// accumulators (24 zmm registers, the weights 4 more). Per 512 binary products: an XOR (with the broadcast word), a
-// vpopcntq and an add, the bound of the loop. The accumulators are narrowed to int32 and stored with a mask for the
-// filters past oe (the k-major block past O holds zero words, never stored). Fewer than MR rows (the tile's last) and
-// fewer than 4 vectors (a block past O) run smaller instances of the same template. Row blocks outer, filter blocks
-// inner: the rows' words stay in L1 while the blocks' weights pass (3-10% faster than the other order at ResNet-18's
-// 3x3 shapes, one thread); 6 rows were as fast as or faster than 4 or 8 (8 x 4 accumulators spill). The epilogue
-// runs 16 filters per vector, with a masked tail, the same float operations as the scalar one.
+// An indirect gemm (IGemmFn, as XNNPACK's igemm): D[i, j] = sum_k popcount(a_i[k] ^ B[j, k]) for MR = 6 rows (output
+// pixels) and NV <= 4 vectors of 16 filters, where row i's K32 words are read in place from the padded image of
+// packed words, along the segments (each kernel row's taps when the dilation along the row is 1, else each tap):
+// no im2col copy of the rows is made. Vectorised over the filters in 32-bit lanes: per word k, the NV vectors of the
+// 64-filter block's k-major weights are loaded once, and each row's 32-bit word is broadcast and XORed with them,
+// the popcounts (vpopcntd) added to MR x NV int32 accumulators (24 zmm registers, the weights 4 more), which are
+// the sums themselves (no narrowing) and stored with a mask for the filters past oe (the k-major block past O holds
+// zero words, never stored). Per 512 binary products: an XOR (with the broadcast word), a vpopcntd and an add, the
+// bound of the loop. Fewer than MR rows (the tile's last) and fewer than 4 vectors (a block past O) run smaller
+// instances of the same template. Row blocks outer, filter blocks inner: the rows' words stay in L1 while the
+// blocks' weights pass. (The im2col form of the same loop, 64-bit words and 8 filters per vector, spent as long
+// copying the rows of A as in the popcounts at 64 channels.) The epilogue runs 16 filters per vector, with a masked
+// tail, the same float operations as the scalar one.
 //
 // Compiled for the ISA by function attributes, not by flags or a pragma: the extension's other code (and whatever
 // inline functions of the standard headers this file instantiates) stays the baseline ISA, so the library loads and
@@ -30,19 +33,14 @@
 
 namespace zoo_xnor_cpu {
 
-int64_t size_kmajor(int64_t O, int64_t K64) { return (O + 31) / 32 * 32 * K64; }
+int64_t size_kmajor(int64_t O, int64_t K32) { return (O + 63) / 64 * 64 * K32; }
 
-void layout_kmajor(const int32_t* w, int64_t O, int64_t K32, uint64_t* Wt) {
-  const int64_t K64 = (K32 + 1) / 2;
-  std::fill(Wt, Wt + size_kmajor(O, K64), uint64_t(0));
+void layout_kmajor(const int32_t* w, int64_t O, int64_t K32, uint32_t* Wt) {
+  std::fill(Wt, Wt + size_kmajor(O, K32), uint32_t(0));
   for (int64_t o = 0; o < O; ++o) {
-    uint64_t* dst = Wt + (o / 32) * 32 * K64 + o % 32;
+    uint32_t* dst = Wt + (o / 64) * 64 * K32 + o % 64;
     const int32_t* row = w + o * K32;
-    for (int64_t k = 0; k < K64; ++k) {
-      uint64_t word = static_cast<uint32_t>(row[2 * k]);
-      if (2 * k + 1 < K32) word |= static_cast<uint64_t>(static_cast<uint32_t>(row[2 * k + 1])) << 32;
-      dst[32 * k] = word;
-    }
+    for (int64_t k = 0; k < K32; ++k) dst[64 * k] = static_cast<uint32_t>(row[k]);
   }
 }
 
@@ -54,34 +52,42 @@ namespace {
 
 constexpr int kMR = 6;  // rows per register block
 
-using TileFn = void (*)(const uint64_t*, int64_t, const uint64_t*, int64_t, int32_t*, int64_t);
+using TileFn = void (*)(const int32_t* const*, const Segment*, int64_t, const uint32_t*, int64_t, int32_t*, int64_t);
 
-// D[i * ldd + j] for i < MR, j < oe (<= 8 NV) from MR rows of A and a block of k-major weights W (32 words per k).
+// D[i * ldd + j] for i < MR, j < oe (<= 16 NV) from the MR rows at rows[0 .. MR) and a block of k-major weights W (64
+// words per k), the rows' words along the segments.
 template <int MR, int NV>
-ZOO_AVX512 void tile(const uint64_t* A, int64_t K64, const uint64_t* W, int64_t oe, int32_t* D, int64_t ldd) {
+ZOO_AVX512 void tile(const int32_t* const* rows, const Segment* segs, int64_t nsegs, const uint32_t* W, int64_t oe,
+                     int32_t* D, int64_t ldd) {
   __m512i acc[MR][NV];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < K64; ++k, W += 32) {
-    __m512i w[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_si512(W + 8 * v);
+  for (int64_t s = 0; s < nsegs; ++s) {
+    const int32_t* a[MR];
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const __m512i a = _mm512_set1_epi64(static_cast<long long>(A[i * K64 + k]));
+    for (int i = 0; i < MR; ++i) a[i] = rows[i] + segs[s].offset;
+    const int64_t len = segs[s].length;
+    for (int64_t k = 0; k < len; ++k, W += 64) {
+      __m512i w[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v)
-        acc[i][v] = _mm512_add_epi64(acc[i][v], _mm512_popcnt_epi64(_mm512_xor_si512(a, w[v])));
+      for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_si512(W + 16 * v);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m512i av = _mm512_set1_epi32(a[i][k]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+          acc[i][v] = _mm512_add_epi32(acc[i][v], _mm512_popcnt_epi32(_mm512_xor_si512(av, w[v])));
+      }
     }
   }
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) {
-    const int64_t left = oe - 8 * v;  // > 0
-    const __mmask8 mask = left >= 8 ? 0xff : static_cast<__mmask8>((1u << left) - 1);
+    const int64_t left = oe - 16 * v;  // > 0
+    const __mmask16 mask = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) _mm512_mask_cvtepi64_storeu_epi32(D + i * ldd + 8 * v, mask, acc[i][v]);
+    for (int i = 0; i < MR; ++i) _mm512_mask_storeu_epi32(D + i * ldd + 16 * v, mask, acc[i][v]);
   }
 }
 
@@ -131,14 +137,14 @@ EpilogueFn<int32_t> epilogue32_avx512(bool extra, bool stream) {
                : (stream ? epilogue_rows<false, true> : epilogue_rows<false, false>);
 }
 
-ZOO_AVX512 void popcount_gemm_avx512(const uint64_t* A, int64_t rows, const uint64_t* Wt, int64_t oe, int64_t K64,
-                                     int32_t* D, int64_t ldd) {
+ZOO_AVX512 void popcount_igemm_avx512(const int32_t* const* rows, int64_t nrows, const Segment* segs, int64_t nsegs,
+                                      const uint32_t* Wt, int64_t oe, int64_t K32, int32_t* D, int64_t ldd) {
   const std::array<TileFn, 4>* tiles = kTiles.data();
-  for (int64_t i = 0; i < rows; i += kMR) {
-    const int64_t m = std::min<int64_t>(kMR, rows - i);
-    for (int64_t jb = 0; jb < oe; jb += 32) {
-      const int64_t n = std::min<int64_t>(32, oe - jb);
-      tiles[m - 1][(n + 7) / 8 - 1](A + i * K64, K64, Wt + jb * K64, n, D + i * ldd + jb, ldd);
+  for (int64_t i = 0; i < nrows; i += kMR) {
+    const int64_t m = std::min<int64_t>(kMR, nrows - i);
+    for (int64_t jb = 0; jb < oe; jb += 64) {
+      const int64_t n = std::min<int64_t>(64, oe - jb);
+      tiles[m - 1][(n + 15) / 16 - 1](rows + i, segs, nsegs, Wt + jb * K32, n, D + i * ldd + jb, ldd);
     }
   }
 }

@@ -70,6 +70,19 @@ using EpilogueFn = void (*)(const D* sums, int64_t ldd, int64_t tp, const int64_
                             const int32_t* lead, const float* alpha, const float* bias, const float* scale,
                             const float* res, bool relu, int64_t O, int64_t oe, float* out);
 
+// A stretch of a row's words in the padded image of packed words: offset words from the row's tap (0, 0), length of
+// them (consecutive words of the rows' K32 words and of the weights').
+struct Segment {
+  int64_t offset, length;
+};
+
+// Indirect variants (as XNNPACK's igemm): D[i * ldd + j] = sum_k popcount(a_i[k] ^ B(o0 + j, k)) for rows i < nrows
+// and filters j < oe, where a_i's K32 words are read in place along the segments from rows[i] (row i's tap (0, 0) in
+// the padded image of packed words: taps on the padding read zero words, as the padding correction assumes) and B
+// is the variant's weight layout starting at filter o0 (o0 a multiple of 64, its words at o0 * K32).
+using IGemmFn = void (*)(const int32_t* const* rows, int64_t nrows, const Segment* segs, int64_t nsegs,
+                         const uint32_t* B, int64_t oe, int64_t K32, int32_t* D, int64_t ldd);
+
 // Nibble-table variants (AVX2): the sums of one tile of TP rows (tp of them real) and one panel of nv vectors of 32
 // filters, over the bit planes by Horner's rule, from the expanded activations (px: per plane, TP pointers to the
 // rows' tap (0, 0) in the padded image of nibble offsets; pq: per plane, TP / 2 pointers into the pair offsets) and
@@ -108,22 +121,21 @@ EpilogueFn<int32_t> epilogue32_avx2(bool extra, bool stream);
 EpilogueFn<uint16_t> epilogue16_avx2(bool extra, bool stream);
 void stream_fence();  // the non-temporal stores of this thread visible before the threads join
 
-// AVX-512 VPOPCNTDQ (cpu_popcount_avx512.cpp). The filters w[o] (O rows of K32 int32 words; as uint64 words
-// B[o, k] = w[o, 2k] | w[o, 2k + 1] << 32, K64 = ceil(K32 / 2) of them, the odd last one paired with a zero word as
-// in the rows of A) re-laid out k-major in blocks of 32 filters: Wt[32 b K64 + 32 k + c] = B[32 b + c, k], zero past
-// O; size_kmajor(O, K64) words. The gemm (a GemmFn on that layout) runs 8 filters per vector, the epilogue 16.
-int64_t size_kmajor(int64_t O, int64_t K64);
-void layout_kmajor(const int32_t* w, int64_t O, int64_t K32, uint64_t* Wt);
-void popcount_gemm_avx512(const uint64_t* A, int64_t rows, const uint64_t* Wt, int64_t oe, int64_t K64, int32_t* D,
-                          int64_t ldd);
+// AVX-512 VPOPCNTDQ (cpu_popcount_avx512.cpp). The filters w[o] (O rows of K32 int32 words) re-laid out k-major in
+// blocks of 64 filters: Wt[64 b K32 + 64 k + c] = w[64 b + c, k], zero past O; size_kmajor(O, K32) words. The
+// indirect gemm (an IGemmFn on that layout) runs 16 filters per vector, as the epilogue does.
+int64_t size_kmajor(int64_t O, int64_t K32);
+void layout_kmajor(const int32_t* w, int64_t O, int64_t K32, uint32_t* Wt);
+void popcount_igemm_avx512(const int32_t* const* rows, int64_t nrows, const Segment* segs, int64_t nsegs,
+                           const uint32_t* Wt, int64_t oe, int64_t K32, int32_t* D, int64_t ldd);
 EpilogueFn<int32_t> epilogue32_avx512(bool extra, bool stream);
 #endif
 
-// How a variant computes the sums: from im2col rows of A with a GemmFn, or from nibble offsets (AVX2 pixel or pair
-// blocks).
-enum class SumsKind { kIm2col, kNibbles, kNibblePairs };
+// How a variant computes the sums: from im2col rows of A with a GemmFn, in place from the padded image with an
+// IGemmFn, or from nibble offsets (AVX2 pixel or pair blocks).
+enum class SumsKind { kIm2col, kIndirect, kNibbles, kNibblePairs };
 
-// Which weight layout an im2col variant's gemm reads.
+// Which weight layout a variant's gemm reads (rows: im2col; k-major: indirect; panels: nibble variants).
 enum class WeightLayout { kRows, kKMajor, kPanels };
 
 // One line of the table: a variant of the popcount conv.
@@ -135,6 +147,7 @@ struct PopcountVariant {
   SumsKind kind;
   WeightLayout layout;
   GemmFn gemm;                                   // im2col variants
+  IGemmFn igemm;                                 // indirect variants
   EpilogueFn<int32_t> (*epilogue32)(bool, bool);  // every variant (int32 sums)
   EpilogueFn<uint16_t> (*epilogue16)(bool, bool);  // nibble variants (uint16 sums), else null
   bool streams;                                  // whether epilogue32/16(_, true) streams
