@@ -41,7 +41,7 @@ import platform
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -55,6 +55,7 @@ __all__ = [
     "available_variants",
     "variant_table",
     "cached_weights",
+    "compiled_op",
     "cpu_kernel_available",
     "fingerprint",
     "input_scale_cpu",
@@ -470,12 +471,18 @@ def max_pool_relu_cpu(x: torch.Tensor, out: torch.Tensor, kernel: int, stride: i
     return out.copy_(torch.nn.functional.max_pool2d(x, kernel, stride, padding).relu_())
 
 
+def compiled_op(name: str) -> Callable[..., object] | None:
+    """The compiled op ``torch.ops.zoo_xnor_cpu.<name>`` (its OpOverload: the cheapest way to call it), or None
+    without the compiled kernels."""
+    return _ops[name] if load_extension() else None
+
+
 def fingerprint(*tensors: torch.Tensor) -> int:
     """A 64-bit fingerprint of the tensors' contents, which the weight caches key on: any change of one value is seen,
     also a write through ``.data`` that the version counter misses (``cpu_fingerprint.cpp`` says which edits could
     collide). One pass over the bytes, compiled, for CPU tensors; the same property through torch ops otherwise
     (another value, slower: a device sync on a GPU)."""
-    if all(t.device.type == "cpu" for t in tensors) and load_extension():
+    if all(t.is_cpu for t in tensors) and load_extension():
         return _ops["fingerprint"](list(tensors))
     h = len(tensors)
     for t in tensors:

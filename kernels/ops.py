@@ -70,6 +70,8 @@ __all__ = [
     "pack_kbit_planes",
     "pack_signs",
     "pack_signs_absmean",
+    "prebound_conv2d",
+    "prebound_usable",
     "register_device_kernel",
     "use_kernel",
     "xnor_conv2d",
@@ -665,3 +667,65 @@ def kbit_conv2d(
                                pd, dl)
         out = y if out is None else out.add_(y)
     return _residual_relu(out, residual, relu)
+
+
+def prebound_usable() -> bool:
+    """Whether calls made by :func:`prebound_conv2d` may run now: nothing traces and the CPU kernels are the
+    registered ones (no :func:`use_kernel` block swapped them)."""
+    return not torch.compiler.is_compiling() and all(_KERNELS[op].get("cpu") is fn for op, fn in _CPU_KERNELS.items())
+
+
+def prebound_conv2d(
+    x: Tensor,
+    w_packed: Tensor,
+    alpha: Tensor,
+    channels: int,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    bits: int = 1,
+    input_scale: bool = False,
+    bias: Tensor | None = None,
+    norm_scale: Tensor | None = None,
+    norm_shift: Tensor | None = None,
+    residual: Tensor | None = None,
+    relu: bool = False,
+) -> Callable[[Tensor, Tensor | None], Tensor] | None:
+    """The compiled CPU call that :func:`xnor_conv2d` (``bits`` 1) or :func:`kbit_conv2d` makes for ``x`` on the
+    route chosen for its shape, bound to the checked arguments: ``f(x2, residual2)`` is what the function gives with
+    ``x2`` and ``residual2`` in place of ``x`` and ``residual``, bit for bit, without its argument checks, route lookup
+    and Python layers on every call (about 35 us of a 90 us conv at batch 1 and 64 channels, Zen 5 core pair): an
+    inference loop's repeated calls of one layer.
+
+    None where the call would not run the compiled popcount kernel: no compiled kernel, ``x`` not a float32 CPU
+    tensor, tracing, a route not chosen yet for this shape (the function's next call chooses it), the int8 route, a
+    :func:`zoo_kernels.routes.record` block open. The caller may use ``f`` only for inputs of ``x``'s and
+    ``residual``'s type, shape, strides, dtype and device, while :func:`prebound_usable` holds,
+    :func:`zoo_kernels.routes.state` equals its value when ``f`` was made, and the bound tensors are unchanged (the
+    compiled kernel re-lays out changed weight words itself; ``alpha``, ``bias``, ``norm_scale`` and ``norm_shift`` are
+    read as bound).
+    """
+    if (type(x) is not Tensor or not x.is_cpu or x.dtype != torch.float32 or routes.state() is None
+            or not prebound_usable()):
+        return None
+    name = "xnor_conv2d" if bits == 1 else "kbit_conv2d"
+    ks, st, pd, dl, alpha, bias = _float_conv_args(name, x, w_packed, alpha, channels, kernel_size, stride, padding,
+                                                   dilation, bias, 1, residual)
+    bits = check_bits(bits, name)
+    _check_fused_args(name, x, w_packed, alpha, bias, channels, norm_scale, norm_shift, st, pd, dl, bits)
+    variant = "auto"  # k-bit inputs past 7 bits: no route choice (see kbit_conv2d)
+    if bits <= 7:
+        chosen = routes.known(routes.conv_key("conv", x, w_packed, st, pd, dl, bits, input_scale,
+                                              residual is not None))
+        route, _, variant = (chosen or "").partition(":")
+        if route != "popcount" or variant not in ("auto", *routes.popcount_variants()):
+            return None
+    op = cpu.compiled_op("xnor_conv2d_float" if bits == 1 else "kbit_conv2d_float")
+    if op is None:
+        return None
+    if bits == 1:
+        return lambda x2, residual2: op(x2, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl,
+                                        input_scale, residual2, relu, variant)
+    return lambda x2, residual2: op(x2, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, bits,
+                                    input_scale, residual2, relu, variant)

@@ -34,7 +34,7 @@ import torch
 from .cpu_features import cpu_features
 
 __all__ = ["ROUTES", "batch_bucket", "binary_conv2d_cpu", "choose", "clear", "conv_key", "force_route", "forced_route",
-           "known", "note", "popcount_variants", "record", "route_of", "route_table", "run"]
+           "known", "note", "popcount_variants", "record", "route_of", "route_table", "run", "state"]
 
 ROUTES = ("popcount", "int8")
 _TIMED_CALLS = 3  # per candidate, after one warm-up call; the best of them counts
@@ -44,6 +44,7 @@ _choices: dict[str, dict[str, object]] = {}  # key -> {"route", "ms": {route: be
 _loaded: dict[str, bool] = {"done": False}
 _forced: list[str] = []  # force_route's stack
 _recorders: list[list[tuple[str, str]]] = []  # record()'s lists
+_generation = [0]  # bumped whenever the choices change: made, loaded or cleared
 
 
 def batch_bucket(n: int) -> int:
@@ -96,6 +97,7 @@ def _load() -> None:
         for key, value in data.items():
             if isinstance(value, dict) and value.get("route") in ROUTES:
                 _choices.setdefault(key, value)
+        _generation[0] += 1
 
 
 def _save() -> None:
@@ -158,6 +160,7 @@ def choose(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
     route = min(ms, key=ms.get)
     with _lock:
         _choices[key] = {"route": route, "ms": {k: round(v, 4) for k, v in ms.items()}}
+        _generation[0] += 1
         _save()
     return route
 
@@ -214,6 +217,17 @@ def clear() -> None:
     with _lock:
         _choices.clear()
         _loaded["done"] = True
+        _generation[0] += 1
+
+
+def state() -> tuple[int, str | None] | None:
+    """A token of what a route lookup depends on: it changes whenever a choice is made, loaded or cleared and
+    whenever a route is forced or released; None while a :func:`record` block is open (its calls must each be
+    recorded). A caller that keeps what :func:`known` gave (a prebound call, :func:`zoo_kernels.ops.prebound_conv2d`)
+    may use it while this token stays equal to the one taken with it."""
+    if _recorders:
+        return None
+    return _generation[0], forced_route()
 
 
 def conv_key(op: str, x: torch.Tensor | tuple[int, ...], w_packed: torch.Tensor, stride, padding, dilation, bits: int,

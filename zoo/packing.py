@@ -17,6 +17,8 @@ timm's ResNet ``BasicBlock`` the BatchNorms after the convs fold into their epil
 ``pack`` stores the float convs' weights channels_last, so that the float stem's output, and with it every activation
 after it, is channels_last: the layout the CPU kernel packs fastest and returns. The residual sum and ReLU that end a
 ``BasicBlock`` run in its second conv's epilogue, and timm's ResNet stem folds its BatchNorm (``PackedResNet``).
+From the second call with inputs of one signature, a ``PackedBasicBlock`` runs its three kernel calls prebound
+(:mod:`zoo.inference_plan`): the same values without the Python of the checks, folds and route lookups on each call.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ from zoo_kernels.cpu import fingerprint, level_bytes_cpu, max_pool_relu_cpu
 from zoo_kernels.cpu_features import has_native_bf16
 from zoo_kernels.geometry import conv_output_size
 from zoo_kernels.kbit import MAX_BITS
-from zoo_kernels.ops import has_kernel, kbit_conv2d
+from zoo_kernels.ops import has_kernel, kbit_conv2d, prebound_conv2d
 from zoo_kernels.ops import xnor_conv2d as popcount_conv2d
 from zoo_kernels.packing import pack_weight_signs, unpack_signs
 
+from . import inference_plan
 from .layers import BinaryConv2d, BinaryConvBlock, BinaryLinear
 from .quantizers import filter_scale
 
@@ -323,6 +326,28 @@ class PackedBinaryConvBlock(BinaryConvBlock):
             return conv.popcount_forward(x, a, b, residual=residual, relu=relu)
         return conv.popcount_forward(x, *self.folded(after), residual, relu)
 
+    def prebound(
+        self,
+        x: torch.Tensor,
+        after: nn.BatchNorm2d | None = None,
+        residual: torch.Tensor | None = None,
+        relu: bool = False,
+    ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None:
+        """``fused_forward(x2, after, residual2, relu)`` as a prebound kernel call ``f(x2, residual2)`` for inputs
+        like ``x`` and ``residual`` (:func:`zoo_kernels.ops.prebound_conv2d`, whose terms of use apply); None where
+        the fused forward would not run it."""
+        if not self.fused(x):
+            return None
+        conv, norm = self._modules["conv"], self._modules["norm"]
+        if after is None:
+            a, b = _cached(self, "_norm_affine", _tensors(norm), norm.eps, lambda: _norm_affine(norm))
+            alpha, bias = conv._buffers["alpha"], conv._parameters["bias"]
+        else:
+            a, b, alpha, bias = self.folded(after)
+        return prebound_conv2d(x, conv._buffers["weight_bits"], alpha, conv.in_channels, conv.kernel_size,
+                               conv.stride, conv.padding, conv.dilation, _input_bits(conv), conv.input_scale, bias,
+                               a, b, residual, relu)
+
     def folded(self, after: nn.BatchNorm2d) -> tuple[torch.Tensor, ...]:
         """``(a, b, alpha, bias)``: the BatchNorm before the sign as ``x * a + b`` and the conv's ``alpha`` and
         ``bias`` with ``after`` folded in; one cache for both BatchNorms (one fingerprint of their sources per
@@ -403,7 +428,54 @@ class PackedBasicBlock(BasicBlock):
         routes.note(k2, "int8")
         return out if relu else m["act2"](out)
 
+    def _prebound_plan(self, x: torch.Tensor) -> inference_plan.PreboundPlan | None:
+        """The fused forward for inputs like ``x`` as prebound kernel calls (:mod:`zoo.inference_plan`): conv1, the
+        shortcut (identity, or a packed downsample conv with its BatchNorm folded) and conv2 with the residual sum and
+        ReLU in its epilogue, each on its chosen popcount route; None where any of them would run otherwise (the
+        int8 route, a route not chosen yet, another shortcut or activation)."""
+        m = self._modules
+        ds = m.get("downsample")
+        if type(m["act2"]) is not nn.ReLU or not self.fused(x):
+            return None
+        modules = (m["conv1"], m["conv1"].norm, m["conv1"].conv, m["bn1"], m["conv2"], m["conv2"].norm,
+                   m["conv2"].conv, m["bn2"], m["act2"])
+        conv1 = m["conv1"].prebound(x, m["bn1"])
+        if conv1 is None:
+            return None
+        n, _, h, w = x.shape
+        c1 = m["conv1"].conv
+        shape1 = (n, c1.out_channels, *(conv_output_size(s, k, st, p, d) for s, k, st, p, d in
+                                        zip((h, w), c1.kernel_size, c1.stride, c1.padding, c1.dilation, strict=True)))
+        like1 = torch.empty(shape1, memory_format=torch.channels_last)  # as the kernel returns conv1's output
+        if ds is None:
+            shortcut, like_res = None, x
+        elif (type(ds) is nn.Sequential and len(ds) == 2 and type(ds[0]) is PackedBinaryConvBlock
+              and _is_inference_norm(ds[1])):
+            shortcut = ds[0].prebound(x, ds[1])
+            if shortcut is None:
+                return None
+            modules += (ds, ds[0], ds[0].norm, ds[0].conv, ds[1])
+            c0 = ds[0].conv
+            like_res = torch.empty((n, c0.out_channels, *(conv_output_size(s, k, st, p, d) for s, k, st, p, d in zip(
+                (h, w), c0.kernel_size, c0.stride, c0.padding, c0.dilation, strict=True))),
+                memory_format=torch.channels_last)
+        else:
+            return None
+        conv2 = m["conv2"].prebound(like1, m["bn2"], like_res, relu=True)
+        if conv2 is None:
+            return None
+        if shortcut is None:
+            def run(x: torch.Tensor) -> torch.Tensor:
+                return conv2(conv1(x, None), x)
+        else:
+            def run(x: torch.Tensor) -> torch.Tensor:
+                return conv2(conv1(x, None), shortcut(x, None))
+        return inference_plan.PreboundPlan(x, modules, run)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plan = inference_plan.plan_for(self, x)
+        if plan is not None:
+            return plan.run(x)
         if not self.fused(x):
             return super().forward(x)
         if (x.dtype == torch.float32 and (pair := self._int8_pair(x)) is not None):
@@ -411,7 +483,10 @@ class PackedBasicBlock(BasicBlock):
         m = self._modules
         out = m["conv1"].fused_forward(x, m["bn1"])
         if type(m["act2"]) is nn.ReLU:  # the residual sum and the ReLU in conv2's epilogue
-            return m["conv2"].fused_forward(out, m["bn2"], self._shortcut(x), relu=True)
+            out = m["conv2"].fused_forward(out, m["bn2"], self._shortcut(x), relu=True)
+            if (plan := self._prebound_plan(x)) is not None:  # the routes are chosen now: the next calls run it
+                inference_plan.keep(self, plan)
+            return out
         return m["act2"](m["conv2"].fused_forward(out, m["bn2"], self._shortcut(x)))
 
 
