@@ -67,6 +67,8 @@ __all__ = [
     "pack_kbit_planes_cpu",
     "pack_signs_cpu",
     "xnor_conv2d_cpu",
+    "xnor_conv2d_float_signs_cpu",
+    "xnor_conv2d_signs_cpu",
 ]
 
 _SOURCES = [Path(__file__).with_name(name) for name in (
@@ -159,6 +161,8 @@ def load_extension() -> bool:
                     _ops["xnor_conv2d"] = torch.ops.zoo_xnor_cpu.xnor_conv2d.default
                     _ops["xnor_conv2d_float"] = torch.ops.zoo_xnor_cpu.xnor_conv2d_float.default
                     _ops["kbit_conv2d_float"] = torch.ops.zoo_xnor_cpu.kbit_conv2d_float.default
+                    _ops["xnor_conv2d_float_signs"] = torch.ops.zoo_xnor_cpu.xnor_conv2d_float_signs.default
+                    _ops["xnor_conv2d_signs"] = torch.ops.zoo_xnor_cpu.xnor_conv2d_signs.default
                     _ops["level_bytes"] = torch.ops.zoo_xnor_cpu.level_bytes.default
                     _ops["scale_epilogue"] = torch.ops.zoo_xnor_cpu.scale_epilogue.default
                     _ops["scale_level_bytes"] = torch.ops.zoo_xnor_cpu.scale_level_bytes.default
@@ -377,6 +381,64 @@ def xnor_conv2d_float_cpu(
     packed, absmean = pack_signs_cpu(x, input_scale, norm_scale, norm_shift)
     scale = input_scale_cpu(absmean, kernel_size, stride, padding, dilation) if input_scale else None
     return residual_relu(xnor_conv2d_cpu(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation),
+                         residual, relu)
+
+
+def xnor_conv2d_float_signs_cpu(
+    x: torch.Tensor,
+    w_packed: torch.Tensor,
+    alpha: torch.Tensor,
+    bias: torch.Tensor | None,
+    norm_scale: torch.Tensor | None,
+    norm_shift: torch.Tensor | None,
+    channels: int,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    input_scale: bool,
+    next_scale: torch.Tensor,
+    next_shift: torch.Tensor,
+    next_absmean: bool,
+    variant: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first conv of a pair (a ResNet block's conv1 -> BatchNorm -> sign -> conv2): not the output ``v`` of
+    :func:`xnor_conv2d_float_cpu` but the next conv's input, the packed signs of ``v * next_scale + next_shift``
+    (``fma``; (O,) float32, contiguous) and, when ``next_absmean``, their ``mean_o |.|`` (N, 1, Ho, Wo): what
+    :func:`pack_signs_cpu` gives on ``v``, bit for bit, without ``v`` ever written (at most 128 filters). The same
+    steps in turn without the compiled kernels."""
+    if load_extension():
+        packed, am = _ops["xnor_conv2d_float_signs"](x, w_packed, alpha, bias, norm_scale, norm_shift, channels,
+                                                     kernel_size, stride, padding, dilation, input_scale, next_scale,
+                                                     next_shift, next_absmean, variant)
+        return packed, (am if next_absmean else None)
+    v = xnor_conv2d_float_cpu(x, w_packed, alpha, bias, norm_scale, norm_shift, channels, kernel_size, stride,
+                              padding, dilation, input_scale)
+    return pack_signs_cpu(v, next_absmean, next_scale, next_shift)
+
+
+def xnor_conv2d_signs_cpu(
+    x_packed: torch.Tensor,
+    absmean: torch.Tensor | None,
+    w_packed: torch.Tensor,
+    alpha: torch.Tensor,
+    bias: torch.Tensor | None,
+    channels: int,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    residual: torch.Tensor | None = None,
+    relu: bool = False,
+    variant: str = "auto",
+) -> torch.Tensor:
+    """The second conv of a pair: :func:`xnor_conv2d_cpu` of packed signs, with ``K`` = :func:`input_scale_cpu` of
+    ``absmean`` when it is given, then the ``residual`` / ReLU epilogue."""
+    if load_extension():
+        return _ops["xnor_conv2d_signs"](x_packed, absmean, w_packed, alpha, bias, channels, kernel_size, stride,
+                                         padding, dilation, residual, relu, variant)
+    scale = input_scale_cpu(absmean, kernel_size, stride, padding, dilation) if absmean is not None else None
+    return residual_relu(xnor_conv2d_cpu(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation),
                          residual, relu)
 
 

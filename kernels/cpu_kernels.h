@@ -22,6 +22,11 @@ std::tuple<at::Tensor, at::Tensor> pack_signs(const at::Tensor& x, bool absmean,
 at::Tensor pack_kbit_planes(const at::Tensor& x, int64_t bits, const std::optional<at::Tensor>& scale,
                             const std::optional<at::Tensor>& shift, int64_t variant = 0);
 
+// The row kernel of the packing that pack_signs runs on a channels_last float32 input under auto (the forced ISA's,
+// else the first that runs here): the signs and mean |.| of each row of C floats (cpu_pack_ukernels.h).
+void (*pack_signs_rows_auto())(const float* x, int64_t pixels, int64_t C, const float* scale, const float* shift,
+                               int32_t* out, float* absmean);
+
 // The ISA that ZOO_KERNELS_ISA makes auto calls run (set_auto_isa; 0: none, 1 scalar, 2 avx2, 4 avx512).
 int64_t forced_isa();
 

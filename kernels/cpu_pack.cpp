@@ -189,6 +189,8 @@ const float* data_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr
 
 }  // namespace
 
+zoo_xnor_cpu::PackSignsRowsFn zoo_xnor_cpu::pack_signs_rows_auto() { return pack_variant("pack_signs", 0).signs_rows; }
+
 std::tuple<at::Tensor, at::Tensor> zoo_xnor_cpu::pack_signs(const at::Tensor& x_in, bool with_absmean,
                                                             const std::optional<at::Tensor>& scale_in,
                                                             const std::optional<at::Tensor>& shift_in,

@@ -459,10 +459,25 @@ const PopcountVariant& resolve_variant(const std::string& name, const Geometry& 
 // the same for every plane), int = n lead - 2 sum_b 2^b D_b, n = 2^bits - 1. Each tile sums D over the planes by
 // Horner's rule (from the highest plane: double the sums, add the next plane's D), so the epilogue runs once, on
 // n lead - 2 D. The caller divides alpha by n. A 4D x_packed is one plane.
+//
+// Signs out (signs != nullptr, at most kPanel filters): where the output v feeds only the next binary conv's
+// BatchNorm and sign (a ResNet block's conv1 -> bn -> sign -> conv2), each tile's epilogue writes its v into a
+// buffer of the worker instead of the output, and the packing's row kernel (the one pack_signs runs on a
+// channels_last input, cpu_pack_ukernels.h) turns those rows into the next conv's packed signs of
+// y = fma(v, scale[o], shift[o]) and mean_o |y|: bit for bit what pack_signs gives on the float output, without
+// writing it (a float32 activation's write and read back, the largest memory traffic of the early layers).
+struct SignsOut {
+  const float* scale;  // (O,) the next conv's BatchNorm as y = v * scale + shift
+  const float* shift;
+  bool absmean;        // whether to compute mean_o |y| (the next conv's K)
+  at::Tensor packed;   // out: (N, Ho, Wo, ceil(O / 32)) int32
+  at::Tensor mean;     // out: (N, 1, Ho, Wo) float32, when absmean
+};
+
 at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
                 const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias, int64_t channels,
                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, const std::string& variant_name,
-                const std::optional<at::Tensor>& residual, bool relu) {
+                const std::optional<at::Tensor>& residual, bool relu, SignsOut* signs = nullptr) {
   TORCH_CHECK((x_packed.dim() == 4 || x_packed.dim() == 5) && w_packed.dim() == 4,
               "xnor_conv2d: x_packed must be 4D (or 5D: bit planes) and w_packed 4D");
   const int64_t bits = x_packed.dim() == 5 ? x_packed.size(0) : 1, d0 = x_packed.dim() - 4;
@@ -495,9 +510,23 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
                     residual->scalar_type() == at::kFloat && residual->device().is_cpu(),
                 "xnor_conv2d: residual must be a float32 CPU tensor of the output's shape");
   const PopcountVariant& variant = resolve_variant(variant_name, g);
+  TORCH_CHECK(signs == nullptr || (g.O <= kPanel && !residual.has_value() && !relu),
+              "xnor_conv2d: signs out needs at most ", kPanel, " filters, no residual and no ReLU");
 
-  at::Tensor out = at::empty({g.N, g.O, g.Ho, g.Wo}, x_packed.options().dtype(at::kFloat),
+  at::Tensor out = at::empty({signs ? 0 : g.N, g.O, g.Ho, g.Wo}, x_packed.options().dtype(at::kFloat),
                              at::MemoryFormat::ChannelsLast);  // (N, Ho, Wo, O) in memory
+  int32_t* signs_ptr = nullptr;
+  float* mean_ptr = nullptr;
+  PackSignsRowsFn pack_rows = nullptr;
+  const int64_t Ow = ceil_div(g.O, kWordBits);
+  if (signs) {
+    signs->packed = at::empty({g.N, g.Ho, g.Wo, Ow}, x_packed.options().dtype(at::kInt));
+    signs->mean = at::empty({signs->absmean ? g.N : 0, 1, g.Ho, g.Wo}, x_packed.options().dtype(at::kFloat));
+    signs_ptr = signs->packed.data_ptr<int32_t>();
+    mean_ptr = signs->absmean ? signs->mean.data_ptr<float>() : nullptr;
+    pack_rows = zoo_xnor_cpu::pack_signs_rows_auto();
+    out = signs->packed;  // returned; the float output is never made
+  }
   if (P == 0 || g.O == 0) return out;
   const at::Tensor xp = x_packed.contiguous(), wp = w_packed.contiguous(), al = alpha.contiguous();
   const at::Tensor sc = scale.has_value() ? scale->contiguous() : at::Tensor();
@@ -508,7 +537,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const float* scale_ptr = sc.defined() ? sc.data_ptr<float>() : nullptr;
   const float* bias_ptr = bs.defined() ? bs.data_ptr<float>() : nullptr;
   const int32_t* x_ptr = xp.data_ptr<int32_t>();
-  float* out_ptr = out.data_ptr<float>();
+  float* out_ptr = signs ? nullptr : out.data_ptr<float>();
 
   const bool im2col = variant.kind == SumsKind::kIm2col, indirect = variant.kind == SumsKind::kIndirect;
   const bool nibbles = !im2col && !indirect, use_pairs = variant.kind == SumsKind::kNibblePairs;
@@ -586,7 +615,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const int32_t* XP = padded_words.data();
 
   // Outputs far larger than L2 are written with non-temporal stores: no read of each line before it is written.
-  const bool stream = variant.streams && g.O % 8 == 0 && P * g.O * 4 > kStreamBytes;
+  const bool stream = !signs && variant.streams && g.O % 8 == 0 && P * g.O * 4 > kStreamBytes;
   const bool extra = res_ptr != nullptr || relu;
   const EpilogueFn<uint16_t> ep16 = variant.epilogue16 ? variant.epilogue16(extra, stream) : nullptr;
   const EpilogueFn<int32_t> ep32 = variant.epilogue32(extra, stream);
@@ -610,6 +639,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     std::vector<const uint16_t*> pq(bits * (TP / 2));
     std::vector<int64_t> pixel(TP), at(TP);  // see map_rows
     std::vector<int32_t> pattern(TP), lead;
+    std::vector<float> vrows(signs ? TP * g.O : 0);  // signs out: the tile's outputs v, a row per pixel
+    std::vector<int64_t> vpixel(signs ? TP : 0);     // and their rows (pixel - the tile's first pixel, or -1)
     std::vector<TapRange> ranges;
     int64_t built = -1;
     for (int64_t tile = next_tile.fetch_add(1, std::memory_order_relaxed); tile < n_tiles;
@@ -674,6 +705,23 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       // contiguous run of filters at a time.
       const float* b = (bias_ptr ? bias_ptr : zeros.data()) + pn.o0;
       const float* r = res_ptr ? res_ptr + pn.o0 : nullptr;
+      if (signs) {  // one panel: all of a pixel's filters; the tile's pixels are p_lo .. p_hi, each once
+        int64_t p_lo = P, p_hi = -1;
+        for (int64_t i = 0; i < tp; ++i)
+          if (pixel[i] >= 0) p_lo = std::min(p_lo, pixel[i]), p_hi = std::max(p_hi, pixel[i]);
+        if (p_hi < 0) continue;
+        for (int64_t i = 0; i < tp; ++i) vpixel[i] = pixel[i] >= 0 ? pixel[i] - p_lo : -1;
+        const float* sc = scale_ptr ? scale_ptr + p_lo : nullptr;
+        if (wide)
+          ep32(sums32.data(), ldd, tp, vpixel.data(), pattern.data(), lead.data(), alpha_ptr, b, sc, nullptr, false,
+               g.O, oe, vrows.data());
+        else
+          ep16(sums16.data(), ldd, tp, vpixel.data(), pattern.data(), lead.data(), alpha_ptr, b, sc, nullptr, false,
+               g.O, oe, vrows.data());
+        pack_rows(vrows.data(), p_hi - p_lo + 1, g.O, signs->scale, signs->shift, signs_ptr + p_lo * Ow,
+                  mean_ptr ? mean_ptr + p_lo : nullptr);
+        continue;
+      }
       if (wide)
         ep32(sums32.data(), ldd, tp, pixel.data(), pattern.data(), lead.data(), alpha_ptr + pn.o0, b, scale_ptr, r,
              relu, g.O, oe, out_ptr + pn.o0);
@@ -746,6 +794,50 @@ at::Tensor kbit_conv2d_float_cpu(const at::Tensor& x, const at::Tensor& w_packed
   return conv(planes, w_packed, alpha_n, scale, bias, channels, stride, padding, dilation, variant, residual, relu);
 }
 
+// The first conv of a pair in one call: conv1 of x (as xnor_conv2d_float) whose outputs go straight into the next
+// conv's packed signs of fma(v, next_scale, next_shift) and their mean |.| (see SignsOut): (packed, absmean).
+std::tuple<at::Tensor, at::Tensor> xnor_conv2d_float_signs_cpu(
+    const at::Tensor& x, const at::Tensor& w_packed, const at::Tensor& alpha, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& norm_scale, const std::optional<at::Tensor>& norm_shift, int64_t channels,
+    at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    bool input_scale, const at::Tensor& next_scale, const at::Tensor& next_shift, bool next_absmean,
+    const std::string& variant) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == channels, "xnor_conv2d_signs: x must be (N, ", channels, ", H, W)");
+  TORCH_CHECK(kernel_size.size() == 2 && w_packed.dim() == 4 && w_packed.size(1) == kernel_size[0] &&
+                  w_packed.size(2) == kernel_size[1],
+              "xnor_conv2d_signs: w_packed does not match the kernel size");
+  const int64_t O = w_packed.size(0);
+  for (const at::Tensor* t : {&next_scale, &next_shift})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->numel() == O && t->is_contiguous() && t->device().is_cpu(),
+                "xnor_conv2d_signs: next_scale and next_shift must be contiguous float32 CPU tensors of ", O,
+                " elements");
+  zoo_xnor_cpu::check_conv_geometry("xnor_conv2d_signs", 1, x.size(0), x.size(2), x.size(3),
+                                    ceil_div(channels, kWordBits), O, kernel_size[0], kernel_size[1], stride, padding,
+                                    dilation);
+  const auto [packed, absmean] = zoo_xnor_cpu::pack_signs(x, input_scale, norm_scale, norm_shift);
+  std::optional<at::Tensor> scale;
+  if (input_scale) scale = zoo_xnor_cpu::input_scale(absmean, kernel_size, stride, padding, dilation);
+  SignsOut signs{next_scale.data_ptr<float>(), next_shift.data_ptr<float>(), next_absmean, {}, {}};
+  conv(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, variant, std::nullopt, false,
+       &signs);
+  return {signs.packed, signs.mean};
+}
+
+// The second conv of a pair: the conv of packed signs (with K from their mean |.| when given) and the residual and
+// ReLU epilogue.
+at::Tensor xnor_conv2d_signs_cpu(const at::Tensor& x_packed, const std::optional<at::Tensor>& absmean,
+                                 const at::Tensor& w_packed, const at::Tensor& alpha,
+                                 const std::optional<at::Tensor>& bias, int64_t channels, at::IntArrayRef kernel_size,
+                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                 const std::optional<at::Tensor>& residual, bool relu, const std::string& variant) {
+  TORCH_CHECK(kernel_size.size() == 2 && w_packed.dim() == 4 && w_packed.size(1) == kernel_size[0] &&
+                  w_packed.size(2) == kernel_size[1],
+              "xnor_conv2d_signs: w_packed does not match the kernel size");
+  std::optional<at::Tensor> scale;
+  if (absmean.has_value()) scale = zoo_xnor_cpu::input_scale(*absmean, kernel_size, stride, padding, dilation);
+  return conv(x_packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, variant, residual, relu);
+}
+
 std::string kernel_info() {
   std::string info = "xnor_conv2d: variants";
   for (const std::string& v : variants()) info += " " + v;
@@ -805,6 +897,14 @@ TORCH_LIBRARY(zoo_xnor_cpu, m) {
       "kbit_conv2d_float(Tensor x, Tensor w_packed, Tensor alpha, Tensor? bias, Tensor? norm_scale, "
       "Tensor? norm_shift, int channels, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
       "int bits, bool input_scale, Tensor? residual, bool relu, str variant) -> Tensor");
+  m.def(
+      "xnor_conv2d_float_signs(Tensor x, Tensor w_packed, Tensor alpha, Tensor? bias, Tensor? norm_scale, "
+      "Tensor? norm_shift, int channels, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool input_scale, Tensor next_scale, Tensor next_shift, bool next_absmean, str variant) -> (Tensor, Tensor)");
+  m.def(
+      "xnor_conv2d_signs(Tensor x_packed, Tensor? absmean, Tensor w_packed, Tensor alpha, Tensor? bias, "
+      "int channels, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, Tensor? residual, "
+      "bool relu, str variant) -> Tensor");
   m.def("kernel_info() -> str", &kernel_info);
   m.def("cached_weights() -> int", &cached_weights);
   m.def("variants() -> str[]", &variants);
@@ -816,4 +916,6 @@ TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
   m.impl("xnor_conv2d", &xnor_conv2d_cpu);
   m.impl("xnor_conv2d_float", &xnor_conv2d_float_cpu);
   m.impl("kbit_conv2d_float", &kbit_conv2d_float_cpu);
+  m.impl("xnor_conv2d_float_signs", &xnor_conv2d_float_signs_cpu);
+  m.impl("xnor_conv2d_signs", &xnor_conv2d_signs_cpu);
 }

@@ -691,6 +691,8 @@ def prebound_conv2d(
     norm_shift: Tensor | None = None,
     residual: Tensor | None = None,
     relu: bool = False,
+    next_norm: tuple[Tensor, Tensor, bool] | None = None,
+    signs_in: bool = False,
 ) -> Callable[[Tensor, Tensor | None], Tensor] | None:
     """The compiled CPU call that :func:`xnor_conv2d` (``bits`` 1) or :func:`kbit_conv2d` makes for ``x`` on the
     route chosen for its shape, bound to the checked arguments: ``f(x2, residual2)`` is what the function gives with
@@ -705,7 +707,19 @@ def prebound_conv2d(
     :func:`zoo_kernels.routes.state` equals its value when ``f`` was made, and the bound tensors are unchanged (the
     compiled kernel re-lays out changed weight words itself; ``alpha``, ``bias``, ``norm_scale`` and ``norm_shift`` are
     read as bound).
+
+    The first and the second conv of a pair (a ResNet block's conv1 -> BatchNorm -> sign -> conv2, 1-bit inputs):
+    with ``next_norm = (scale, shift, absmean)`` (the second conv's BatchNorm as ``y = v * scale + shift`` and whether
+    it takes ``K``), ``f`` returns not the output ``v`` but the second conv's input, ``(packed signs of y, mean |y| or
+    None)`` (:func:`zoo_kernels.cpu.xnor_conv2d_float_signs_cpu`; at most 128 filters, no residual, no ReLU); with
+    ``signs_in`` (``x`` still a float tensor of the input's shape, for the checks and the route), ``f`` takes that
+    pair in place of ``x2`` (``norm_scale`` and ``norm_shift`` are then not used: the first conv applied them). The
+    two give what the two convs give in turn, bit for bit, without the float activation between them.
     """
+    if (next_norm is not None or signs_in) and (bits != 1 or (next_norm is not None and (
+            w_packed.shape[0] > 128 or residual is not None or relu or next_norm[0].dtype != torch.float32
+            or next_norm[1].dtype != torch.float32))):
+        return None
     if (type(x) is not Tensor or not x.is_cpu or x.dtype != torch.float32 or routes.state() is None
             or not prebound_usable()):
         return None
@@ -724,6 +738,19 @@ def prebound_conv2d(
     op = cpu.compiled_op("xnor_conv2d_float" if bits == 1 else "kbit_conv2d_float")
     if op is None:
         return None
+    if next_norm is not None:
+        op = cpu.compiled_op("xnor_conv2d_float_signs")
+        next_scale, next_shift, next_absmean = next_norm[0].contiguous(), next_norm[1].contiguous(), bool(next_norm[2])
+
+        def first(x2: Tensor, _: Tensor | None) -> tuple[Tensor, Tensor | None]:
+            packed, am = op(x2, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl, input_scale,
+                            next_scale, next_shift, next_absmean, variant)
+            return packed, (am if next_absmean else None)
+        return first
+    if signs_in:
+        op = cpu.compiled_op("xnor_conv2d_signs")
+        return lambda signs, residual2: op(signs[0], signs[1], w_packed, alpha, bias, channels, ks, st, pd, dl,
+                                           residual2, relu, variant)
     if bits == 1:
         return lambda x2, residual2: op(x2, w_packed, alpha, bias, norm_scale, norm_shift, channels, ks, st, pd, dl,
                                         input_scale, residual2, relu, variant)

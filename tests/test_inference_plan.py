@@ -21,7 +21,9 @@ def _input(block: PackedBasicBlock, n: int = 3) -> torch.Tensor:
     return torch.randn(n, block.conv1.norm.num_features, 9, 9).contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("index", [1, 2])  # layer1[1]: identity shortcut; layer2[0]: stride 2, packed downsample
+# layer1[1]: identity shortcut; layer2[0]: stride 2, packed downsample (both conv1 -> conv2 through packed signs);
+# layer3[0]: 256 filters, conv1's float output
+@pytest.mark.parametrize("index", [1, 2, 4])
 def test_a_block_runs_its_plan_from_the_second_call_with_the_same_values(trained_xnor, index, monkeypatch):
     block = _block(trained_xnor, index)
     x = _input(block)

@@ -332,10 +332,11 @@ class PackedBinaryConvBlock(BinaryConvBlock):
         after: nn.BatchNorm2d | None = None,
         residual: torch.Tensor | None = None,
         relu: bool = False,
+        **pair: object,
     ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None:
         """``fused_forward(x2, after, residual2, relu)`` as a prebound kernel call ``f(x2, residual2)`` for inputs
-        like ``x`` and ``residual`` (:func:`zoo_kernels.ops.prebound_conv2d`, whose terms of use apply); None where
-        the fused forward would not run it."""
+        like ``x`` and ``residual`` (:func:`zoo_kernels.ops.prebound_conv2d`, whose terms of use apply, and to which
+        ``pair``, its ``next_norm`` or ``signs_in``, is passed); None where the fused forward would not run it."""
         if not self.fused(x):
             return None
         conv, norm = self._modules["conv"], self._modules["norm"]
@@ -346,7 +347,7 @@ class PackedBinaryConvBlock(BinaryConvBlock):
             a, b, alpha, bias = self.folded(after)
         return prebound_conv2d(x, conv._buffers["weight_bits"], alpha, conv.in_channels, conv.kernel_size,
                                conv.stride, conv.padding, conv.dilation, _input_bits(conv), conv.input_scale, bias,
-                               a, b, residual, relu)
+                               a, b, residual, relu, **pair)
 
     def folded(self, after: nn.BatchNorm2d) -> tuple[torch.Tensor, ...]:
         """``(a, b, alpha, bias)``: the BatchNorm before the sign as ``x * a + b`` and the conv's ``alpha`` and
@@ -461,7 +462,18 @@ class PackedBasicBlock(BasicBlock):
                 memory_format=torch.channels_last)
         else:
             return None
-        conv2 = m["conv2"].prebound(like1, m["bn2"], like_res, relu=True)
+        c2 = m["conv2"].conv
+        if c1.out_channels <= 128 and _input_bits(c1) == 1 and _input_bits(c2) == 1:
+            # conv1 writes conv2's packed signs: no float activation between them
+            a2, b2, _, _ = m["conv2"].folded(m["bn2"])
+            first = m["conv1"].prebound(x, m["bn1"], next_norm=(a2, b2, c2.input_scale))
+            second = m["conv2"].prebound(like1, m["bn2"], like_res, relu=True, signs_in=True)
+            if first is not None and second is not None:
+                conv1, conv2 = first, second
+            else:
+                conv2 = m["conv2"].prebound(like1, m["bn2"], like_res, relu=True)
+        else:
+            conv2 = m["conv2"].prebound(like1, m["bn2"], like_res, relu=True)
         if conv2 is None:
             return None
         if shortcut is None:

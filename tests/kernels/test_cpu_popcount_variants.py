@@ -194,3 +194,48 @@ def test_unknown_isa_is_an_error():
     result = _subprocess("avx1024", "from zoo_kernels import cpu; cpu.cpu_kernel_available()")
     assert result.returncode != 0
     assert "ZOO_KERNELS_ISA='avx1024' is not one of " + ", ".join(ISAS) in result.stderr
+
+
+# (batch, channels, filters, size, kernel, stride, padding): odd channel and filter counts, the 128-filter limit,
+# a stride-2 conv1, batch 0, a 1x1 image
+_PAIR_SHAPES = [(2, 64, 64, 9, 3, 1, 1), (1, 33, 40, 7, 3, 2, 1), (3, 5, 128, 6, 1, 1, 0), (1, 64, 96, 5, 3, 1, 2),
+                (0, 8, 8, 5, 3, 1, 1), (1, 1, 1, 1, 1, 1, 0)]
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+@pytest.mark.parametrize("shape", _PAIR_SHAPES)
+@pytest.mark.parametrize("k1, k2", [(True, True), (False, True), (True, False)])
+def test_a_pair_through_packed_signs_is_the_two_convs_bit_for_bit(variant, shape, k1, k2):
+    # conv1 -> BatchNorm -> sign -> conv2 with conv1 writing conv2's packed signs and mean |.| (never its float
+    # output): the same signs, means and final floats as conv1's float output packed by pack_signs, then conv2
+    runs(variant)
+    n, c, o, size, k, s, p = shape
+    gen = torch.Generator().manual_seed(c * 131 + o)
+    x = torch.randn(n, c, size, size, generator=gen).contiguous(memory_format=torch.channels_last)
+    w1, w2 = pack_weight_signs(torch.randn(o, c, k, k, generator=gen)), pack_weight_signs(torch.randn(o, o, 3, 3,
+                                                                                                      generator=gen))
+    a1, b1 = torch.rand(c, generator=gen) + 0.5, torch.randn(c, generator=gen)
+    alpha1, bias1, alpha2, bias2 = (torch.rand(o, generator=gen), torch.randn(o, generator=gen),
+                                    torch.rand(o, generator=gen), torch.randn(o, generator=gen))
+    a2, b2 = torch.randn(o, generator=gen), 0.1 * torch.randn(o, generator=gen)
+    conv1 = ((k, k), (s, s), (p, p), (1, 1))
+    conv2 = ((3, 3), (1, 1), (1, 1), (1, 1))
+    v = cpu.xnor_conv2d_float_cpu(x, w1, alpha1, bias1, a1, b1, c, *conv1, k1, variant=variant)
+    residual = torch.randn(v.shape, generator=gen).contiguous(memory_format=torch.channels_last)
+    want = cpu.xnor_conv2d_float_cpu(v, w2, alpha2, bias2, a2, b2, o, *conv2, k2, residual, True, variant)
+    want_signs, want_mean = cpu.pack_signs_cpu(v, k2, a2, b2)
+    signs, mean = cpu.xnor_conv2d_float_signs_cpu(x, w1, alpha1, bias1, a1, b1, c, *conv1, k1, a2, b2, k2, variant)
+    out = cpu.xnor_conv2d_signs_cpu(signs, mean, w2, alpha2, bias2, o, *conv2, residual, True, variant)
+    assert torch.equal(signs, want_signs)
+    assert (mean is None) == (not k2) and (mean is None or torch.equal(mean, want_mean))
+    assert torch.equal(out, want)
+
+
+def test_a_pair_needs_at_most_128_filters():
+    runs("scalar")
+    x = torch.randn(1, 8, 4, 4)
+    w = pack_weight_signs(torch.randn(129, 8, 3, 3))
+    ones = torch.ones(129)
+    with pytest.raises(RuntimeError, match="at most 128 filters"):
+        cpu.xnor_conv2d_float_signs_cpu(x, w, ones, None, None, None, 8, (3, 3), (1, 1), (1, 1), (1, 1), True, ones,
+                                        ones, True)
