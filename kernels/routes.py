@@ -6,7 +6,8 @@ oneDNN's u8 x s8 conv: AMX tiles, VNNI or AVX2). Which is faster depends on the 
 times the popcount kernel's peak; on an AVX2-only CPU the popcount kernel wins by far), on the layer's shape and on
 the batch. So, as cuDNN's benchmark mode and Triton's autotuner do, the first call of each (layer shape, batch bucket)
 times every candidate on the real input (one warm-up call each, then the best of a few timed calls, interleaved) and
-keeps the fastest; later calls of that key run it directly. The candidates are named ``popcount:<variant>`` (the
+keeps the fastest (a candidate beats one listed before it only by more than 5%, so that noise between near-equal
+variants does not flip the choice); later calls of that key run it directly. The candidates are named ``popcount:<variant>`` (the
 SIMD variants that run here, :func:`popcount_variants`) and ``int8``; :func:`route_of` gives the route of a name.
 
 Choices are kept per process and saved to a JSON file per CPU model and torch version (``routes-<hash>.json``
@@ -38,6 +39,7 @@ __all__ = ["ROUTES", "batch_bucket", "binary_conv2d_cpu", "choose", "clear", "co
 
 ROUTES = ("popcount", "int8")
 _TIMED_CALLS = 3  # per candidate, after one warm-up call; the best of them counts
+_MARGIN = 0.05  # a candidate must beat the one listed before it by this fraction to be chosen over it
 
 _lock = threading.Lock()
 _choices: dict[str, dict[str, object]] = {}  # key -> {"route", "ms": {route: best ms}}
@@ -157,12 +159,23 @@ def choose(key: str, candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
     if known is not None and known["route"] in candidates:
         return str(known["route"])
     ms = _time(candidates)
-    route = min(ms, key=ms.get)
+    route = _fastest(ms)
     with _lock:
         _choices[key] = {"route": route, "ms": {k: round(v, 4) for k, v in ms.items()}}
         _generation[0] += 1
         _save()
     return route
+
+
+def _fastest(ms: dict[str, float]) -> str:
+    """The candidate chosen from the timings: the first listed (the table's order: the variant "auto" prefers, then
+    the other SIMD variants, then int8) unless a later one is faster by more than ``_MARGIN``, so that timing noise
+    between near-equal candidates does not flip the choice from run to run."""
+    best = next(iter(ms))
+    for name, t in ms.items():
+        if t < ms[best] * (1 - _MARGIN):
+            best = name
+    return best
 
 
 def known(key: str) -> str | None:

@@ -71,6 +71,14 @@ def test_choice_is_the_fastest_and_is_remembered_on_disk(fresh_routes):
     assert routes.choose("k1", {"popcount": never, "int8": never}) == "int8"
 
 
+def test_a_later_candidate_must_beat_an_earlier_one_by_the_margin():
+    # the table's order decides between candidates within the timing noise; a clear win still counts
+    assert routes._fastest({"popcount:avx512": 1.0, "popcount:avx2": 0.97, "int8": 0.99}) == "popcount:avx512"
+    assert routes._fastest({"popcount:avx512": 1.0, "popcount:avx2": 0.9, "int8": 0.99}) == "popcount:avx2"
+    assert routes._fastest({"popcount:avx512": 1.0, "popcount:avx2": 0.9, "int8": 0.5}) == "int8"
+    assert routes._fastest({"int8": 2.0}) == "int8"
+
+
 def test_a_damaged_choice_file_is_ignored(fresh_routes):
     routes.route_table()  # names the file
     path = routes._cache_file()
