@@ -66,6 +66,7 @@ __all__ = [
     "pack_info",
     "pack_kbit_planes_cpu",
     "pack_signs_cpu",
+    "quantize_u8_cpu",
     "xnor_conv2d_cpu",
     "xnor_conv2d_float_signs_cpu",
     "xnor_conv2d_signs_cpu",
@@ -166,6 +167,7 @@ def load_extension() -> bool:
                     _ops["level_bytes"] = torch.ops.zoo_xnor_cpu.level_bytes.default
                     _ops["scale_epilogue"] = torch.ops.zoo_xnor_cpu.scale_epilogue.default
                     _ops["scale_level_bytes"] = torch.ops.zoo_xnor_cpu.scale_level_bytes.default
+                    _ops["quantize_u8"] = torch.ops.zoo_xnor_cpu.quantize_u8.default
                     _ops["max_pool_relu"] = torch.ops.zoo_xnor_cpu.max_pool_relu.default
                     _ops["fingerprint"] = torch.ops.zoo_xnor_cpu.fingerprint.default
                 except Exception as e:  # noqa: BLE001 - any build/load failure means: use the fallback
@@ -522,6 +524,17 @@ def scale_level_bytes_cpu(
     if not load_extension():
         raise RuntimeError("scale_level_bytes_cpu needs the compiled CPU kernels: " + kernel_info())
     return _ops["scale_level_bytes"](out, scale, bias, norm_scale, norm_shift, bits)
+
+
+def quantize_u8_cpu(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """uint8 levels ``clamp(round(x / scale) + zero_point, 0, 255)`` (in float32; round half to even; NaN gives
+    ``zero_point``)
+    of a float32 (N, C, H, W) ``x``, channels_last, in one pass (the compiled kernel), else the same through torch."""
+    if load_extension():
+        return _ops["quantize_u8"](x, scale, zero_point)
+    level = torch.round(x.float() / scale) + zero_point
+    level = torch.where(torch.isnan(level), float(zero_point), level.clamp(0, 255))
+    return level.to(torch.uint8).contiguous(memory_format=torch.channels_last)
 
 
 def max_pool_relu_cpu(x: torch.Tensor, out: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:

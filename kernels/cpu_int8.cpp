@@ -251,7 +251,66 @@ at::Tensor scale_epilogue(const at::Tensor& out, const at::Tensor& K, const std:
 
 }  // namespace
 
+// uint8 levels of a float conv's input, for an int8 float layer (a packed model's int8 stem, zoo/int8_stem.py):
+// q = clamp(nearbyint(x / scale) + zero_point, 0, 255) (round half to even; NaN -> zero_point), channels_last, in one
+// pass over x in either layout (an NCHW image's few channels are gathered per pixel).
+ZOO_INLINE uint8_t level_u8(float v, float scale, float zero) {
+  const float level = __builtin_rintf(v / scale) + zero;  // rint: round half to even, inlined (no errno)
+  return v != v ? static_cast<uint8_t>(zero) : static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, level)));
+}
+
+// Pixels r0 .. r1 - 1 of N * HW; in NCHW a channel's run of the pixels at a time (contiguous reads).
+ZOO_INLINE void quantize_rows(const float* x, int64_t C, int64_t HW, bool nhwc, float scale, float zero, uint8_t* q,
+                              int64_t r0, int64_t r1) {
+  if (nhwc) {
+#pragma omp simd
+    for (int64_t j = r0 * C; j < r1 * C; ++j) q[j] = level_u8(x[j], scale, zero);
+    return;
+  }
+  for (int64_t r = r0; r < r1;) {
+    const int64_t n = r / HW, i0 = r % HW, len = std::min(r1 - r, HW - i0);  // within one image
+    for (int64_t c = 0; c < C; ++c) {
+      const float* __restrict src = x + (n * C + c) * HW + i0;
+      uint8_t* __restrict dst = q + r * C + c;
+#pragma omp simd
+      for (int64_t i = 0; i < len; ++i) dst[i * C] = level_u8(src[i], scale, zero);
+    }
+    r += len;
+  }
+}
+
+ZOO_TARGET_AVX2 void quantize_rows_avx2(const float* x, int64_t C, int64_t HW, bool nhwc, float scale, float zero,
+                                        uint8_t* q, int64_t r0, int64_t r1) {
+  quantize_rows(x, C, HW, nhwc, scale, zero, q, r0, r1);
+}
+
+void quantize_rows_base(const float* x, int64_t C, int64_t HW, bool nhwc, float scale, float zero, uint8_t* q,
+                        int64_t r0, int64_t r1) {
+  quantize_rows(x, C, HW, nhwc, scale, zero, q, r0, r1);
+}
+
+at::Tensor quantize_u8(const at::Tensor& x, double scale, int64_t zero_point) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
+              "quantize_u8: x must be a 4D float32 CPU tensor, got ", x.scalar_type(), " ", x.sizes());
+  TORCH_CHECK(scale > 0 && std::isfinite(scale) && zero_point >= 0 && zero_point <= 255,
+              "quantize_u8: scale must be positive and finite and zero_point in [0, 255], got ", scale, ", ",
+              zero_point);
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kByte), at::MemoryFormat::ChannelsLast);
+  if (x.numel() == 0) return q;
+  const bool nhwc = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor xc = nhwc ? x : x.contiguous();
+  const float* x_ptr = xc.data_ptr<float>();
+  uint8_t* q_ptr = q.data_ptr<uint8_t>();
+  const auto range = zoo_xnor_cpu::avx2_fma() ? quantize_rows_avx2 : quantize_rows_base;
+  at::parallel_for(0, N * HW, pixel_grain(C), [&](int64_t r0, int64_t r1) {
+    range(x_ptr, C, HW, nhwc, static_cast<float>(scale), static_cast<float>(zero_point), q_ptr, r0, r1);
+  });
+  return q;
+}
+
 TORCH_LIBRARY_FRAGMENT(zoo_xnor_cpu, m) {
+  m.def("quantize_u8(Tensor x, float scale, int zero_point) -> Tensor");
   m.def("level_bytes(Tensor x, int bits, bool absmean, Tensor? scale, Tensor? shift) -> (Tensor, Tensor)");
   m.def("scale_epilogue(Tensor(a!) out, Tensor K, Tensor? bias, Tensor? residual, bool relu) -> Tensor(a!)");
   m.def("scale_level_bytes(Tensor out, Tensor K, Tensor? bias, Tensor scale, Tensor shift, int bits) -> (Tensor, "
@@ -260,6 +319,7 @@ TORCH_LIBRARY_FRAGMENT(zoo_xnor_cpu, m) {
 
 TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {
   m.impl("level_bytes", &level_bytes);
+  m.impl("quantize_u8", &quantize_u8);
   m.impl("scale_epilogue", &scale_epilogue);
   m.impl("scale_level_bytes", &scale_level_bytes);
 }

@@ -7,8 +7,9 @@ times the popcount kernel's peak; on an AVX2-only CPU the popcount kernel wins b
 the batch. So, as cuDNN's benchmark mode and Triton's autotuner do, the first call of each (layer shape, batch bucket)
 times every candidate on the real input (one warm-up call each, then the best of a few timed calls, interleaved) and
 keeps the fastest (a candidate beats one listed before it only by more than 5%, so that noise between near-equal
-variants does not flip the choice); later calls of that key run it directly. The candidates are named ``popcount:<variant>`` (the
-SIMD variants that run here, :func:`popcount_variants`) and ``int8``; :func:`route_of` gives the route of a name.
+variants does not flip the choice); later calls of that key run it directly. The candidates are named
+``popcount:<variant>`` (the SIMD variants that run here, :func:`popcount_variants`) and ``int8``; :func:`route_of`
+gives the route of a name.
 
 Choices are kept per process and saved to a JSON file per CPU model and torch version (``routes-<hash>.json``
 under ``$ZOO_KERNELS_ROUTE_CACHE``, else the kernel build cache, see :mod:`zoo_kernels.cpu`), so a later process

@@ -41,7 +41,7 @@ from zoo_kernels.ops import has_kernel, kbit_conv2d, prebound_conv2d
 from zoo_kernels.ops import xnor_conv2d as popcount_conv2d
 from zoo_kernels.packing import pack_weight_signs, unpack_signs
 
-from . import inference_plan
+from . import inference_plan, int8_stem
 from .layers import BinaryConv2d, BinaryConvBlock, BinaryLinear
 from .quantizers import filter_scale
 
@@ -263,6 +263,19 @@ def _cached(
         value = compute()
     owner.__dict__[slot] = (key, sources, value)
     return value
+
+
+class _NotCopied:
+    """A cached value that ``copy.deepcopy`` leaves behind (oneDNN's prepacked weights cannot be copied); a copy's
+    cache key differs anyway (its tensors are new objects), so the copy computes its own."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object):
+        self.value = value
+
+    def __deepcopy__(self, memo: dict) -> _NotCopied:
+        return _NotCopied(None)
 
 
 def _is_inference_norm(norm: nn.Module) -> bool:
@@ -528,10 +541,14 @@ class PackedResNet(ResNet):
     bfloat16 conv is several times faster than float32) and float32 elsewhere; set ``torch.float32`` for the float32
     path. The stem's output is float32 either way, and the binary layers after it are exact on whatever signs they
     get; bfloat16 rounds the stem's inputs and weights to 8 significant bits, which moves the stem's outputs by about
-    0.4% of their size and can flip the sign of a value next to 0 in the first binary conv.
+    0.4% of their size and can flip the sign of a value next to 0 in the first binary conv. ``torch.int8`` runs the
+    stem conv on oneDNN's u8 x s8 conv (:mod:`zoo.int8_stem`: uint8 levels over ``stem_input_range``, by default the
+    range of [0, 1] images after ``pretrained_cfg``'s mean and std; per-channel int8 weights; bfloat16 or float32 out):
+    an option, not exact, faster where the float stem is the bound.
     """
 
     stem_dtype: torch.dtype | None = None
+    stem_input_range: tuple[float, float] | None = None  # the int8 stem's input range (None: from pretrained_cfg)
     stem_chunk_bytes: int = 4 << 20  # the stem conv's output per chunk of images, at most (one image at least)
 
     def _stem_dtype(self, x: torch.Tensor) -> torch.dtype:
@@ -548,26 +565,50 @@ class PackedResNet(ResNet):
                 or type(pool) not in (nn.MaxPool2d, nn.Identity) or x.dim() != 4):
             return None
         dtype = self._stem_dtype(x)
-        w, b = _cached(self, "_folded_stem", _tensors(conv, norm), (norm.eps, dtype),
-                       lambda: self._fold_stem(conv, norm, dtype))
-        xs = x.to(dtype)
+        if dtype == torch.int8:
+            if x.device.type != "cpu" or not int8_stem.available():
+                raise RuntimeError("stem_dtype torch.int8 needs oneDNN's int8 conv (a CPU tensor, torch with oneDNN)")
+            lo, hi = self._int8_stem_range()
+            stem = _cached(self, "_int8_stem", _tensors(conv, norm), (norm.eps, lo, hi), lambda: _NotCopied(
+                int8_stem.prepack(*_fold_norm(norm, conv.weight, conv.bias), lo, hi, conv.stride, conv.padding,
+                                  conv.dilation, conv.groups))).value
+            out_dtype = torch.bfloat16 if has_native_bf16() else torch.float32
+            xs = int8_stem.quantize(x, stem)
+
+            def run(chunk: torch.Tensor) -> torch.Tensor:
+                return int8_stem.conv2d(chunk, stem, conv.stride, conv.padding, conv.dilation, conv.groups, out_dtype)
+        else:
+            w, b = _cached(self, "_folded_stem", _tensors(conv, norm), (norm.eps, dtype),
+                           lambda: self._fold_stem(conv, norm, dtype))
+            xs, out_dtype = x.to(dtype), dtype
+
+            def run(chunk: torch.Tensor) -> torch.Tensor:
+                return F.conv2d(chunk, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
         n, _, h, wd = x.shape
         ho = conv_output_size(h, conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0])
         wo = conv_output_size(wd, conv.kernel_size[1], conv.stride[1], conv.padding[1], conv.dilation[1])
-        step = max(1, self.stem_chunk_bytes // max(1, ho * wo * conv.out_channels * xs.element_size()))
+        step = max(1, self.stem_chunk_bytes // max(1, ho * wo * conv.out_channels * out_dtype.itemsize))
         geometry = _pool_geometry(pool)
         if geometry is None or x.device.type != "cpu":  # torch's pool and ReLU, then float32
-            parts = [pool(F.conv2d(xs[i:i + step], w, b, conv.stride, conv.padding, conv.dilation, conv.groups))
-                     for i in range(0, max(n, 1), step)]
+            parts = [pool(run(xs[i:i + step])) for i in range(0, max(n, 1), step)]
             y = (parts[0] if len(parts) == 1 else torch.cat(parts)).relu_()
             return y.to(torch.float32, memory_format=torch.channels_last)
         k, s, p = geometry  # the compiled pool + ReLU + float32 pass, into the output's slice of each chunk
         hp, wp = conv_output_size(ho, k, s, p, 1), conv_output_size(wo, k, s, p, 1)
         out = torch.empty(n, conv.out_channels, hp, wp, memory_format=torch.channels_last)
         for i in range(0, n, step):
-            y = F.conv2d(xs[i:i + step], w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
-            max_pool_relu_cpu(y, out[i:i + step], k, s, p)
+            max_pool_relu_cpu(run(xs[i:i + step]), out[i:i + step], k, s, p)
         return out
+
+    def _int8_stem_range(self) -> tuple[float, float]:
+        if self.stem_input_range is not None:
+            lo, hi = self.stem_input_range
+            return float(lo), float(hi)
+        cfg = getattr(self, "pretrained_cfg", None) or {}
+        if cfg.get("mean") is None or cfg.get("std") is None:
+            raise ValueError("stem_dtype torch.int8: set stem_input_range, or give the model a pretrained_cfg with "
+                             "mean and std")
+        return int8_stem.normalized_range(tuple(cfg["mean"]), tuple(cfg["std"]))
 
     @staticmethod
     def _fold_stem(conv: nn.Conv2d, norm: nn.BatchNorm2d, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
