@@ -182,3 +182,17 @@ def test_config_not_json_and_missing_files(saved, tmp_path):
     (bad / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"model\.safetensors: file not found"):
         load_checkpoint(bad)
+
+
+def test_a_loaded_model_reports_the_preprocessing_of_its_config(saved, tmp_path):
+    # timm's resolve_data_config reads the loaded model's pretrained_cfg: the card's input, not ImageNet's
+    import timm.data
+
+    folder = _copy(saved, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(input_size=[1, 8, 8], mean=[0.306], std=[0.3763])
+    (folder / "config.json").write_text(json.dumps(config))
+    model = zoo.from_pretrained(folder)
+    data = timm.data.resolve_data_config(model=model)
+    assert data["input_size"] == (1, 8, 8) and data["mean"] == (0.306,) and data["std"] == (0.3763,)
+    assert model.net.pretrained_cfg["test_input_size"] == (1, 8, 8) and model.default_cfg is model.pretrained_cfg

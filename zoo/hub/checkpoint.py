@@ -34,6 +34,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "CONFIG_NAME",
     "checkpoint_config",
+    "apply_preprocessing",
     "build_packed",
     "save_checkpoint",
     "load_checkpoint",
@@ -87,7 +88,22 @@ def build_packed(config: dict[str, Any], source: Path | str = CONFIG_NAME, devic
             f"(which is {model.binarize_config.name!r})"
         )
     with torch.device(device):
-        return pack(model)
+        packed = pack(model)
+    apply_preprocessing(packed, config)
+    return packed
+
+
+def apply_preprocessing(model: nn.Module, config: dict[str, Any]) -> None:
+    """The network's ``pretrained_cfg`` (and timm's ``default_cfg`` alias) as ``config.json`` describes its input:
+    ``input_size`` (also the test size), ``mean`` and ``std``, what ``timm.data.resolve_data_config`` reads; the
+    architecture's own values (ImageNet) where the config has none."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    if config.get("input_size"):
+        cfg["input_size"] = cfg["test_input_size"] = tuple(int(v) for v in config["input_size"])
+    for key in ("mean", "std"):
+        if config.get(key):
+            cfg[key] = tuple(float(v) for v in config[key])
+    model.pretrained_cfg = model.default_cfg = cfg
 
 
 def save_checkpoint(

@@ -32,6 +32,7 @@ from .checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     CheckpointError,
+    apply_preprocessing,
     build_packed,
     checkpoint_config,
     load_checkpoint,
@@ -61,7 +62,16 @@ class BinaryModel(
         super().__init__()
         self.config = copy.deepcopy(config)
         self.net = net if net is not None else build_packed(self.config)
+        apply_preprocessing(self.net, self.config)
         self.eval()
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """The network's timm ``pretrained_cfg``, its input size, mean and std those of ``config.json`` (what
+        ``timm.data.resolve_data_config(model=...)`` reads)."""
+        return self.net.pretrained_cfg
+
+    default_cfg = pretrained_cfg
 
     @classmethod
     def from_trained(cls, model: nn.Module, **info: Any) -> BinaryModel:
