@@ -99,3 +99,17 @@ def test_a_module_keeps_at_most_a_few_plans(trained_xnor):
         kept = block.__dict__["_prebound_plans"]
         assert len(kept) == inference_plan.MAX_PLANS
         assert plan_for(block, xs[-1]) is not None and plan_for(block, xs[0]) is None
+
+
+def test_an_edit_of_the_packed_weight_words_reaches_the_kernel(trained_xnor):
+    # the plan leaves the words' contents to the compiled kernel, which fingerprints them on every call
+    block = _block(trained_xnor, 1)
+    x = _input(block)
+    with torch.no_grad(), force_route("popcount"):
+        before = block(x)
+        assert torch.equal(block(x), before)
+        block.conv2.conv.weight_bits.data.bitwise_not_()
+        after = block(x)
+        want = BasicBlock.forward(block, x)
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(after, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())

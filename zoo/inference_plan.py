@@ -8,7 +8,8 @@ in one pass, that nothing it was built from changed:
 - the input's signature;
 - the modules' tensors: the same objects (a replaced parameter or child) with the same contents (one
   :func:`zoo_kernels.cpu.fingerprint` over all of them: also a write through ``.data``, which no version counter
-  records), and the modules' ``training`` flags and BatchNorm ``eps``;
+  records; but the packed weight words, ``weight_bits``, which the compiled kernel fingerprints itself on every call
+  and re-lays out when they change), and the modules' ``training`` flags and BatchNorm ``eps``;
 - the route choices (:func:`zoo_kernels.routes.state`: none made, cleared or forced since, no ``record`` block
   open) and :func:`zoo_kernels.ops.prebound_usable` (nothing traces, the CPU kernels are the registered ones).
 
@@ -36,11 +37,16 @@ def signature(x: torch.Tensor) -> tuple:
     return type(x), x.shape, x.stride(), x.dtype, x.device, x.requires_grad
 
 
+_KERNEL_CHECKED = "weight_bits"  # the buffer whose contents the compiled kernel checks on every call
+
+
 def _state(modules: tuple[nn.Module, ...]) -> tuple:
     tensors = tuple(t for m in modules for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
+    read = tuple(t for m in modules for name, t in (*m._parameters.items(), *m._buffers.items())
+                 if t is not None and name != _KERNEL_CHECKED)
     flags = tuple((m.training, m.__dict__.get("eps")) for m in modules)
     return routes.state(), prebound_usable(), tuple(map(id, modules)), tuple(map(id, tensors)), flags, \
-        fingerprint(*tensors)
+        fingerprint(*read)
 
 
 class PreboundPlan:
