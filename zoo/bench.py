@@ -193,6 +193,7 @@ def _meta(device: torch.device, repeats: int) -> dict[str, Any]:
         meta["cpu_class"] = cpu_class()
         meta["cpu_features"] = cpu_features()
         meta["kernel"] = cpu_kernels.kernel_info()
+        meta["xnor_conv_calls"] = "prebound"  # the conv rows' xnor / xnor_k / a2: as a packed model calls them
     return meta
 
 
@@ -289,8 +290,9 @@ def format_tables(doc: dict[str, Any]) -> str:
     if "kernel" in meta:
         lines.append(meta["kernel"])
     if doc["conv"]:
-        lines += ["", "conv: median ms; XNOR includes quantizing and packing the float activations; x = best float / "
-                  "XNOR (int8: best float / oneDNN int8 conv)", conv_table(doc["conv"])]
+        lines += ["", "conv: median ms; XNOR includes quantizing and packing the float activations (xnor, xnor_k, a2: "
+                  "as a packed model calls them, prebound; _popcount / _int8: the public op, route forced); x = best "
+                  "float / XNOR (int8: best float / oneDNN int8 conv)", conv_table(doc["conv"])]
     width = max([len(r["model"]) for r in doc["end_to_end"] + doc["sizes"]] + [5])
     if doc["end_to_end"]:
         variants = [n for n in ("f32", "f32_cl", "bf16", "bf16_cl", "compiled", "int8_pt2e")
@@ -345,8 +347,10 @@ def markdown_report(docs: list[dict[str, Any]]) -> str:
             rows = [[str(r["batch"]), f"{r['channels']}x{r['size']}x{r['size']}",
                      *(f"{r[f'{n}_ms']:.3f}" for n in names), r["best_float"], f"{r['speedup_k']:.2f}",
                      r["route_xnor_k"], f"{r['speedup_a2']:.2f}"] for r in doc["conv"]]
+            calls = (" and run as a packed model calls them, prebound; the _popcount / _int8 columns call the public "
+                     "op with the route forced" if meta.get("xnor_conv_calls") == "prebound" else "")
             lines += ["", "ResNet-18's 3x3 convs, ms (XNOR with K and 2-bit inputs include quantizing the float "
-                      "activations):", ""]
+                      f"activations{calls}):", ""]
             lines += _md_table(["batch", "C x H x W", *names, "best float", "x (xnor+K)", "route", "x (2-bit)"], rows)
         if doc["end_to_end"]:
             names = [n for n in ("f32", "f32_cl", "bf16", "bf16_cl", "compiled", "int8_pt2e")
