@@ -6,7 +6,7 @@ oneDNN's u8 x s8 conv: AMX tiles, VNNI or AVX2). Which is faster depends on the 
 times the popcount kernel's peak; on an AVX2-only CPU the popcount kernel wins by far), on the layer's shape and on
 the batch. So, as cuDNN's benchmark mode and Triton's autotuner do, the first call of each (layer shape, batch bucket)
 times every candidate on the real input (one warm-up call each, then the best of a few timed calls, interleaved) and
-keeps the fastest (a candidate beats one listed before it only by more than 5%, so that noise between near-equal
+keeps the fastest (a candidate beats one listed before it only by more than 10%, so that noise between near-equal
 variants does not flip the choice); later calls of that key run it directly. The candidates are named
 ``popcount:<variant>`` (the SIMD variants that run here, :func:`popcount_variants`) and ``int8``; :func:`route_of`
 gives the route of a name.
@@ -39,8 +39,8 @@ __all__ = ["ROUTES", "batch_bucket", "binary_conv2d_cpu", "choose", "clear", "co
            "known", "note", "popcount_variants", "record", "route_of", "route_table", "run", "state"]
 
 ROUTES = ("popcount", "int8")
-_TIMED_CALLS = 3  # per candidate, after one warm-up call; the best of them counts
-_MARGIN = 0.05  # a candidate must beat the one listed before it by this fraction to be chosen over it
+_TIMED_CALLS = 5  # per candidate, after one warm-up call; the best of them counts
+_MARGIN = 0.10  # a candidate must beat the one listed before it by this fraction to be chosen over it
 
 _lock = threading.Lock()
 _choices: dict[str, dict[str, object]] = {}  # key -> {"route", "ms": {route: best ms}}

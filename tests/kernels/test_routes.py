@@ -73,9 +73,9 @@ def test_choice_is_the_fastest_and_is_remembered_on_disk(fresh_routes):
 
 def test_a_later_candidate_must_beat_an_earlier_one_by_the_margin():
     # the table's order decides between candidates within the timing noise; a clear win still counts
-    assert routes._fastest({"popcount:avx512": 1.0, "popcount:avx2": 0.97, "int8": 0.99}) == "popcount:avx512"
-    assert routes._fastest({"popcount:avx512": 1.0, "popcount:avx2": 0.9, "int8": 0.99}) == "popcount:avx2"
-    assert routes._fastest({"popcount:avx512": 1.0, "popcount:avx2": 0.9, "int8": 0.5}) == "int8"
+    assert routes._fastest({"popcount:avx512": 1.0, "popcount:avx2": 0.95, "int8": 0.99}) == "popcount:avx512"
+    assert routes._fastest({"popcount:avx512": 1.0, "popcount:avx2": 0.8, "int8": 0.99}) == "popcount:avx2"
+    assert routes._fastest({"popcount:avx512": 1.0, "popcount:avx2": 0.8, "int8": 0.5}) == "int8"
     assert routes._fastest({"int8": 2.0}) == "int8"
 
 
