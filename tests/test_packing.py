@@ -498,3 +498,19 @@ def test_cached_forms_follow_every_edit_of_the_weights(name, route, which, how):
         want = fresh(x)
         assert not torch.equal(want, before)
         assert torch.equal(packed(x), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("name", ["xnor_resnet18", "bwn_resnet18", "xnor_alexnet", "xnor_googlenet"])
+def test_a_packed_model_runs_in_the_dtype_it_is_cast_to(name, dtype):
+    # .half() / .to(torch.bfloat16) / .double(), as for any timm model: the output in that dtype, the binary layers
+    # still exact on the signs they get (half precision moves the float parts by its rounding)
+    torch.manual_seed(0)
+    packed = pack(zoo.create_model(name, num_classes=10).eval())
+    cast = copy.deepcopy(packed).to(dtype)
+    x = torch.randn(2, 3, 99 if "alexnet" in name else 64, 99 if "alexnet" in name else 64)
+    with torch.no_grad():
+        want, got = packed(x), cast(x.to(dtype))
+    assert got.dtype == dtype
+    tolerance = 1e-6 if dtype == torch.float64 else 0.05
+    assert (got.double() - want.double()).abs().max().item() <= tolerance * want.abs().max().item()

@@ -111,7 +111,7 @@ class _PackedWeight:
         if key is not None and cached is not None and cached[0] == key:
             return cached[1]
         signs = self._signs()
-        weight = self.alpha.view(-1, *([1] * (signs.dim() - 1))).to(signs.dtype) * signs
+        weight = self.alpha.view(-1, *([1] * (signs.dim() - 1))) * signs.to(self.alpha.dtype)  # the model's dtype
         if key is not None and not weight.requires_grad:
             self.__dict__["_float_weight"] = (key, weight)
         return weight
@@ -173,8 +173,10 @@ class PackedBinaryConv2d(_PackedWeight, BinaryConv2d):
                   "residual": residual, "relu": relu}
         bits = _input_bits(self)
         if bits == 1:
-            return popcount_conv2d(*args, **kwargs)
-        return kbit_conv2d(*args, bits=bits, **kwargs)  # one popcount conv per bit plane
+            y = popcount_conv2d(*args, **kwargs)
+        else:
+            y = kbit_conv2d(*args, bits=bits, **kwargs)  # one popcount conv per bit plane
+        return y if y.dtype == x.dtype else y.to(x.dtype)  # float32 from the kernels; a .half() model stays half
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.on_bits(x):
@@ -228,7 +230,7 @@ class PackedBinaryLinear(_PackedWeight, BinaryLinear):
             conv = popcount_conv2d if bits == 1 else functools.partial(kbit_conv2d, bits=bits)
             y = conv(x[:, :, None, None], self.weight_bits[:, None, None, :], self.alpha, self.in_features, 1,
                      input_scale=self.input_scale, bias=self.bias)
-            return y.flatten(1)
+            return y.flatten(1).to(x.dtype)
         return super().forward(x)
 
     def to_binary(self) -> BinaryLinear:
@@ -285,9 +287,9 @@ def _is_inference_norm(norm: nn.Module) -> bool:
 def _norm_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference BatchNorm as ``x * a + b``, ``a`` and ``b`` computed as torch's CPU BatchNorm computes them (``b``
     with one rounding, as its fma), so that the fused kernel's ``fma(x, a, b)`` rounds as the BatchNorm does."""
-    a = torch.rsqrt(norm.running_var + norm.eps)
+    a = torch.rsqrt(norm.running_var.float() + norm.eps)  # float32 for the kernels whatever the model's dtype
     if norm.weight is not None:
-        a = a * norm.weight
+        a = a * norm.weight.float()
     bias = norm.bias.double() if norm.bias is not None else 0.0
     return a, (bias - norm.running_mean.double() * a.double()).float()
 
@@ -369,7 +371,8 @@ class PackedBinaryConvBlock(BinaryConvBlock):
         conv, norm = self._modules["conv"], self._modules["norm"]
         scale = tuple(t for t in (conv._buffers["alpha"], conv._parameters["bias"]) if t is not None)
         return _cached(self, "_norm_affine_folded", _tensors(norm, after) + scale, (norm.eps, after.eps),
-                       lambda: (*_norm_affine(norm), *_fold_norm(after, conv.alpha, conv.bias)))
+                       lambda: (*_norm_affine(norm), *_fold_norm(after, conv.alpha.float(),
+                                                                  None if conv.bias is None else conv.bias.float())))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused(x):
@@ -592,13 +595,18 @@ class PackedResNet(ResNet):
         if geometry is None or x.device.type != "cpu":  # torch's pool and ReLU, then float32
             parts = [pool(run(xs[i:i + step])) for i in range(0, max(n, 1), step)]
             y = (parts[0] if len(parts) == 1 else torch.cat(parts)).relu_()
-            return y.to(torch.float32, memory_format=torch.channels_last)
+            return y.to(self._activation_dtype(), memory_format=torch.channels_last)
         k, s, p = geometry  # the compiled pool + ReLU + float32 pass, into the output's slice of each chunk
         hp, wp = conv_output_size(ho, k, s, p, 1), conv_output_size(wo, k, s, p, 1)
         out = torch.empty(n, conv.out_channels, hp, wp, memory_format=torch.channels_last)
         for i in range(0, n, step):
             max_pool_relu_cpu(run(xs[i:i + step]), out[i:i + step], k, s, p)
-        return out
+        return out if self._activation_dtype() == torch.float32 else out.to(self._activation_dtype())
+
+    def _activation_dtype(self) -> torch.dtype:
+        """The stem output's dtype: float32, which the fused binary blocks take, in a float32 model; the model's own
+        dtype after ``.half()``, ``.to(torch.bfloat16)`` or ``.double()`` (its layers then run on their own, in it)."""
+        return self.conv1.weight.dtype
 
     def _int8_stem_range(self) -> tuple[float, float]:
         if self.stem_input_range is not None:
@@ -615,6 +623,13 @@ class PackedResNet(ResNet):
         w, b = _fold_norm(norm, conv.weight, conv.bias)
         # channels_last also for weights loaded contiguous
         return w.to(dtype, memory_format=torch.channels_last), b.to(dtype)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        # the binary layers return float32 whatever the model's dtype: the head gets its own dtype (.half(), ...)
+        weight = getattr(self.fc, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.dtype != x.dtype:
+            x = x.to(weight.dtype)
+        return super().forward_head(x, pre_logits)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         stem = None if self.grad_checkpointing else self._stem(x)
