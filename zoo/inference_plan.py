@@ -40,26 +40,38 @@ def signature(x: torch.Tensor) -> tuple:
 _KERNEL_CHECKED = "weight_bits"  # the buffer whose contents the compiled kernel checks on every call
 
 
-def _state(modules: tuple[nn.Module, ...]) -> tuple:
-    tensors = tuple(t for m in modules for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
-    read = tuple(t for m in modules for name, t in (*m._parameters.items(), *m._buffers.items())
-                 if t is not None and name != _KERNEL_CHECKED)
-    flags = tuple((m.training, m.__dict__.get("eps")) for m in modules)
-    return routes.state(), prebound_usable(), tuple(map(id, modules)), tuple(map(id, tensors)), flags, \
-        fingerprint(*read)
+def _tensors(modules: tuple[nn.Module, ...]) -> list[torch.Tensor | None]:
+    return [t for m in modules for d in (m._parameters, m._buffers) for t in d.values()]
+
+
+def _flags(modules: tuple[nn.Module, ...]) -> list[tuple[bool, object]]:
+    return [(m.training, m.__dict__.get("eps")) for m in modules]
 
 
 class PreboundPlan:
     """``run(x)`` for inputs of one signature, valid while :meth:`matches` holds."""
 
-    __slots__ = ("modules", "run", "sig", "state")
+    __slots__ = ("flags", "fingerprint", "modules", "read", "routes", "run", "sig", "tensors")
 
     def __init__(self, x: torch.Tensor, modules: tuple[nn.Module, ...], run: Callable[[torch.Tensor], torch.Tensor]):
         self.sig, self.modules, self.run = signature(x), modules, run
-        self.state = _state(modules)
+        self.routes = routes.state()
+        self.tensors = _tensors(modules)  # the objects themselves: a replaced tensor is another object
+        names = [n for m in modules for d in (m._parameters, m._buffers) for n in d]
+        self.read = [t is not None and n != _KERNEL_CHECKED for t, n in zip(self.tensors, names, strict=True)]
+        self.flags = _flags(modules)
+        self.fingerprint = self._fingerprint(self.tensors)
+
+    def _fingerprint(self, tensors: list[torch.Tensor | None]) -> int:
+        return fingerprint(*[t for t, r in zip(tensors, self.read, strict=True) if r])
 
     def matches(self, x: torch.Tensor) -> bool:
-        return signature(x) == self.sig and self.state[0] is not None and _state(self.modules) == self.state
+        if signature(x) != self.sig or self.routes is None or routes.state() != self.routes or not prebound_usable():
+            return False
+        tensors = _tensors(self.modules)
+        if len(tensors) != len(self.tensors) or any(a is not b for a, b in zip(tensors, self.tensors, strict=True)):
+            return False
+        return _flags(self.modules) == self.flags and self._fingerprint(tensors) == self.fingerprint
 
 
 def plan_for(owner: nn.Module, x: torch.Tensor) -> PreboundPlan | None:
