@@ -42,11 +42,12 @@ from zoo_kernels import routes
 from zoo_kernels.bench import benchmark_conv, conv_shapes, conv_table, float_variants, time_interleaved
 from zoo_kernels.cpu_features import cpu_class, cpu_features
 
+from . import int8_stem
 from .hub.checkpoint import WEIGHTS_NAME
 from .hub.model import pack_model
 from .hub.publish import cpu_description
 from .models import create_model, is_model, list_models
-from .packing import pack
+from .packing import PackedResNet, pack
 from .schemes import get_scheme, list_schemes
 
 __all__ = ["baseline_name", "bench_models", "build_pair", "format_tables", "main", "run", "split_name"]
@@ -133,6 +134,18 @@ def pt2e_int8_model(float_model: nn.Module, x: torch.Tensor) -> Callable[[torch.
     return compiled
 
 
+def _with_int8_stem(packed: nn.Module) -> nn.Module | None:
+    """A copy of ``packed`` whose ResNet stem runs in int8 (``PackedResNet.stem_dtype``, :mod:`zoo.int8_stem`), or
+    None where it has no such stem or torch has no oneDNN int8 conv."""
+    if not int8_stem.available() or not any(isinstance(m, PackedResNet) for m in packed.modules()):
+        return None
+    copy_ = copy.deepcopy(packed)
+    for m in copy_.modules():
+        if isinstance(m, PackedResNet):
+            m.stem_dtype = torch.int8
+    return copy_
+
+
 @torch.inference_mode()
 def _time_models(
     floats: dict[str, nn.Module], packed: nn.Module, batch: int, input_size: tuple[int, ...], device: torch.device,
@@ -145,6 +158,9 @@ def _time_models(
               for name in floats}  # converted outside the timing: the float models get their input as they want it
     fns = {name: (lambda m=m, xi=inputs[name]: m(xi)) for name, m in floats.items()}
     fns["packed"] = lambda: packed(x)
+    stem8 = _with_int8_stem(packed) if device.type == "cpu" else None
+    if stem8 is not None:  # the option, timed beside the default
+        fns["packed_int8_stem"] = lambda: stem8(x)
     times = time_interleaved(fns, repeats, warmup, device)
     row: dict[str, Any] = {}
     for name, ts in times.items():
@@ -241,7 +257,8 @@ def run(
 
     ``{"meta": {device, hardware, torch, threads, repeats, date, cpu_class, cpu_features, kernel},
     "conv": [rows of zoo_kernels.bench.benchmark_conv],
-    "end_to_end": [{model, baseline, batch, input_size, <float variant>_ms, packed_ms, [compiled_ms, compiled_of],
+    "end_to_end": [{model, baseline, batch, input_size, <float variant>_ms, packed_ms, [packed_int8_stem_ms: the
+    packed model with the int8 stem option, PackedResNet only], [compiled_ms, compiled_of],
     best_float, float_ms, speedup, <name>_min_ms, routes: [{layer, key, route}]}, ...],
     "sizes": [{model, baseline, float_bytes, packed_bytes, ratio}, ...], "profile": {model/batch: table}}``.
     Speedups and the ratio are best float / packed (of the medians); ``channels`` picks conv rows (default: all four
@@ -282,6 +299,10 @@ def _int8_ratio(r: dict[str, Any]) -> str:
     return f"{r['speedup_int8_pt2e']:.2f}" if "speedup_int8_pt2e" in r else "-"
 
 
+def _ms(row: dict[str, Any], name: str) -> str:
+    return f"{row[f'{name}_ms']:.2f}" if f"{name}_ms" in row else "-"
+
+
 def format_tables(doc: dict[str, Any]) -> str:
     """The document of :func:`run` as text tables."""
     meta = doc["meta"]
@@ -297,16 +318,17 @@ def format_tables(doc: dict[str, Any]) -> str:
     if doc["end_to_end"]:
         variants = [n for n in ("f32", "f32_cl", "bf16", "bf16_cl", "compiled", "int8_pt2e")
                     if any(f"{n}_ms" in r for r in doc["end_to_end"])]
-        lines += ["", "end to end: median ms of the float baseline as each variant, the packed model, x = best float / "
-                  "packed", f"{'model':<{width}} {'baseline':<16} {'batch':>5} {'input':>11} | "
-                  + " ".join(f"{n:>9}" for n in variants) + f" | {'packed':>9} | {'best float':>10} {'x':>5} | "
-                  f"{'x int8':>6} | routes"]
+        lines += ["", "end to end: median ms of the float baseline as each variant, the packed model (and with the "
+                  "int8 stem option), x = best float / packed", f"{'model':<{width}} {'baseline':<16} {'batch':>5} "
+                  f"{'input':>11} | " + " ".join(f"{n:>9}" for n in variants)
+                  + f" | {'packed':>9} {'int8 stem':>9} | {'best float':>10} {'x':>5} | {'x int8':>6} | routes"]
         for r in doc["end_to_end"]:
             cells = " ".join(f"{r[f'{n}_ms']:9.2f}" if f"{n}_ms" in r else f"{'-':>9}" for n in variants)
             chosen = [x["route"] for x in r.get("routes", [])]
             counts = _route_counts(chosen)
             lines.append(f"{r['model']:<{width}} {r['baseline']:<16} {r['batch']:>5} "
-                         f"{'x'.join(map(str, r['input_size'])):>11} | {cells} | {r['packed_ms']:9.2f} | "
+                         f"{'x'.join(map(str, r['input_size'])):>11} | {cells} | {r['packed_ms']:9.2f} "
+                         f"{_ms(r, 'packed_int8_stem'):>9} | "
                          f"{r['best_float']:>10} {_ratio(r)} | {_int8_ratio(r):>6} | {counts}")
     if doc["sizes"]:
         lines += ["", f"{'model':<{width}} {'float safetensors':>18} {'packed':>12} {'ratio':>7}"]
@@ -360,11 +382,12 @@ def markdown_report(docs: list[dict[str, Any]]) -> str:
                 chosen = [c["route"] for c in r.get("routes", [])]
                 rows.append([r["model"], r["baseline"], str(r["batch"]), "x".join(map(str, r["input_size"])),
                              *(f"{r[f'{n}_ms']:.2f}" if f"{n}_ms" in r else "-" for n in names),
-                             f"{r['packed_ms']:.2f}", r["best_float"], f"{r['speedup']:.2f}", _int8_ratio(r),
+                             f"{r['packed_ms']:.2f}", _ms(r, "packed_int8_stem"), r["best_float"],
+                             f"{r['speedup']:.2f}", _int8_ratio(r),
                              _route_counts(chosen)])
             lines += ["", "End to end, ms:", ""]
-            lines += _md_table(["model", "baseline", "batch", "input", *names, "packed", "best float", "x",
-                                "x int8", "binary conv routes"], rows)
+            lines += _md_table(["model", "baseline", "batch", "input", *names, "packed", "packed, int8 stem",
+                                "best float", "x", "x int8", "binary conv routes"], rows)
     return "\n".join(lines) + "\n"
 
 
