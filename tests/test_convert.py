@@ -125,3 +125,28 @@ def test_overrides_reach_layers():
     assert all(m.grad_quantizer is not None for m in _binary_convs(model).values())
     model = zoo.binarize_(timm.create_model("resnet18"), "w1a2")
     assert all(m.input_quantizer.bits == 2 for m in _binary_convs(model).values())
+
+
+def test_feature_batchnorm_normalises_the_last_dimension_of_any_rank():
+    from zoo.layers import FeatureBatchNorm
+
+    norm = FeatureBatchNorm(6).train()
+    reference = torch.nn.BatchNorm1d(6).train()
+    tokens = torch.randn(4, 5, 6)
+    out, want = norm(tokens), reference(tokens.reshape(20, 6)).reshape(4, 5, 6)
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(norm.running_mean, reference.running_mean)
+    assert set(norm.state_dict()) == set(reference.state_dict())
+    with pytest.raises(ValueError, match=r"\(\.\.\., 6\)"):
+        norm(torch.randn(4, 6, 5))
+
+
+def test_a_binarized_vision_transformer_runs_and_trains():
+    # timm's ViT feeds its Linear layers (B, tokens, features): the BatchNorm before each sign is over the features
+    model = zoo.binarize_(timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8), "xnor")
+    x = torch.randn(2, 3, 32, 32)
+    model.train()
+    model(x).sum().backward()
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (2, 10)

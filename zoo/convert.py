@@ -25,7 +25,7 @@ from typing import Any
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
-from .layers import BinaryConv2d, BinaryConvBlock, BinaryLinear
+from .layers import BinaryConv2d, BinaryConvBlock, BinaryLinear, FeatureBatchNorm
 from .schemes import BinarizeConfig, get_scheme
 
 __all__ = ["binarize_", "full_precision_layer_names", "register_binary_activations"]
@@ -77,7 +77,7 @@ def _binary_layer(module: nn.Module, config: BinarizeConfig) -> nn.Module:
         norm = nn.BatchNorm2d(module.in_channels, **like)
     else:
         layer = BinaryLinear.from_float(module, **config.layer_kwargs())
-        norm = nn.BatchNorm1d(module.in_features, **like)
+        norm = FeatureBatchNorm(module.in_features, **like)  # over the last dimension, as the Linear reads it
     return BinaryConvBlock(norm, layer) if config.binarizes_inputs else layer
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from .quantizers import BinActiv, BinaryGradient, ScaledSign, get_quantizer, xnor_input_scale
 
-__all__ = ["BinaryConv2d", "BwnConv2d", "XnorConv2d", "BinaryLinear", "BinaryConvBlock"]
+__all__ = ["BinaryConv2d", "BwnConv2d", "XnorConv2d", "BinaryLinear", "BinaryConvBlock", "FeatureBatchNorm"]
 
 
 class _BinaryMixin:
@@ -208,6 +208,20 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.binary_repr()}"
+
+
+class FeatureBatchNorm(nn.BatchNorm1d):
+    """``BatchNorm1d`` over the last dimension of ``(..., F)``: the features a ``Linear`` reads, for inputs of any
+    rank (a transformer's ``(B, T, F)`` tokens as well as ``(B, F)``), so that the BatchNorm in front of a binary
+    linear's sign normalises what the sign binarizes. The same parameters and state dict as ``BatchNorm1d(F)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return super().forward(x)
+        if x.dim() < 2 or x.shape[-1] != self.num_features:
+            raise ValueError(f"FeatureBatchNorm expects an input of shape (..., {self.num_features}), got "
+                             f"{tuple(x.shape)}")
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
 
 class BinaryConvBlock(nn.Sequential):
