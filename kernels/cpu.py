@@ -175,7 +175,12 @@ def load_extension() -> bool:
             _state.update(loaded=True, ok=error is None, error=error)
             if error is None:
                 try:
-                    _set_forced_isa(_forced_isa())
+                    # the table's ops return strings: run them as they are also where the first load happens
+                    # under torch.export's or compile's tracing modes
+                    from torch.utils._python_dispatch import _disable_current_modes
+
+                    with _disable_current_modes():
+                        _set_forced_isa(_forced_isa())
                 except ValueError as e:  # raised by every later call too: no run ignores the setting
                     _state["isa_error"] = e
                     raise
@@ -529,8 +534,9 @@ def scale_level_bytes_cpu(
 def quantize_u8_cpu(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """uint8 levels ``clamp(round(x / scale) + zero_point, 0, 255)`` (in float32; round half to even; NaN gives
     ``zero_point``)
-    of a float32 (N, C, H, W) ``x``, channels_last, in one pass (the compiled kernel), else the same through torch."""
-    if load_extension():
+    of a float32 (N, C, H, W) ``x``, channels_last, in one pass (the compiled kernel), else (and while compiling or
+    exporting) the same through torch."""
+    if not torch.compiler.is_compiling() and load_extension():
         return _ops["quantize_u8"](x, scale, zero_point)
     level = torch.round(x.float() / scale) + zero_point
     level = torch.where(torch.isnan(level), float(zero_point), level.clamp(0, 255))

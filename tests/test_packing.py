@@ -514,3 +514,17 @@ def test_a_packed_model_runs_in_the_dtype_it_is_cast_to(name, dtype):
     assert got.dtype == dtype
     tolerance = 1e-6 if dtype == torch.float64 else 0.05
     assert (got.double() - want.double()).abs().max().item() <= tolerance * want.abs().max().item()
+
+
+@pytest.mark.parametrize("name", ["xnor_resnet18", "w1a2_resnet18", "xnor_googlenet"])
+def test_a_packed_model_exports_with_its_kernels_as_ops(name):
+    # torch.export traces the packed model: the binary convs stay torch.ops.zoo_xnor ops, the outputs the same
+    torch.manual_seed(0)
+    packed = zoo.pack_model(zoo.create_model(name, num_classes=10).eval())
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        exported = torch.export.export(packed, (x,))
+        want, got = packed(x), exported.module()(x)
+    ops = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert "zoo_xnor.xnor_conv2d.default" in ops
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * want.abs().max().item())

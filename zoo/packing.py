@@ -256,7 +256,10 @@ def _cached(
     """``compute()``, kept on ``owner`` until a tensor of ``sources`` is replaced or its contents change (their
     fingerprint, :func:`zoo_kernels.cpu.fingerprint`: also a write through ``.data``, which no version counter
     records), or ``extra`` changes. A plain attribute (nothing enters the state dict) holding ``sources`` too, so that
-    their ids stay theirs."""
+    their ids stay theirs. While compiling or exporting, computed and not kept (the sources are traced tensors)."""
+    if torch.compiler.is_compiling():
+        with torch.no_grad():
+            return compute()
     key = (tuple(map(id, sources)), fingerprint(*sources), extra)
     cached = owner.__dict__.get(slot)
     if cached is not None and cached[0] == key:
@@ -417,7 +420,8 @@ class PackedBasicBlock(BasicBlock):
         block1, block2 = m["conv1"], m["conv2"]
         c1, c2 = block1._modules["conv"], block2._modules["conv"]
         bits1, bits2 = _input_bits(c1), _input_bits(c2)
-        if (x.device.type != "cpu" or x.shape[0] == 0 or not (c1.input_scale and c2.input_scale)
+        if (x.device.type != "cpu" or torch.compiler.is_compiling() or x.shape[0] == 0
+                or not (c1.input_scale and c2.input_scale)
                 or bits1 is None or bits2 is None or max(bits1, bits2) > 7 or c1.groups != 1 or c2.groups != 1
                 or not int8_route.int8_route_available()):
             return None
@@ -592,7 +596,7 @@ class PackedResNet(ResNet):
         wo = conv_output_size(wd, conv.kernel_size[1], conv.stride[1], conv.padding[1], conv.dilation[1])
         step = max(1, self.stem_chunk_bytes // max(1, ho * wo * conv.out_channels * out_dtype.itemsize))
         geometry = _pool_geometry(pool)
-        if geometry is None or x.device.type != "cpu":  # torch's pool and ReLU, then float32
+        if geometry is None or x.device.type != "cpu" or torch.compiler.is_compiling():  # torch's pool and ReLU
             parts = [pool(run(xs[i:i + step])) for i in range(0, max(n, 1), step)]
             y = (parts[0] if len(parts) == 1 else torch.cat(parts)).relu_()
             return y.to(self._activation_dtype(), memory_format=torch.channels_last)
