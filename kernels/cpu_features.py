@@ -39,6 +39,7 @@ def cpu_features() -> dict[str, object]:
     return out
 
 
+@torch.compiler.assume_constant_result  # a fact of the machine: torch.compile reads it once, not its cache
 def has_feature(name: str) -> bool:
     """Whether the CPU has ``name`` (one of :data:`FEATURES`)."""
     if name not in FEATURES:

@@ -75,7 +75,10 @@ class PreboundPlan:
 
 
 def plan_for(owner: nn.Module, x: torch.Tensor) -> PreboundPlan | None:
-    """The plan ``owner`` keeps for ``x``'s signature, if it still matches (a stale one is dropped)."""
+    """The plan ``owner`` keeps for ``x``'s signature, if it still matches (a stale one is dropped); None while
+    compiling (the compiled graph calls the ops itself, and guards on nothing the plans change)."""
+    if torch.compiler.is_compiling():
+        return None
     plans: dict[tuple, PreboundPlan] | None = owner.__dict__.get("_prebound_plans")
     if not plans:
         return None
