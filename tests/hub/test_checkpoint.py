@@ -196,3 +196,18 @@ def test_a_loaded_model_reports_the_preprocessing_of_its_config(saved, tmp_path)
     data = timm.data.resolve_data_config(model=model)
     assert data["input_size"] == (1, 8, 8) and data["mean"] == (0.306,) and data["std"] == (0.3763,)
     assert model.net.pretrained_cfg["test_input_size"] == (1, 8, 8) and model.default_cfg is model.pretrained_cfg
+
+
+@pytest.mark.parametrize("options", [{"float_downsample": True}, {"block_relu": True}, {"norm_affine": False},
+                                     {"binary_gradient": True}])
+def test_a_checkpoint_of_a_model_with_options_loads_as_that_model(options, tmp_path):
+    # the scheme's options and ResNet's float_downsample are recorded in config.json and rebuilt on load
+    torch.manual_seed(0)
+    model = zoo.create_model("xnor_resnet18", num_classes=10, in_chans=1, small_input=True, **options).eval()
+    packed = zoo.pack_model(model)
+    packed.save_pretrained(tmp_path / "ckpt")
+    loaded = zoo.from_pretrained(tmp_path / "ckpt")
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), packed(x))
+    assert loaded.net.binarize_config == model.binarize_config

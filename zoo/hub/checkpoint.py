@@ -21,6 +21,7 @@ from safetensors.torch import save
 from torch import nn
 
 from ..models import create_model, is_model
+from ..models._builder import SCHEME_OPTIONS
 from ..packing import pack
 from ..schemes import BinarizeConfig
 from .atomic import atomic_folder, write_file
@@ -52,7 +53,9 @@ def checkpoint_config(model: nn.Module) -> dict[str, Any]:
     scheme = getattr(model, "binarize_config", None)
     if not cfg.get("architecture") or not is_model(cfg["architecture"]) or scheme is None:
         raise ValueError("only models from zoo.create_model can be saved as packed checkpoints")
+    extra = {"float_downsample": True} if cfg.get("float_downsample") else {}  # a ResNet option, when set
     return {
+        **extra,
         "format_version": FORMAT_VERSION,
         "architecture": cfg["architecture"],
         "scheme": scheme.to_dict(),
@@ -80,7 +83,8 @@ def build_packed(config: dict[str, Any], source: Path | str = CONFIG_NAME, devic
             num_classes=int(config["num_classes"]),
             in_chans=int(config["in_chans"]),
             small_input=bool(config.get("small_input", False)),
-            binary_gradient=scheme.binary_gradient,
+            **{key: getattr(scheme, key) for key in SCHEME_OPTIONS},  # every option the scheme records
+            **({"float_downsample": True} if config.get("float_downsample") else {}),
         )
     if model.binarize_config != scheme:
         raise CheckpointError(

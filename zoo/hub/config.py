@@ -95,6 +95,8 @@ _SCHEME_FIELDS = {
     "input_bits": _optional(_integer(1, 32)),
     "input_scale": _BOOL,
     "binary_gradient": _BOOL,
+    "block_relu": _BOOL,
+    "norm_affine": _BOOL,
     "version": _integer(1, 1),
 }
 _LATENCY_FIELDS = {
@@ -131,6 +133,7 @@ _FIELDS = {
     "num_classes": _integer(1, MAX_CLASSES),
     "in_chans": _integer(1, MAX_CHANS),
     "small_input": _BOOL,
+    "float_downsample": _BOOL,
     "input_size": _SIZE,
     "mean": _list_of(_number(-1e6, 1e6)),
     "std": _list_of(_number(1e-12, 1e6)),
