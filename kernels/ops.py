@@ -455,11 +455,8 @@ for _op, _fn in _CPU_KERNELS.items():
 def _fused_cpu_kernel(x: Tensor, fused: Callable[..., Tensor]) -> Callable[..., Tensor] | None:
     """``fused`` (a one-call form of the CPU ops) for a plain CPU tensor while the CPU kernels are the registered
     ones and nothing traces, else None."""
-    if type(x) is not Tensor or not x.is_cpu or torch.compiler.is_compiling():
+    if type(x) is not Tensor or not x.is_cpu or not prebound_usable():
         return None
-    for op, fn in _CPU_KERNELS.items():
-        if _KERNELS[op].get("cpu") is not fn:
-            return None
     return fused
 
 
@@ -735,11 +732,11 @@ def prebound_conv2d(
         route, _, variant = (chosen or "").partition(":")
         if route != "popcount" or variant not in ("auto", *routes.popcount_variants()):
             return None
-    op = cpu.compiled_op("xnor_conv2d_float" if bits == 1 else "kbit_conv2d_float")
+    op = cpu.compiled_op("xnor_conv2d_float_signs" if next_norm is not None else "xnor_conv2d_signs" if signs_in
+                         else "xnor_conv2d_float" if bits == 1 else "kbit_conv2d_float")
     if op is None:
         return None
     if next_norm is not None:
-        op = cpu.compiled_op("xnor_conv2d_float_signs")
         next_scale, next_shift, next_absmean = next_norm[0].contiguous(), next_norm[1].contiguous(), bool(next_norm[2])
 
         def first(x2: Tensor, _: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -748,7 +745,6 @@ def prebound_conv2d(
             return packed, (am if next_absmean else None)
         return first
     if signs_in:
-        op = cpu.compiled_op("xnor_conv2d_signs")
         return lambda signs, residual2: op(signs[0], signs[1], w_packed, alpha, bias, channels, ks, st, pd, dl,
                                            residual2, relu, variant)
     if bits == 1:

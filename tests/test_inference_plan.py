@@ -113,3 +113,19 @@ def test_an_edit_of_the_packed_weight_words_reaches_the_kernel(trained_xnor):
         want = BasicBlock.forward(block, x)
     assert not torch.equal(after, before)
     torch.testing.assert_close(after, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_a_block_without_a_plan_does_not_try_again_until_the_routes_change(trained_xnor, monkeypatch):
+    block = _block(trained_xnor, 1)
+    x = _input(block)
+    tries = []
+    build = PackedBasicBlock._prebound_plan
+    monkeypatch.setattr(PackedBasicBlock, "_prebound_plan", lambda self, x: tries.append(1) or None)
+    with torch.no_grad(), force_route("popcount"):
+        for _ in range(3):
+            block(x)
+        assert len(tries) == 1  # the first call found none; the next ones did not look again
+        routes.clear()  # the choices changed: worth another look
+        block(x)
+        assert len(tries) == 2
+    monkeypatch.setattr(PackedBasicBlock, "_prebound_plan", build)

@@ -27,7 +27,7 @@ from zoo_kernels import routes
 from zoo_kernels.cpu import fingerprint
 from zoo_kernels.ops import prebound_usable
 
-__all__ = ["PreboundPlan", "plan_for", "signature"]
+__all__ = ["PreboundPlan", "keep", "keep_unplanned", "plan_for", "signature", "unplanned"]
 
 MAX_PLANS = 4  # input signatures kept per module
 
@@ -99,3 +99,19 @@ def keep(owner: nn.Module, plan: PreboundPlan) -> None:
     plans[plan.sig] = plan
     while len(plans) > MAX_PLANS:
         del plans[next(iter(plans))]
+
+
+def keep_unplanned(owner: nn.Module, x: torch.Tensor) -> None:
+    """Remember that no plan could be built for ``x``'s signature (a layer on the int8 route, say), so that the
+    ordinary forward does not try again on every call while the route choices stay as they are."""
+    unplanned_ = owner.__dict__.setdefault("_prebound_unplanned", {})
+    unplanned_[signature(x)] = routes.state()
+    while len(unplanned_) > MAX_PLANS:
+        del unplanned_[next(iter(unplanned_))]
+
+
+def unplanned(owner: nn.Module, x: torch.Tensor) -> bool:
+    """Whether building a plan for ``x``'s signature failed under the present route choices."""
+    seen = owner.__dict__.get("_prebound_unplanned")
+    sig = signature(x)
+    return bool(seen) and sig in seen and seen[sig] == routes.state()

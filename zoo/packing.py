@@ -338,11 +338,16 @@ class PackedBinaryConvBlock(BinaryConvBlock):
     ) -> torch.Tensor:
         """The fused forward (``fused(x)`` must hold); then ``after`` (an inference BatchNorm), ``+ residual`` and a
         ReLU, all in the kernel's epilogue."""
+        return self._modules["conv"].popcount_forward(x, *self._epilogue_args(after), residual, relu)
+
+    def _epilogue_args(self, after: nn.BatchNorm2d | None) -> tuple[torch.Tensor | None, ...]:
+        """``(a, b, alpha, bias)``: the BatchNorm before the sign as ``x * a + b``, and the conv's ``alpha`` and
+        ``bias``, with ``after`` folded in when given (:meth:`folded`)."""
+        if after is not None:
+            return self.folded(after)
         conv, norm = self._modules["conv"], self._modules["norm"]
-        if after is None:
-            a, b = _cached(self, "_norm_affine", _tensors(norm), norm.eps, lambda: _norm_affine(norm))
-            return conv.popcount_forward(x, a, b, residual=residual, relu=relu)
-        return conv.popcount_forward(x, *self.folded(after), residual, relu)
+        a, b = _cached(self, "_norm_affine", _tensors(norm), norm.eps, lambda: _norm_affine(norm))
+        return a, b, conv._buffers["alpha"], conv._parameters["bias"]
 
     def prebound(
         self,
@@ -357,12 +362,8 @@ class PackedBinaryConvBlock(BinaryConvBlock):
         ``pair``, its ``next_norm`` or ``signs_in``, is passed); None where the fused forward would not run it."""
         if not self.fused(x):
             return None
-        conv, norm = self._modules["conv"], self._modules["norm"]
-        if after is None:
-            a, b = _cached(self, "_norm_affine", _tensors(norm), norm.eps, lambda: _norm_affine(norm))
-            alpha, bias = conv._buffers["alpha"], conv._parameters["bias"]
-        else:
-            a, b, alpha, bias = self.folded(after)
+        conv = self._modules["conv"]
+        a, b, alpha, bias = self._epilogue_args(after)
         return prebound_conv2d(x, conv._buffers["weight_bits"], alpha, conv.in_channels, conv.kernel_size,
                                conv.stride, conv.padding, conv.dilation, _input_bits(conv), conv.input_scale, bias,
                                a, b, residual, relu, **pair)
@@ -516,8 +517,12 @@ class PackedBasicBlock(BasicBlock):
         out = m["conv1"].fused_forward(x, m["bn1"])
         if type(m["act2"]) is nn.ReLU:  # the residual sum and the ReLU in conv2's epilogue
             out = m["conv2"].fused_forward(out, m["bn2"], self._shortcut(x), relu=True)
-            if (plan := self._prebound_plan(x)) is not None:  # the routes are chosen now: the next calls run it
-                inference_plan.keep(self, plan)
+            if not inference_plan.unplanned(self, x):  # the routes are chosen now: the next calls run the plan
+                plan = self._prebound_plan(x)
+                if plan is not None:
+                    inference_plan.keep(self, plan)
+                else:
+                    inference_plan.keep_unplanned(self, x)
             return out
         return m["act2"](m["conv2"].fused_forward(out, m["bn2"], self._shortcut(x)))
 
