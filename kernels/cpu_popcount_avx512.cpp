@@ -11,8 +11,8 @@
 // zero words, never stored). Per 512 binary products: an XOR (with the broadcast word), a vpopcntd and an add, the
 // bound of the loop. Fewer than MR rows (the tile's last) and fewer than 4 vectors (a block past O) run smaller
 // instances of the same template. Row blocks outer, filter blocks inner: the rows' words stay in L1 while the
-// blocks' weights pass. (The im2col form of the same loop, 64-bit words and 8 filters per vector, spent as long
-// copying the rows of A as in the popcounts at 64 channels.) The epilogue runs 16 filters per vector, with a masked
+// blocks' weights pass. (Copying the rows into an im2col matrix per tile, as the scalar variant does, costs about as
+// long as the popcounts at 64 channels.) The epilogue runs 16 filters per vector, with a masked
 // tail, the same float operations as the scalar one.
 //
 // Compiled for the ISA by function attributes, not by flags or a pragma: the extension's other code (and whatever
