@@ -85,9 +85,10 @@ def test_unknown_model_lists_known():
         zoo.create_model("xnor_resnet19")
 
 
-def test_pretrained_flag_points_to_from_pretrained():
-    with pytest.raises(RuntimeError, match="from_pretrained"):
-        zoo.create_model("xnor_resnet18", pretrained=True)
+def test_pretrained_flag_loads_the_shipped_digits_weights():
+    model = zoo.create_model("xnor_resnet18", pretrained=True)
+    assert (model.num_classes, model.pretrained_cfg["input_size"], model.pretrained_cfg["tag"]) == (10, (1, 8, 8),
+                                                                                                   "digits")
 
 
 def test_binary_gradient_model_option():

@@ -227,7 +227,7 @@ def _cards(argv: list[str]) -> None:
     from .hub.cards import card_name
     from .hub.latency import BENCH_NAME, read_bench, with_latency
     from .hub.paper_results import paper_card_configs
-    from .hub.publish import collect_cards, write_cards
+    from .hub.publish import card_weights, collect_cards, write_cards
     from .hub.reproduction import with_reproductions
 
     parser = argparse.ArgumentParser(
@@ -276,7 +276,7 @@ def _cards(argv: list[str]) -> None:
             configs = with_reproductions(configs, collect_cards(args.rerun))
         except ValueError as e:
             parser.error(f"--rerun {args.rerun}: {e}")
-    print(write_cards(configs, args.out), end="")
+    print(write_cards(configs, args.out, card_weights(args.out, args.source)), end="")
 
 
 def _bench(argv: list[str]) -> None:

@@ -2,6 +2,9 @@
 
 The layers are thin, as in larq: each keeps its float latent weight for training and quantizes it on the fly,
 so that ``BinaryConv2d(x) == F.conv2d(q_in(x), q_w(W)) * K`` (XNOR-Net, arXiv:1603.05279, sec. 3.2, eq. 11).
+
+The layers check their input's shape in :func:`checked_input`, which ``torch.fx`` records as one call: traced models
+(``torchvision``'s and timm's feature extractors) keep the check, and the tracer never meets its branches.
 """
 
 from __future__ import annotations
@@ -13,6 +16,18 @@ from torch import nn
 from .quantizers import BinActiv, BinaryGradient, ScaledSign, get_quantizer, xnor_input_scale
 
 __all__ = ["BinaryConv2d", "BwnConv2d", "XnorConv2d", "BinaryLinear", "BinaryConvBlock", "FeatureBatchNorm"]
+
+
+@torch.fx.wrap
+def checked_input(x: torch.Tensor, layer: str, features: int | None = None) -> torch.Tensor:
+    """``x`` if it fits ``layer``: ``(N, C, H, W)`` for a conv (``features`` None), ``(..., features)`` for a layer
+    that reads the last dimension; a ValueError naming ``layer`` otherwise."""
+    if features is None:
+        if x.dim() != 4:
+            raise ValueError(f"{layer} expects a 4D input (N, C, H, W), got shape {tuple(x.shape)}")
+    elif x.dim() < 2 or x.shape[-1] != features:
+        raise ValueError(f"{layer} expects an input of shape (..., {features}), got {tuple(x.shape)}")
+    return x
 
 
 class _BinaryMixin:
@@ -116,8 +131,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"{type(self).__name__} expects a 4D input (N, C, H, W), got shape {tuple(x.shape)}")
+        x = checked_input(x, type(self).__name__)
         scale = None
         if self.input_scale:
             scale = xnor_input_scale(x, self.kernel_size, self.stride, self.padding, self.dilation)
@@ -197,8 +211,7 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2:
-            raise ValueError(f"BinaryLinear expects an input of shape (..., {self.in_features}), got {tuple(x.shape)}")
+        x = checked_input(x, type(self).__name__, self.in_features)
         y = F.linear(self.quantized_input(x), self.quantized_weight())
         if self.input_scale:
             y = y * x.abs().mean(dim=-1, keepdim=True)
@@ -216,11 +229,7 @@ class FeatureBatchNorm(nn.BatchNorm1d):
     linear's sign normalises what the sign binarizes. The same parameters and state dict as ``BatchNorm1d(F)``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            return super().forward(x)
-        if x.dim() < 2 or x.shape[-1] != self.num_features:
-            raise ValueError(f"FeatureBatchNorm expects an input of shape (..., {self.num_features}), got "
-                             f"{tuple(x.shape)}")
+        x = checked_input(x, type(self).__name__, self.num_features)
         return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
 

@@ -550,23 +550,30 @@ class PackedResNet(ResNet):
 
     ``stem_dtype``: the dtype of the stem's conv and pool. None (the default) is bfloat16 where the CPU has native
     bfloat16 arithmetic (:func:`zoo_kernels.cpu_features.has_native_bf16`: AVX512_BF16 or AMX, where oneDNN's
-    bfloat16 conv is several times faster than float32) and float32 elsewhere; set ``torch.float32`` for the float32
-    path. The stem's output is float32 either way, and the binary layers after it are exact on whatever signs they
-    get; bfloat16 rounds the stem's inputs and weights to 8 significant bits, which moves the stem's outputs by about
-    0.4% of their size and can flip the sign of a value next to 0 in the first binary conv. ``torch.int8`` runs the
-    stem conv on oneDNN's u8 x s8 conv (:mod:`zoo.int8_stem`: uint8 levels over ``stem_input_range``, by default the
-    range of [0, 1] images after ``pretrained_cfg``'s mean and std; per-channel int8 weights; bfloat16 or float32 out):
-    an option, not exact, faster where the float stem is the bound.
+    bfloat16 conv is several times faster than float32) and the stem conv has at least ``bf16_stem_macs``
+    multiply-adds per image (ImageNet's 7x7 stem: 118 million; a 3x3 stem on 8x8 digits, 37 thousand, where float32
+    costs microseconds), float32 elsewhere; set ``torch.float32`` for the float32 path. The stem's output is float32
+    either way, and the binary layers after it are exact on whatever signs they get; bfloat16 rounds the stem's inputs
+    and weights to 8 significant bits, which moves the stem's outputs by about 0.4% of their size and can flip the
+    sign of a value next to 0 in the first binary conv. ``torch.int8`` runs the stem conv on oneDNN's u8 x s8 conv
+    (:mod:`zoo.int8_stem`: uint8 levels over ``stem_input_range``, by default the range of [0, 1] images after
+    ``pretrained_cfg``'s mean and std; per-channel int8 weights; bfloat16 or float32 out): an option, not exact,
+    faster where the float stem is the bound.
     """
 
     stem_dtype: torch.dtype | None = None
     stem_input_range: tuple[float, float] | None = None  # the int8 stem's input range (None: from pretrained_cfg)
     stem_chunk_bytes: int = 4 << 20  # the stem conv's output per chunk of images, at most (one image at least)
+    bf16_stem_macs: int = 1 << 22  # the default stem is bfloat16 from this many multiply-adds per image
 
     def _stem_dtype(self, x: torch.Tensor) -> torch.dtype:
         if self.stem_dtype is not None:
             return self.stem_dtype
-        return torch.bfloat16 if x.device.type == "cpu" and has_native_bf16() else torch.float32
+        conv = self.conv1
+        pixels = (x.shape[-2] // conv.stride[0]) * (x.shape[-1] // conv.stride[1])
+        macs = pixels * conv.weight[0].numel() * conv.out_channels
+        native = x.device.type == "cpu" and has_native_bf16()
+        return torch.bfloat16 if native and macs >= self.bf16_stem_macs else torch.float32
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor | None:
         """conv1 + bn1 (folded) -> maxpool -> ReLU, float32 channels_last; None where the packed stem does not

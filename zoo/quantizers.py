@@ -5,6 +5,10 @@ Each quantizer is a small ``nn.Module`` with a registered name; ``get_quantizer(
 
 One convention holds across the whole project (training, bit-packing and kernels): ``sign(0) = +1``,
 so a value is encoded as bit 1 exactly when ``x >= 0``.
+
+The functions that apply a custom gradient (:func:`ste_sign`, :func:`scaled_sign`, :func:`kbit_quantize`,
+:func:`binarize_gradient`) are ``torch.fx.wrap``-ped: ``torch.fx`` tracing records each as one call instead of tracing
+into its autograd function's forward, so that a traced model keeps the straight-through gradients.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class _SteSignFn(torch.autograd.Function):
         return grad * inside
 
 
+@torch.fx.wrap
 def ste_sign(x: torch.Tensor) -> torch.Tensor:
     """Sign with the straight-through estimator (BinaryNet, Courbariaux et al. 2016; XNOR-Net sec. 3.1).
 
@@ -117,6 +122,7 @@ class _WeightSteFn(torch.autograd.Function):
         return grad * inside
 
 
+@torch.fx.wrap
 def scaled_sign(w: torch.Tensor, gradient: str = "paper") -> torch.Tensor:
     """Binary-Weight-Network weight approximation ``W ~ alpha * sign(W)`` (XNOR-Net sec. 3.1, eq. 6 and 7).
 
@@ -155,6 +161,7 @@ class _KBitFn(torch.autograd.Function):
         return grad * (x.abs() <= 1).to(grad.dtype), None
 
 
+@torch.fx.wrap
 def kbit_quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
     """The paper's k-bit quantizer for inputs in [-1, 1] (XNOR-Net sec. 3.2, "k-bit Quantization").
 
@@ -177,6 +184,7 @@ class _BinaryGradientFn(torch.autograd.Function):
         return sign(grad) * grad.abs().amax()
 
 
+@torch.fx.wrap
 def binarize_gradient(x: torch.Tensor) -> torch.Tensor:
     """The paper's binary gradient (XNOR-Net sec. 3.2, "Binary Gradient").
 

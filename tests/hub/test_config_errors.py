@@ -208,7 +208,7 @@ def test_unknown_repo_id_offline_is_quick_and_named(how, tmp_path, monkeypatch):
     else:
         kwargs["local_files_only"] = True
     start = time.monotonic()
-    with pytest.raises(CheckpointError, match=r"^nobody/no-such-model: no such local folder, and config\.json is "
-                                              r"not in the Hub cache while offline"):
+    with pytest.raises(CheckpointError, match=r"^nobody/no-such-model: no such local folder or card, and config\.json "
+                                              r"is not in the Hub cache while offline"):
         zoo.from_pretrained("nobody/no-such-model", **kwargs)
     assert time.monotonic() - start < 5

@@ -35,6 +35,6 @@ def test_push_then_from_pretrained_into_empty_cache(trained_xnor, digits_batch, 
 
 
 def test_unknown_repo_id_is_one_clear_error(tmp_path):
-    message = "nobody/no-such-model: no such local folder, and no such model repository"
+    message = "nobody/no-such-model: no such local folder or card, and no such model repository"
     with pytest.raises(CheckpointError, match=message):
         zoo.from_pretrained("nobody/no-such-model", cache_dir=tmp_path)

@@ -21,7 +21,7 @@ def hub_unreachable(monkeypatch):
     return endpoint
 
 
-@pytest.mark.parametrize("name", ["xnor_resnet18-digits", "nobody/no-such-model"])
+@pytest.mark.parametrize("name", ["no_such_model-digits", "nobody/no-such-model"])
 def test_a_repo_id_while_the_hub_is_unreachable(name, hub_unreachable, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no local folder of that name
     start = time.monotonic()
@@ -29,7 +29,7 @@ def test_a_repo_id_while_the_hub_is_unreachable(name, hub_unreachable, tmp_path,
         zoo.from_pretrained(name, cache_dir=tmp_path / "cache")
     assert time.monotonic() - start < 1.0
     port = hub_unreachable.rsplit(":", 1)[1]
-    assert str(info.value) == (f"{name}: no such local folder, the Hub at {hub_unreachable} is unreachable "
+    assert str(info.value) == (f"{name}: no such local folder or card, the Hub at {hub_unreachable} is unreachable "
                                f"(127.0.0.1:{port}: Connection refused), and config.json is not in the Hub cache")
 
 
@@ -37,7 +37,7 @@ def test_a_repo_id_while_the_hub_is_unreachable(name, hub_unreachable, tmp_path,
 def test_a_name_that_cannot_be_a_repo_id(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     start = time.monotonic()
-    with pytest.raises(CheckpointError, match=f"^{name}: no such folder$".replace(".", r"\.")):
+    with pytest.raises(CheckpointError, match=f"^{name}: no such folder".replace(".", r"\.")):
         zoo.from_pretrained(name)
     assert time.monotonic() - start < 1.0
 

@@ -203,7 +203,7 @@ def _accuracy_lines(row: dict[str, Any], text: dict[str, str], config: dict[str,
     return [f"| top-1 | {text['top1']}, {label} |", f"| top-5 | {text['top5']}, {label} |"]
 
 
-def _use_lines(row: dict[str, Any], config: dict[str, Any]) -> list[str]:
+def _use_lines(row: dict[str, Any], config: dict[str, Any], weights_shipped: bool) -> list[str]:
     if row["accuracy_source"] == REPORTED and not config.get("training"):
         return [
             "## Use",
@@ -219,19 +219,52 @@ def _use_lines(row: dict[str, Any], config: dict[str, Any]) -> list[str]:
             f'model = zoo.create_model("{row["architecture"]}", num_classes={config.get("num_classes", 1000)})',
             "```",
         ]
+    if not weights_shipped:
+        from .bundled import train_command
+
+        name = row["name"]
+        train = (train_command(name)
+                 or f"zoo fit --config <the recipe below> --publish.name {name} --publish.enabled true")
+        return [
+            "## Use",
+            "",
+            f"No weights ship with this card{_not_shipped_reason(config)}. Train them with the recipe (it writes "
+            f"`hub/{name}/`), then load that folder:",
+            "",
+            "```bash",
+            train,
+            "```",
+            "",
+            "```python",
+            "import zoo",
+            f'model = zoo.from_pretrained("hub/{name}")',
+            "logits = model(images)  # normalised with the mean and std above",
+            "```",
+        ]
+    name = config.get("repo_id", "path/to/this/folder")
     return [
         "## Use",
         "",
         "```python",
         "import zoo",
-        f'model = zoo.from_pretrained("{config.get("repo_id", "path/to/this/folder")}")',
+        f'model = zoo.from_pretrained("{name}")',
         "logits = model(images)  # normalised with the mean and std above",
         "```",
     ]
 
 
-def model_card(config: dict[str, Any]) -> ModelCard:
-    """The README.md of a checkpoint folder (or of a card folder that only holds a config)."""
+def _not_shipped_reason(config: dict[str, Any]) -> str:
+    from .bundled import BUNDLED_LIMIT_MB
+
+    if config.get("scheme", {}).get("name") == "fp":
+        return (f" (float32 weights, {_mb(config.get('sizes', {}).get('packed_bytes'))}: the weights bundled with the "
+                f"zoo stay under {BUNDLED_LIMIT_MB} MB in all)")
+    return ""
+
+
+def model_card(config: dict[str, Any], weights_shipped: bool = True) -> ModelCard:
+    """The README.md of a checkpoint folder, or of a card folder (``weights_shipped``: whether the card folder
+    holds the weights, which decides its "Use" lines)."""
     row = card_row(config)
     text = row_text(row)
     training = config.get("training", {})
@@ -272,7 +305,7 @@ def model_card(config: dict[str, Any]) -> ModelCard:
           if row["accuracy_source"] == MEASURED else []),
         f"| input | {tuple(config.get('input_size', ()))}, mean {config.get('mean')}, std {config.get('std')} |",
         "",
-        *_use_lines(row, config),
+        *_use_lines(row, config, weights_shipped),
     ]
     if recipe:
         source = (f"the config stored in the checkpoint `{evaluation.get('checkpoint')}`" if evaluation

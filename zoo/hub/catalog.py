@@ -14,18 +14,13 @@ from typing import Any
 from ..bench import split_name
 from ..models import list_models
 from ..schemes import BinarizeConfig, get_scheme
+from .bundled import CARD_DATASET, default_cards_folder
 from .cards import card_row
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, read_config
 
 __all__ = ["CARD_DATASET", "bits_text", "default_cards_folder", "model_rows", "models_table"]
 
-CARD_DATASET = "digits"  # the dataset every registered model has a zoo-trained card on
 FLOAT_BITS = 32
-
-
-def default_cards_folder() -> Path:
-    """``cards/`` of the source tree the zoo runs from (an editable install or a clone); it may not exist."""
-    return Path(__file__).resolve().parents[2] / "cards"
 
 
 def bits_text(scheme: BinarizeConfig) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "checkpoint_config",
     "apply_preprocessing",
     "build_packed",
+    "model_arguments",
     "save_checkpoint",
     "load_checkpoint",
     "read_config",
@@ -71,6 +72,19 @@ def checkpoint_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
+def model_arguments(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``create_model`` arguments that build the architecture ``config`` records: ``num_classes``, ``in_chans``,
+    ``small_input``, every scheme option and, where set, ResNet's ``float_downsample``."""
+    scheme = BinarizeConfig.from_dict(config["scheme"])
+    return {
+        "num_classes": int(config["num_classes"]),
+        "in_chans": int(config["in_chans"]),
+        "small_input": bool(config.get("small_input", False)),
+        **{key: getattr(scheme, key) for key in SCHEME_OPTIONS},
+        **({"float_downsample": True} if config.get("float_downsample") else {}),
+    }
+
+
 def build_packed(config: dict[str, Any], source: Path | str = CONFIG_NAME, device: str = "cpu") -> nn.Module:
     """An untrained packed network with the architecture and scheme ``config`` describes.
 
@@ -78,14 +92,7 @@ def build_packed(config: dict[str, Any], source: Path | str = CONFIG_NAME, devic
     """
     scheme = BinarizeConfig.from_dict(config["scheme"])
     with torch.device(device):
-        model = create_model(
-            config["architecture"],
-            num_classes=int(config["num_classes"]),
-            in_chans=int(config["in_chans"]),
-            small_input=bool(config.get("small_input", False)),
-            **{key: getattr(scheme, key) for key in SCHEME_OPTIONS},  # every option the scheme records
-            **({"float_downsample": True} if config.get("float_downsample") else {}),
-        )
+        model = create_model(config["architecture"], **model_arguments(config))
     if model.binarize_config != scheme:
         raise CheckpointError(
             f"{source}: scheme {scheme.name!r} does not match architecture {config['architecture']!r} "

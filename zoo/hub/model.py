@@ -27,6 +27,7 @@ from huggingface_hub.utils import validate_repo_id
 from torch import nn
 
 from ..packing import pack, unpack
+from .bundled import bundled_folder, default_cards_folder
 from .cards import PAPER_URL, model_card
 from .checkpoint import (
     CONFIG_NAME,
@@ -123,8 +124,9 @@ class BinaryModel(
         revision: str | None = None,
         **model_kwargs: Any,
     ) -> BinaryModel:
-        """Load from a local folder or a Hub repo id. The zoo reads and checks ``config.json`` itself
-        (``ModelHubMixin.from_pretrained`` would parse it first, unchecked)."""
+        """Load from a local folder, a card of ``cards/`` that ships weights (``"xnor_resnet18-digits"``), or a Hub
+        repo id, in that order. The zoo reads and checks ``config.json`` itself (``ModelHubMixin.from_pretrained``
+        would parse it first, unchecked)."""
         if model_kwargs:
             raise TypeError(f"unexpected arguments {sorted(model_kwargs)}: a BinaryModel is built from its config")
         return cls._from_pretrained(
@@ -146,10 +148,15 @@ class BinaryModel(
     ) -> BinaryModel:
         folder = Path(model_id)
         if not folder.is_dir():
-            if isinstance(model_id, Path) or os.path.lexists(folder) or not _is_repo_id(model_id):
+            if isinstance(model_id, Path) or os.path.lexists(folder):
                 raise CheckpointError(f"{model_id}: no such folder" if not os.path.lexists(folder)
                                       else f"{model_id}: not a folder")
-            folder = _download(model_id, revision, cache_dir, force_download, local_files_only, token)
+            folder = bundled_folder(model_id)  # a card of cards/ that ships weights
+            if folder is None:
+                if not _is_repo_id(model_id):
+                    raise CheckpointError(f"{model_id}: no such folder, no such card in {default_cards_folder()}, "
+                                          "and not a Hub repo id")
+                folder = _download(model_id, revision, cache_dir, force_download, local_files_only, token)
         net, config = load_checkpoint(folder)
         return cls(config, net)
 
@@ -178,12 +185,13 @@ def _download(repo_id: str, revision, cache_dir, force_download, local_files_onl
             )
         except LocalEntryNotFoundError as e:
             if down is not None:
-                raise CheckpointError(f"{repo_id}: no such local folder, the Hub at {constants.ENDPOINT} is "
+                raise CheckpointError(f"{repo_id}: no such local folder or card, the Hub at {constants.ENDPOINT} is "
                                       f"unreachable ({down}), and {filename} is not in the Hub cache") from e
-            raise CheckpointError(f"{repo_id}: no such local folder, and {filename} is not in the Hub cache while "
-                                  "offline (HF_HUB_OFFLINE, local_files_only=True, or the Hub unreachable)") from e
+            raise CheckpointError(f"{repo_id}: no such local folder or card, and {filename} is not in the Hub cache "
+                                  "while offline (HF_HUB_OFFLINE, local_files_only=True, or the Hub unreachable)"
+                                  ) from e
         except RepositoryNotFoundError as e:
-            raise CheckpointError(f"{repo_id}: no such local folder, and no such model repository on the Hub "
+            raise CheckpointError(f"{repo_id}: no such local folder or card, and no such model repository on the Hub "
                                   "(or it is private: pass token=)") from e
         except RevisionNotFoundError as e:
             raise CheckpointError(f"{repo_id}: revision {revision!r} not found on the Hub") from e
@@ -195,7 +203,8 @@ def _download(repo_id: str, revision, cache_dir, force_download, local_files_onl
 
 
 def from_pretrained(name_or_path: str | Path, **kwargs: Any) -> BinaryModel:
-    """Load a packed binary model from a local folder or a Hugging Face Hub repo id, ready for inference."""
+    """Load a packed binary model from a local folder, a card name whose weights ship in ``cards/``
+    (``"xnor_resnet18-digits"``) or a Hugging Face Hub repo id, ready for inference."""
     return BinaryModel.from_pretrained(name_or_path, **kwargs)
 
 

@@ -7,6 +7,7 @@ this module only remembers which names belong to the zoo.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -22,10 +23,20 @@ _ZOO_MODELS: set[str] = set()
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a zoo model entrypoint on timm's registry under the function's name."""
-    _timm_register_model(fn)
+    """Register a zoo model entrypoint on timm's registry under the function's name. With ``pretrained=True`` the
+    entrypoint loads the weights that ship with the zoo (:func:`zoo.hub.bundled.create_pretrained`)."""
+
+    @functools.wraps(fn)
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if not pretrained:
+            return fn(pretrained=False, **kwargs)
+        from ..hub.bundled import create_pretrained
+
+        return create_pretrained(fn, fn.__name__, kwargs)
+
+    _timm_register_model(entrypoint)
     _ZOO_MODELS.add(fn.__name__)
-    return fn
+    return entrypoint
 
 
 def list_models(pattern: str = "*") -> list[str]:

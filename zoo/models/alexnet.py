@@ -29,6 +29,10 @@ near 20 on 10 classes.
 The small-input variant (digits, CIFAR) has a 3x3 stride-1 conv1 without its pool, pads the two other pools by 1
 (8 -> 4 -> 2 on 8x8 images, where unpadded pools would leave 1x1), makes fc6 a 2x2 conv on the 2x2 map and has 1024
 channels in fc6 / fc7 (4096 would be 21M weights for 10 classes of 8x8 images).
+
+timm's model interface: ``forward_features`` ends with conv5's stage (``num_features`` 256 channels), the head (the
+fixed pool, fc6 and fc7) gives ``head_hidden_size`` (fc7's width) features to the classifier ``fc``, and
+``feature_info`` lists the five conv stages for ``features_only=True``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 
+from timm.layers import get_device_dtype
 from torch import Tensor, nn
 
 from ._builder import build_binary_model, default_cfg, scheme_options
@@ -90,7 +95,12 @@ class XnorAlexNet(nn.Module):
         self.stage5 = stage(384, 256, 3, 1, 1, pool=True, float_out=float_out)
         pool = 2 if small_input else 6
         self.global_pool = nn.AdaptiveAvgPool2d(pool)
-        self.num_features = width
+        self.num_features = 256
+        self.head_hidden_size = width
+        reductions = (1, 2, 2, 2, 4) if small_input else (8, 16, 16, 16, 32)
+        stages = ("stem", "stage2", "stage3", "stage4", "stage5")
+        self.feature_info = [dict(num_chs=c, reduction=r, module=m)
+                             for c, r, m in zip((96, 256, 384, 384, 256), reductions, stages, strict=True)]
         head: list[tuple[str, nn.Module]] = [
             ("drop6", nn.Dropout2d(drop_rate)),
             ("fc6", nn.Conv2d(256, width, pool, bias=False)),
@@ -105,17 +115,24 @@ class XnorAlexNet(nn.Module):
             ("flatten", nn.Flatten(1)),
         ]
         self.head = nn.Sequential(OrderedDict(head))
-        self.fc = nn.Linear(width, num_classes)
-        self.pretrained_cfg = default_cfg("stem.conv", "fc", num_classes=num_classes, pool_size=(pool, pool))
+        self.fc = nn.Linear(width, num_classes) if num_classes else nn.Identity()
+        self.pretrained_cfg = default_cfg("stem.conv", "fc", num_classes=num_classes, pool_size=(6, 6))
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-        nn.init.normal_(self.fc.weight, 0.0, 0.01)
-        nn.init.zeros_(self.fc.bias)
+        if num_classes:
+            nn.init.normal_(self.fc.weight, 0.0, 0.01)
+            nn.init.zeros_(self.fc.bias)
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` (0: none, ``forward`` returns the pre-logits). fc6 reads the fixed
+        pool's map, so there is no global pool to change: ``global_pool`` must be None."""
+        if global_pool is not None:
+            raise ValueError(f"{type(self).__name__} has no global pool to change (fc6 reads a fixed-size pool), "
+                             f"got global_pool={global_pool!r}")
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
+        dd = get_device_dtype(self)
+        self.fc = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes else nn.Identity()
 
     def forward_features(self, x: Tensor) -> Tensor:
         for stage in (self.stem, self.stage2, self.stage3, self.stage4, self.stage5):

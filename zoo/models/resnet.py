@@ -22,10 +22,8 @@ _DOWNSAMPLE = ["layer2.0.downsample", "layer3.0.downsample", "layer4.0.downsampl
 def _create(name: str, pretrained: bool, float_downsample: bool = False, **kwargs) -> nn.Module:
     scheme, _, backbone = name.partition("_resnet")
     keep = list(_DOWNSAMPLE) if float_downsample else None
-    model = build_binary_model(name, "resnet" + backbone, scheme, pretrained, keep=keep, **kwargs)
-    if float_downsample:  # recorded, so that a checkpoint rebuilds the same layers
-        model.pretrained_cfg = {**model.pretrained_cfg, "float_downsample": True}
-    return model
+    recorded = {"float_downsample": True} if float_downsample else None  # so that a checkpoint rebuilds these layers
+    return build_binary_model(name, "resnet" + backbone, scheme, pretrained, keep=keep, cfg_entries=recorded, **kwargs)
 
 
 @register_model
