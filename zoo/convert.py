@@ -102,7 +102,8 @@ def binarize_(
         overrides: fields of the scheme to replace, e.g. ``binary_gradient=True``, ``block_relu=True``,
             ``norm_affine=False``.
 
-    The chosen config is stored as ``model.binarize_config``. Nothing is modified if any layer is refused.
+    The chosen config is stored as ``model.binarize_config`` and the ``keep`` names as ``model.binarize_keep`` (what
+    a packed checkpoint records to rebuild the model). Nothing is modified if any layer is refused.
     """
     config = get_scheme(scheme, **overrides)
     previous = getattr(model, "binarize_config", None)
@@ -141,4 +142,5 @@ def binarize_(
                 if f"{name}.{conv}" in targets:
                     setattr(module, act, nn.Identity())
     model.binarize_config = config
+    model.binarize_keep = sorted(_as_names(keep))
     return model

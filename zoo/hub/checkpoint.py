@@ -15,11 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 
+from ..convert import binarize_
 from ..models import create_model, is_model
 from ..models._builder import SCHEME_OPTIONS
 from ..packing import pack
@@ -49,27 +51,45 @@ CONFIG_NAME = "config.json"
 
 
 def checkpoint_config(model: nn.Module) -> dict[str, Any]:
-    """The ``config.json`` content of a zoo model (from its ``pretrained_cfg`` and ``binarize_config``)."""
+    """The ``config.json`` content of a zoo model, or of a timm model converted by ``binarize_`` (its timm
+    architecture and ``keep`` names under ``converted``), from its ``pretrained_cfg`` and ``binarize_config``."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     scheme = getattr(model, "binarize_config", None)
-    if not cfg.get("architecture") or not is_model(cfg["architecture"]) or scheme is None:
-        raise ValueError("only models from zoo.create_model can be saved as packed checkpoints")
+    arch = cfg.get("architecture")
+    if scheme is None or not arch or not (is_model(arch) or timm.is_model(arch)):
+        raise ValueError("only models from zoo.create_model, or timm models converted with zoo.binarize_, can be "
+                         "saved as packed checkpoints")
     extra = {"float_downsample": True} if cfg.get("float_downsample") else {}  # a ResNet option, when set
+    if not is_model(arch):
+        extra["converted"] = {"library": "timm", "keep": list(getattr(model, "binarize_keep", []))}
+    in_chans = cfg.get("in_chans", _first_conv_channels(model, cfg))
     return {
         **extra,
         "format_version": FORMAT_VERSION,
         "architecture": cfg["architecture"],
         "scheme": scheme.to_dict(),
         "num_classes": int(model.num_classes),
-        "in_chans": int(cfg["in_chans"]),
+        "in_chans": int(in_chans),
         "small_input": bool(cfg.get("small_input", False)),
-        "input_size": list(cfg.get("input_size", (3, 224, 224))),
+        "input_size": [int(in_chans), *cfg.get("input_size", (3, 224, 224))[1:]],
         "mean": list(cfg.get("mean", ())),
         "std": list(cfg.get("std", ())),
         "first_conv": cfg.get("first_conv"),
         "classifier": cfg.get("classifier"),
         "paper": cfg.get("paper_ids"),
     }
+
+
+def _first_conv_channels(model: nn.Module, cfg: dict[str, Any]) -> int:
+    """The input channels of the model's first conv (timm's ``pretrained_cfg`` names it; a converted model built with
+    ``in_chans`` records them nowhere else)."""
+    first = cfg.get("first_conv")
+    first = first[0] if isinstance(first, (list, tuple)) else first
+    modules = dict(model.named_modules())
+    conv = modules.get(f"{first}") if first else None
+    if conv is None or not hasattr(conv, "in_channels"):
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else 3
 
 
 def model_arguments(config: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +112,12 @@ def build_packed(config: dict[str, Any], source: Path | str = CONFIG_NAME, devic
     """
     scheme = BinarizeConfig.from_dict(config["scheme"])
     with torch.device(device):
-        model = create_model(config["architecture"], **model_arguments(config))
+        if config.get("converted"):  # the timm model, converted again as it was
+            model = timm.create_model(config["architecture"], pretrained=False, num_classes=int(config["num_classes"]),
+                                      in_chans=int(config["in_chans"]))
+            binarize_(model, scheme, keep=config["converted"].get("keep", []))
+        else:
+            model = create_model(config["architecture"], **model_arguments(config))
     if model.binarize_config != scheme:
         raise CheckpointError(
             f"{source}: scheme {scheme.name!r} does not match architecture {config['architecture']!r} "

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import timm
+
 from ..models import is_model, list_models
 from ..schemes import BinarizeConfig, list_schemes
 
@@ -227,6 +229,22 @@ def _check_fields(path: Path | str, where: str, value: dict[str, Any], fields: d
                 raise CheckpointError(f"{path}: {where}{key} {problem}")
 
 
+def _check_converted(path: Path | str, arch: str, converted: Any) -> None:
+    """``converted``: a timm model that ``binarize_`` converted, ``{"library": "timm", "keep": [layer names]}``."""
+    if not isinstance(converted, dict):
+        raise CheckpointError(f"{path}: converted must be an object, not {_kind(converted)}")
+    if converted.get("library") != "timm":
+        raise CheckpointError(f"{path}: converted.library must be 'timm', not {converted.get('library')!r}")
+    keep = converted.get("keep", [])
+    if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+        raise CheckpointError(f"{path}: converted.keep must be a list of layer names")
+    unknown = sorted(set(converted) - {"library", "keep"})
+    if unknown:
+        raise CheckpointError(f"{path}: converted has unknown keys {unknown}")
+    if is_model(arch) or not timm.is_model(arch):
+        raise CheckpointError(f"{path}: converted architecture {arch!r} is not a timm model (timm.list_models())")
+
+
 def check_config(config: dict[str, Any], path: Path | str = "config.json") -> dict[str, Any]:
     """Check the fields of a parsed config (see the module docstring); return it."""
     for key in _REQUIRED:
@@ -238,7 +256,10 @@ def check_config(config: dict[str, Any], path: Path | str = "config.json") -> di
     arch = config["architecture"]
     if not isinstance(arch, str):
         raise CheckpointError(f"{path}: architecture must be a string, not {_kind(arch)} {arch!r}")
-    if not is_model(arch):
+    converted = config.get("converted")
+    if converted is not None:
+        _check_converted(path, arch, converted)
+    elif not is_model(arch):
         raise CheckpointError(f"{path}: unknown architecture {arch!r}; known: {', '.join(list_models())}")
     scheme = config["scheme"]
     if not isinstance(scheme, dict):

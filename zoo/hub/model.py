@@ -78,7 +78,18 @@ class BinaryModel(
     def from_trained(cls, model: nn.Module, **info: Any) -> BinaryModel:
         """Pack a trained zoo model; ``info`` adds config entries (``training={...}``, ``input_size``...)."""
         config = {**checkpoint_config(model), **info}
-        return cls(config, pack(model))
+        packed = pack(model)
+        if config.get("converted"):  # what from_pretrained will rebuild must hold exactly these tensors
+            rebuilt = build_packed(config, device="meta").state_dict()
+            own = packed.state_dict()
+            differ = sorted(k for k in rebuilt.keys() | own.keys()
+                            if k not in rebuilt or k not in own or rebuilt[k].shape != own[k].shape)
+            if differ:
+                raise ValueError(f"{config['architecture']}: timm.create_model({config['architecture']!r}, "
+                                 f"num_classes={config['num_classes']}, in_chans={config['in_chans']}) converted "
+                                 f"again does not give this model's tensors ({differ[:3]}): built with other "
+                                 "arguments, or changed after binarize_")
+        return cls(config, packed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
