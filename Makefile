@@ -25,7 +25,8 @@ fuzz: $(STAMP)
 		--hypothesis-show-statistics tests/reliability
 
 lint: $(STAMP)
-	$(BIN)/ruff check zoo tests
+	$(BIN)/ruff check zoo kernels recipes tests
+	$(BIN)/clang-format --dry-run --Werror kernels/*.cpp kernels/*.h
 
 clean:
 	rm -rf runs lightning_logs wandb .pytest_cache

@@ -38,12 +38,14 @@ namespace {
 
 constexpr int64_t kMinPixelsPerThread = 1024;  // below this a pass is too short to be worth a second thread
 
-inline int64_t pixel_grain(int64_t C) { return std::max<int64_t>(1, kMinPixelsPerThread * 64 / std::max<int64_t>(C, 1)); }
+inline int64_t pixel_grain(int64_t C) {
+  return std::max<int64_t>(1, kMinPixelsPerThread * 64 / std::max<int64_t>(C, 1));
+}
 
 // One pixel's level bytes (and sum of |y|) from its C channels; a, b the affine (a = 1, b = 0 without one).
 template <int kBits>
-ZOO_INLINE float level_pixel(const float* __restrict src, const float* __restrict a, const float* __restrict b, int64_t C,
-                         float n, uint8_t* __restrict dst) {
+ZOO_INLINE float level_pixel(const float* __restrict src, const float* __restrict a, const float* __restrict b,
+                             int64_t C, float n, uint8_t* __restrict dst) {
   if constexpr (kBits == 1) {
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<uint8_t>(std::fma(src[c], a[c], b[c]) >= 0.0f ? 2 : 0);
@@ -79,8 +81,8 @@ ZOO_TARGET_AVX2 void level_range_avx2(const float* x, const float* a, const floa
 }
 
 template <int kBits>
-void level_range_base(const float* x, const float* a, const float* b, int64_t C, float n, uint8_t* q,
-                      float* absmean, int64_t p0, int64_t p1) {
+void level_range_base(const float* x, const float* a, const float* b, int64_t C, float n, uint8_t* q, float* absmean,
+                      int64_t p0, int64_t p1) {
   level_range<kBits>(x, a, b, C, n, q, absmean, p0, p1);
 }
 
@@ -88,8 +90,7 @@ template <int kBits>
 void level_rows(const float* x, const float* a, const float* b, int64_t P, int64_t C, float n, uint8_t* q,
                 float* absmean) {
   const auto range = zoo_xnor_cpu::avx2_fma() ? level_range_avx2<kBits> : level_range_base<kBits>;
-  at::parallel_for(0, P, pixel_grain(C),
-                   [&](int64_t p0, int64_t p1) { range(x, a, b, C, n, q, absmean, p0, p1); });
+  at::parallel_for(0, P, pixel_grain(C), [&](int64_t p0, int64_t p1) { range(x, a, b, C, n, q, absmean, p0, p1); });
 }
 
 // The epilogue of pixels p0 .. p1 - 1 (see the top of the file), in place on o_ptr.
@@ -118,8 +119,8 @@ ZOO_TARGET_AVX2 void epilogue_range_avx2(float* o_ptr, const float* k_ptr, const
   epilogue_range(o_ptr, k_ptr, b_ptr, r_ptr, O, relu, p0, p1);
 }
 
-void epilogue_range_base(float* o_ptr, const float* k_ptr, const float* b_ptr, const float* r_ptr, int64_t O,
-                         bool relu, int64_t p0, int64_t p1) {
+void epilogue_range_base(float* o_ptr, const float* k_ptr, const float* b_ptr, const float* r_ptr, int64_t O, bool relu,
+                         int64_t p0, int64_t p1) {
   epilogue_range(o_ptr, k_ptr, b_ptr, r_ptr, O, relu, p0, p1);
 }
 
@@ -159,8 +160,8 @@ std::tuple<at::Tensor, at::Tensor> level_bytes(const at::Tensor& x, int64_t bits
 // Pixels p0 .. p1 - 1 of scale_level_bytes (see the top of the file); v: a buffer of O floats.
 template <int kBits>
 ZOO_INLINE void scale_level_range(const float* o_ptr, const float* k_ptr, const float* bias, const float* a,
-                                  const float* b, int64_t O, float n, uint8_t* q, float* absmean, float* v,
-                                  int64_t p0, int64_t p1) {
+                                  const float* b, int64_t O, float n, uint8_t* q, float* absmean, float* v, int64_t p0,
+                                  int64_t p1) {
   for (int64_t p = p0; p < p1; ++p) {
     const float* __restrict row = o_ptr + p * O;
     const float k = k_ptr[p];
@@ -207,8 +208,8 @@ std::tuple<at::Tensor, at::Tensor> scale_level_bytes(const at::Tensor& out, cons
   at::Tensor am = at::empty({N, 1, H, W}, out.options());
   if (P == 0) return {q, am};
   const float n = static_cast<float>((1 << bits) - 1);
-  using Range = void (*)(const float*, const float*, const float*, const float*, const float*, int64_t, float,
-                         uint8_t*, float*, float*, int64_t, int64_t);
+  using Range = void (*)(const float*, const float*, const float*, const float*, const float*, int64_t, float, uint8_t*,
+                         float*, float*, int64_t, int64_t);
   const bool avx2 = zoo_xnor_cpu::avx2_fma();
   const Range range = bits == 1 ? (avx2 ? scale_level_range_avx2<1> : scale_level_range_base<1>)
                                 : (avx2 ? scale_level_range_avx2<0> : scale_level_range_base<0>);
@@ -233,9 +234,9 @@ at::Tensor scale_epilogue(const at::Tensor& out, const at::Tensor& K, const std:
     TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == O && bias->device().is_cpu(),
                 "scale_epilogue: bias must be float32 (O,)");
   if (residual.has_value())
-    TORCH_CHECK(residual->sizes() == out.sizes() && residual->scalar_type() == at::kFloat &&
-                    residual->device().is_cpu(),
-                "scale_epilogue: residual must be a float32 CPU tensor of the output's shape");
+    TORCH_CHECK(
+        residual->sizes() == out.sizes() && residual->scalar_type() == at::kFloat && residual->device().is_cpu(),
+        "scale_epilogue: residual must be a float32 CPU tensor of the output's shape");
   const at::Tensor kc = K.contiguous();
   const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::zeros({O}, out.options());
   const at::Tensor rc = residual.has_value() ? residual->contiguous(at::MemoryFormat::ChannelsLast) : at::Tensor();
@@ -313,8 +314,9 @@ TORCH_LIBRARY_FRAGMENT(zoo_xnor_cpu, m) {
   m.def("quantize_u8(Tensor x, float scale, int zero_point) -> Tensor");
   m.def("level_bytes(Tensor x, int bits, bool absmean, Tensor? scale, Tensor? shift) -> (Tensor, Tensor)");
   m.def("scale_epilogue(Tensor(a!) out, Tensor K, Tensor? bias, Tensor? residual, bool relu) -> Tensor(a!)");
-  m.def("scale_level_bytes(Tensor out, Tensor K, Tensor? bias, Tensor scale, Tensor shift, int bits) -> (Tensor, "
-        "Tensor)");
+  m.def(
+      "scale_level_bytes(Tensor out, Tensor K, Tensor? bias, Tensor scale, Tensor shift, int bits) -> (Tensor, "
+      "Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(zoo_xnor_cpu, CPU, m) {

@@ -17,10 +17,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "cpu_kernels.h"
-#include "cpu_pack_ukernels.h"
-#include "cpu_ukernels.h"
-
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -32,6 +28,10 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "cpu_kernels.h"
+#include "cpu_pack_ukernels.h"
+#include "cpu_ukernels.h"
 
 namespace {
 
@@ -104,8 +104,8 @@ const PackVariant& pack_variant(const char* what, int64_t variant) {
   if (variant != 0) {
     TORCH_CHECK(pack_missing(i).empty(), what, ": variant ", kPackVariants[i].name, ": ", pack_missing(i));
   } else {
-    TORCH_CHECK(pack_missing(i).empty(), what, ": ZOO_KERNELS_ISA=", kPackVariants[i].name, ", but ",
-                pack_missing(i), "; choices here: ", pack_choices());
+    TORCH_CHECK(pack_missing(i).empty(), what, ": ZOO_KERNELS_ISA=", kPackVariants[i].name, ", but ", pack_missing(i),
+                "; choices here: ", pack_choices());
   }
   return kPackVariants[i];
 }
@@ -213,9 +213,8 @@ std::tuple<at::Tensor, at::Tensor> zoo_xnor_cpu::pack_signs(const at::Tensor& x_
   const bool nhwc = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor xc = nhwc ? x : x.contiguous();
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "pack_signs", [&] {
-    pack_signs_run(pack_kernels<scalar_t>(v), xc.data_ptr<scalar_t>(), nhwc, data_or_null(scale),
-                   data_or_null(shift), out.data_ptr<int32_t>(), with_absmean ? am.data_ptr<float>() : nullptr, N, C,
-                   H * W);
+    pack_signs_run(pack_kernels<scalar_t>(v), xc.data_ptr<scalar_t>(), nhwc, data_or_null(scale), data_or_null(shift),
+                   out.data_ptr<int32_t>(), with_absmean ? am.data_ptr<float>() : nullptr, N, C, H * W);
   });
   return {out, am};
 }
@@ -272,17 +271,17 @@ void check_range(const char* what, const char* name, int64_t i, int64_t v, int64
 void check_elements(const char* what, const char* label, std::initializer_list<int64_t> dims) {
   int64_t n = 1;
   for (const int64_t d : dims) {
-    TORCH_CHECK(!__builtin_mul_overflow(n, std::max<int64_t>(d, 1), &n) && n <= kMaxElements, what, ": ", label,
-                " ", at::IntArrayRef(dims), " has more than ", kMaxElements, " elements");
+    TORCH_CHECK(!__builtin_mul_overflow(n, std::max<int64_t>(d, 1), &n) && n <= kMaxElements, what, ": ", label, " ",
+                at::IntArrayRef(dims), " has more than ", kMaxElements, " elements");
   }
 }
 
 }  // namespace
 
 std::pair<int64_t, int64_t> zoo_xnor_cpu::check_conv_geometry(const char* what, int64_t planes, int64_t N, int64_t H,
-                                                              int64_t W, int64_t Cw, int64_t O, int64_t kh,
-                                                              int64_t kw, at::IntArrayRef stride,
-                                                              at::IntArrayRef padding, at::IntArrayRef dilation) {
+                                                              int64_t W, int64_t Cw, int64_t O, int64_t kh, int64_t kw,
+                                                              at::IntArrayRef stride, at::IntArrayRef padding,
+                                                              at::IntArrayRef dilation) {
   TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, what,
               ": stride, padding and dilation must have 2 elements");
   for (int64_t i = 0; i < 2; ++i) {
@@ -296,8 +295,8 @@ std::pair<int64_t, int64_t> zoo_xnor_cpu::check_conv_geometry(const char* what, 
   check_elements(what, "the input (planes, N, H, W, words)", {planes, N, H, W, Cw});
   const int64_t Ho = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1;
   const int64_t Wo = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1;
-  TORCH_CHECK(Ho > 0 && Wo > 0, what, ": input ", H, "x", W, " is too small for kernel ", kh, "x", kw, ": output ",
-              Ho, "x", Wo);
+  TORCH_CHECK(Ho > 0 && Wo > 0, what, ": input ", H, "x", W, " is too small for kernel ", kh, "x", kw, ": output ", Ho,
+              "x", Wo);
   check_elements(what, "the padded input (planes, N, H + 2 ph, W + 2 pw, words)",
                  {planes, N, H + 2 * padding[0], W + 2 * padding[1], Cw});
   check_elements(what, "the output (N, O, Ho, Wo)", {N, O, Ho, Wo});
@@ -311,9 +310,9 @@ std::pair<int64_t, int64_t> zoo_xnor_cpu::check_conv_geometry(const char* what, 
 // instead of kh * kw, and without the overhead of a one-channel oneDNN conv.
 at::Tensor zoo_xnor_cpu::input_scale(const at::Tensor& absmean, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                      at::IntArrayRef padding, at::IntArrayRef dilation) {
-  TORCH_CHECK(absmean.dim() == 4 && absmean.size(1) == 1 && absmean.scalar_type() == at::kFloat &&
-                  absmean.device().is_cpu(),
-              "input_scale: expected a float32 CPU tensor (N, 1, H, W)");
+  TORCH_CHECK(
+      absmean.dim() == 4 && absmean.size(1) == 1 && absmean.scalar_type() == at::kFloat && absmean.device().is_cpu(),
+      "input_scale: expected a float32 CPU tensor (N, 1, H, W)");
   TORCH_CHECK(kernel_size.size() == 2, "input_scale: kernel_size must have 2 elements");
   const int64_t N = absmean.size(0), H = absmean.size(2), W = absmean.size(3);
   const int64_t kh = kernel_size[0], kw = kernel_size[1];

@@ -39,8 +39,8 @@ ZOO_AVX2 inline __m256i lanes_below(int64_t n) {  // lanes i < n set
 ZOO_AVX2 inline __m256i delta_swap(__m256i v, int shift, int64_t keep, int64_t move) {
   const __m256i m = _mm256_set1_epi64x(move);
   const __m128i n = _mm_cvtsi32_si128(shift);
-  const __m256i moved = _mm256_or_si256(_mm256_sll_epi64(_mm256_and_si256(v, m), n),
-                                        _mm256_and_si256(_mm256_srl_epi64(v, n), m));
+  const __m256i moved =
+      _mm256_or_si256(_mm256_sll_epi64(_mm256_and_si256(v, m), n), _mm256_and_si256(_mm256_srl_epi64(v, n), m));
   return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi64x(keep)), moved);
 }
 
@@ -110,8 +110,8 @@ ZOO_AVX2 inline double fold16(__m256 lo, __m256 hi) {
   const __m256d s0 = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(lo)),
                                    _mm256_cvtps_pd(_mm256_castps256_ps128(hi)));  // d_i + d_{i+8}, i = 0..3
   const __m256d s1 = _mm256_add_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)),
-                                   _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)));  // i = 4..7
-  const __m256d t = _mm256_add_pd(s0, s1);                                          // + d_{i+4}, i < 4
+                                   _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)));       // i = 4..7
+  const __m256d t = _mm256_add_pd(s0, s1);                                               // + d_{i+4}, i < 4
   const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));  // + d_{i+2}, i < 2
   return _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
 }
@@ -122,8 +122,8 @@ ZOO_AVX2 inline double fold16(__m256 lo, __m256 hi) {
 // Instantiated per case (affine or not, |y| sums or not, a full block of 64 pixels or not) so that the inner loop
 // carries no branch and no unused work.
 template <bool kAffine, bool kAbs, bool kFull>
-ZOO_AVX2 void signs_block(const float* img, const float* scale, const float* shift, int64_t C, int64_t plane,
-                          int64_t q, int64_t qn, int32_t* dst, double* total, const float* next, int64_t next_n) {
+ZOO_AVX2 void signs_block(const float* img, const float* scale, const float* shift, int64_t C, int64_t plane, int64_t q,
+                          int64_t qn, int32_t* dst, double* total, const float* next, int64_t next_n) {
   const int64_t Cw = ceil_div(C, kWordBits), nvec = kFull ? 8 : ceil_div(qn, 8);
   const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
   const __m256i tail = lanes_below(qn - 8 * (nvec - 1));  // lanes of the last vector

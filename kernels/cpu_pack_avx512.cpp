@@ -54,9 +54,7 @@ ZOO_AVX512 inline __m512i transpose8x8_bits(__m512i x) {
   return delta_swap<28>(x, static_cast<int64_t>(0xF0F0F0F00F0F0F0Full), 0x00000000F0F0F0F0ll);
 }
 
-ZOO_AVX512 inline __m128i load_low64(const uint64_t* p) {
-  return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-}
+ZOO_AVX512 inline __m128i load_low64(const uint64_t* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
 
 ZOO_AVX512 void transpose_word_bits(const uint64_t bits[32], uint32_t words[64]) {
   // x[g][pb]: byte j = byte pb of bits[8 g + j], then (transposed) byte p = pixel 8 pb + p
@@ -101,7 +99,7 @@ ZOO_AVX512 inline uint32_t signs16(__m512 y, __mmask16 valid) {  // y >= 0 (NaN:
 
 // The 16 partial sums of |y| in double, folded by halves (the order of cpu_pack_ukernels.h).
 ZOO_AVX512 inline double fold16(__m512 acc) {
-  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(acc));  // d_0 .. d_7
+  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(acc));                                         // d_0 .. d_7
   const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));  // d_8 ..
   const __m512d s = _mm512_add_pd(lo, hi);                                                   // d_i + d_{i+8}, i < 8
   const __m256d t = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd(s, 1));  // + d_{i+4}, i < 4
@@ -198,8 +196,7 @@ ZOO_AVX512 void kbit_block(const float* img, const float* scale, const float* sh
         __m512 y = _mm512_maskz_loadu_ps(valid, src + 16 * v);
         if (scale) y = _mm512_fmadd_ps(y, a, sh);
         const __m512i levels = kbit_levels16(y, n);
-        for (int b = 0; b < bits; ++b)
-          masks[b][j] |= static_cast<uint64_t>(plane_mask16(levels, b, valid)) << (16 * v);
+        for (int b = 0; b < bits; ++b) masks[b][j] |= static_cast<uint64_t>(plane_mask16(levels, b, valid)) << (16 * v);
       }
     }
     for (int b = 0; b < bits; ++b) {

@@ -141,8 +141,8 @@ void pack_kbit_rows_scalar(const float* x, int64_t pixels, int64_t C, int bits, 
                            int32_t* out, int64_t pstride) {
   kbit_rows(x, pixels, C, bits, scale, shift, out, pstride);
 }
-void pack_kbit_rows_scalar(const double* x, int64_t pixels, int64_t C, int bits, const float* scale,
-                           const float* shift, int32_t* out, int64_t pstride) {
+void pack_kbit_rows_scalar(const double* x, int64_t pixels, int64_t C, int bits, const float* scale, const float* shift,
+                           int32_t* out, int64_t pstride) {
   kbit_rows(x, pixels, C, bits, scale, shift, out, pstride);
 }
 void pack_kbit_nchw_scalar(const float* x, int64_t C, int64_t plane, int64_t begin, int64_t end, int bits,

@@ -63,8 +63,8 @@ void pack_signs_nchw_scalar(const double* x, int64_t C, int64_t plane, int64_t b
                             const float* shift, int32_t* out, float* absmean);
 void pack_kbit_rows_scalar(const float* x, int64_t pixels, int64_t C, int bits, const float* scale, const float* shift,
                            int32_t* out, int64_t pstride);
-void pack_kbit_rows_scalar(const double* x, int64_t pixels, int64_t C, int bits, const float* scale,
-                           const float* shift, int32_t* out, int64_t pstride);
+void pack_kbit_rows_scalar(const double* x, int64_t pixels, int64_t C, int bits, const float* scale, const float* shift,
+                           int32_t* out, int64_t pstride);
 void pack_kbit_nchw_scalar(const float* x, int64_t C, int64_t plane, int64_t begin, int64_t end, int bits,
                            const float* scale, const float* shift, int32_t* out, int64_t pstride);
 void pack_kbit_nchw_scalar(const double* x, int64_t C, int64_t plane, int64_t begin, int64_t end, int bits,
@@ -88,8 +88,8 @@ void pack_signs_rows_avx512(const float* x, int64_t pixels, int64_t C, const flo
                             int32_t* out, float* absmean);
 void pack_signs_nchw_avx512(const float* x, int64_t C, int64_t plane, int64_t begin, int64_t end, const float* scale,
                             const float* shift, int32_t* out, float* absmean);
-void pack_kbit_rows_avx512(const float* x, int64_t pixels, int64_t C, int bits, const float* scale,
-                           const float* shift, int32_t* out, int64_t pstride);
+void pack_kbit_rows_avx512(const float* x, int64_t pixels, int64_t C, int bits, const float* scale, const float* shift,
+                           int32_t* out, int64_t pstride);
 void pack_kbit_nchw_avx512(const float* x, int64_t C, int64_t plane, int64_t begin, int64_t end, int bits,
                            const float* scale, const float* shift, int32_t* out, int64_t pstride);
 #endif

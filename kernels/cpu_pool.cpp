@@ -28,24 +28,24 @@ inline float to_float(uint16_t bf16_bits) { return __builtin_bit_cast(float, sta
 template <typename scalar_t>
 ZOO_INLINE void pool_range(const scalar_t* x, int64_t C, int64_t H, int64_t W, int64_t k, int64_t s, int64_t p,
                            int64_t Ho, int64_t Wo, float* out, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = r / Ho, oy = r % Ho;
-      const int64_t y0 = std::max<int64_t>(oy * s - p, 0), y1 = std::min<int64_t>(oy * s - p + k, H);
-      for (int64_t ox = 0; ox < Wo; ++ox) {
-        const int64_t x0 = std::max<int64_t>(ox * s - p, 0), x1 = std::min<int64_t>(ox * s - p + k, W);
-        float* __restrict acc = out + (r * Wo + ox) * C;
-        std::fill(acc, acc + C, 0.0f);  // the ReLU's 0: max(0, ...)
-        for (int64_t iy = y0; iy < y1; ++iy)
-          for (int64_t ix = x0; ix < x1; ++ix) {
-            const scalar_t* __restrict src = x + ((n * H + iy) * W + ix) * C;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / Ho, oy = r % Ho;
+    const int64_t y0 = std::max<int64_t>(oy * s - p, 0), y1 = std::min<int64_t>(oy * s - p + k, H);
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      const int64_t x0 = std::max<int64_t>(ox * s - p, 0), x1 = std::min<int64_t>(ox * s - p + k, W);
+      float* __restrict acc = out + (r * Wo + ox) * C;
+      std::fill(acc, acc + C, 0.0f);  // the ReLU's 0: max(0, ...)
+      for (int64_t iy = y0; iy < y1; ++iy)
+        for (int64_t ix = x0; ix < x1; ++ix) {
+          const scalar_t* __restrict src = x + ((n * H + iy) * W + ix) * C;
 #pragma omp simd
-            for (int64_t c = 0; c < C; ++c) {
-              const float v = to_float(src[c]);
-              acc[c] = (v > acc[c] || v != v) ? v : acc[c];  // NaN propagates (and stays: NaN > v is false)
-            }
+          for (int64_t c = 0; c < C; ++c) {
+            const float v = to_float(src[c]);
+            acc[c] = (v > acc[c] || v != v) ? v : acc[c];  // NaN propagates (and stays: NaN > v is false)
           }
-      }
+        }
     }
+  }
 }
 
 template <typename scalar_t>
@@ -55,8 +55,8 @@ ZOO_TARGET_AVX2 void pool_range_avx2(const scalar_t* x, int64_t C, int64_t H, in
 }
 
 template <typename scalar_t>
-void pool_range_base(const scalar_t* x, int64_t C, int64_t H, int64_t W, int64_t k, int64_t s, int64_t p,
-                     int64_t Ho, int64_t Wo, float* out, int64_t r0, int64_t r1) {
+void pool_range_base(const scalar_t* x, int64_t C, int64_t H, int64_t W, int64_t k, int64_t s, int64_t p, int64_t Ho,
+                     int64_t Wo, float* out, int64_t r0, int64_t r1) {
   pool_range(x, C, H, W, k, s, p, Ho, Wo, out, r0, r1);
 }
 
@@ -68,9 +68,9 @@ void pool_rows(const scalar_t* x, int64_t N, int64_t C, int64_t H, int64_t W, in
 }
 
 at::Tensor max_pool_relu(const at::Tensor& x, at::Tensor& out, int64_t kernel, int64_t stride, int64_t padding) {
-  TORCH_CHECK(x.dim() == 4 && x.device().is_cpu() &&
-                  (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
-              "max_pool_relu: x must be a 4D float32 or bfloat16 CPU tensor");
+  TORCH_CHECK(
+      x.dim() == 4 && x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
+      "max_pool_relu: x must be a 4D float32 or bfloat16 CPU tensor");
   TORCH_CHECK(kernel >= 1 && kernel <= 64 && stride >= 1 && stride <= 64 && padding >= 0 && 2 * padding <= kernel,
               "max_pool_relu: kernel in [1, 64], stride in [1, 64], padding at most half the kernel, got ", kernel,
               ", ", stride, ", ", padding);
@@ -87,8 +87,8 @@ at::Tensor max_pool_relu(const at::Tensor& x, at::Tensor& out, int64_t kernel, i
   if (x.scalar_type() == at::kFloat)
     pool_rows(xc.data_ptr<float>(), N, C, H, W, kernel, stride, padding, Ho, Wo, out.data_ptr<float>());
   else
-    pool_rows(reinterpret_cast<const uint16_t*>(xc.data_ptr<c10::BFloat16>()), N, C, H, W, kernel, stride, padding,
-              Ho, Wo, out.data_ptr<float>());
+    pool_rows(reinterpret_cast<const uint16_t*>(xc.data_ptr<c10::BFloat16>()), N, C, H, W, kernel, stride, padding, Ho,
+              Wo, out.data_ptr<float>());
   return out;
 }
 

@@ -69,9 +69,9 @@ namespace {
 
 using namespace zoo_xnor_cpu;
 
-constexpr int64_t kMinConvWork = 1 << 24;  // binary products per thread, at least
-constexpr int64_t kChunkBytes = 16384;     // panel bytes per chunk of steps (L1 share)
-constexpr int64_t kStreamBytes = int64_t(4) << 20;  // outputs larger than this are streamed to memory
+constexpr int64_t kMinConvWork = 1 << 24;              // binary products per thread, at least
+constexpr int64_t kChunkBytes = 16384;                 // panel bytes per chunk of steps (L1 share)
+constexpr int64_t kStreamBytes = int64_t(4) << 20;     // outputs larger than this are streamed to memory
 constexpr size_t kKeepPaddedBytes = size_t(64) << 20;  // the padded image buffer kept between calls, at most
 
 struct TapRange {
@@ -82,8 +82,8 @@ struct TapRange {
 };
 
 inline void valid_range(int64_t i0, int64_t d, int64_t k, int64_t size, int64_t& lo, int64_t& hi) {
-  lo = i0 >= 0 ? 0 : std::min(k, (-i0 + d - 1) / d);                      // first k with i0 + k * d >= 0
-  hi = size - 1 - i0 < 0 ? -1 : std::min(k - 1, (size - 1 - i0) / d);      // last k with i0 + k * d < size
+  lo = i0 >= 0 ? 0 : std::min(k, (-i0 + d - 1) / d);                   // first k with i0 + k * d >= 0
+  hi = size - 1 - i0 < 0 ? -1 : std::min(k - 1, (size - 1 - i0) / d);  // last k with i0 + k * d < size
 }
 
 inline TapRange valid_taps(const Geometry& g, int64_t iy0, int64_t ix0) {
@@ -304,8 +304,8 @@ std::shared_ptr<const Prepared> prepared_weights(const at::Tensor& w, const at::
 
 int64_t cached_weights() {
   std::lock_guard<std::mutex> lock(g_cache_mutex);
-  return static_cast<int64_t>(std::count_if(g_cache.begin(), g_cache.end(),
-                                            [](const CacheEntry& e) { return !e.storage.expired(); }));
+  return static_cast<int64_t>(
+      std::count_if(g_cache.begin(), g_cache.end(), [](const CacheEntry& e) { return !e.storage.expired(); }));
 }
 
 // ------------------------------------------------------------------------------------------ convolution
@@ -368,8 +368,8 @@ const std::vector<PopcountVariant> kPopcountVariants = {
      WeightLayout::kKMajor, nullptr, popcount_igemm_avx512, epilogue32_avx512, nullptr, true, nullptr},
     {"avx2_pairs", "avx2", runs_avx2, "avx2", SumsKind::kNibblePairs, WeightLayout::kPanels, nullptr, nullptr,
      epilogue32_avx2, epilogue16_avx2, true, suits_pairs},
-    {"avx2", "avx2", runs_avx2, "avx2", SumsKind::kNibbles, WeightLayout::kPanels, nullptr, nullptr,
-     epilogue32_avx2, epilogue16_avx2, true, nullptr},
+    {"avx2", "avx2", runs_avx2, "avx2", SumsKind::kNibbles, WeightLayout::kPanels, nullptr, nullptr, epilogue32_avx2,
+     epilogue16_avx2, true, nullptr},
 #endif
     {"scalar", "scalar", runs_anywhere, "", SumsKind::kIm2col, WeightLayout::kRows, popcount_gemm_scalar, nullptr,
      epilogue_scalar, nullptr, false, nullptr},
@@ -469,15 +469,16 @@ const PopcountVariant& resolve_variant(const std::string& name, const Geometry& 
 struct SignsOut {
   const float* scale;  // (O,) the next conv's BatchNorm as y = v * scale + shift
   const float* shift;
-  bool absmean;        // whether to compute mean_o |y| (the next conv's K)
-  at::Tensor packed;   // out: (N, Ho, Wo, ceil(O / 32)) int32
-  at::Tensor mean;     // out: (N, 1, Ho, Wo) float32, when absmean
+  bool absmean;       // whether to compute mean_o |y| (the next conv's K)
+  at::Tensor packed;  // out: (N, Ho, Wo, ceil(O / 32)) int32
+  at::Tensor mean;    // out: (N, 1, Ho, Wo) float32, when absmean
 };
 
 at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at::Tensor& alpha,
                 const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& bias, int64_t channels,
-                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, const std::string& variant_name,
-                const std::optional<at::Tensor>& residual, bool relu, SignsOut* signs = nullptr) {
+                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                const std::string& variant_name, const std::optional<at::Tensor>& residual, bool relu,
+                SignsOut* signs = nullptr) {
   TORCH_CHECK((x_packed.dim() == 4 || x_packed.dim() == 5) && w_packed.dim() == 4,
               "xnor_conv2d: x_packed must be 4D (or 5D: bit planes) and w_packed 4D");
   const int64_t bits = x_packed.dim() == 5 ? x_packed.size(0) : 1, d0 = x_packed.dim() - 4;
@@ -491,9 +492,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   g.N = x_packed.size(d0), g.H = x_packed.size(d0 + 1), g.W = x_packed.size(d0 + 2), g.Cw = x_packed.size(d0 + 3);
   g.O = w_packed.size(0), g.kh = w_packed.size(1), g.kw = w_packed.size(2);
   g.C = channels;
-  TORCH_CHECK(w_packed.size(3) == g.Cw && g.C > 0 && ceil_div(g.C, kWordBits) == g.Cw,
-              "xnor_conv2d: channels ", g.C, " do not match ", g.Cw, " activation and ", w_packed.size(3),
-              " weight words");
+  TORCH_CHECK(w_packed.size(3) == g.Cw && g.C > 0 && ceil_div(g.C, kWordBits) == g.Cw, "xnor_conv2d: channels ", g.C,
+              " do not match ", g.Cw, " activation and ", w_packed.size(3), " weight words");
   std::tie(g.Ho, g.Wo) = zoo_xnor_cpu::check_conv_geometry("xnor_conv2d", bits, g.N, g.H, g.W, g.Cw, g.O, g.kh, g.kw,
                                                            stride, padding, dilation);
   g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1], g.dh = dilation[0], g.dw = dilation[1];
@@ -506,8 +506,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     TORCH_CHECK(bias->numel() == g.O && bias->scalar_type() == at::kFloat && bias->device().is_cpu(),
                 "xnor_conv2d: bias must be a float32 CPU tensor (O,)");
   if (residual.has_value())
-    TORCH_CHECK(residual->sizes() == at::IntArrayRef({g.N, g.O, g.Ho, g.Wo}) &&
-                    residual->scalar_type() == at::kFloat && residual->device().is_cpu(),
+    TORCH_CHECK(residual->sizes() == at::IntArrayRef({g.N, g.O, g.Ho, g.Wo}) && residual->scalar_type() == at::kFloat &&
+                    residual->device().is_cpu(),
                 "xnor_conv2d: residual must be a float32 CPU tensor of the output's shape");
   const PopcountVariant& variant = resolve_variant(variant_name, g);
   TORCH_CHECK(signs == nullptr || (g.O <= kPanel && !residual.has_value() && !relu),
@@ -545,8 +545,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const std::shared_ptr<const Prepared> prepared = prepared_weights(w_packed, wp, g);
   const std::vector<Panel>& panels = prepared->panels;
   const int32_t* popw = prepared->popw.data();
-  const uint64_t* Wim = prepared->rows.data();     // the im2col variants' weights, filter o0's at o0 * K64
-  const uint32_t* Wk = prepared->kmajor.data();    // the indirect variants', filter o0's at o0 * K32
+  const uint64_t* Wim = prepared->rows.data();   // the im2col variants' weights, filter o0's at o0 * K64
+  const uint32_t* Wk = prepared->kmajor.data();  // the indirect variants', filter o0's at o0 * K32
 
   // The rows of the tiles: output pixels in order, or with pairs, places (n, y, x) for x < 2 * ceil(Wo / 2), a
   // place past Wo computed but not written. TP rows per tile, a multiple of every register block's rows (4): the
@@ -559,7 +559,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const int64_t TP = ceil_div(ceil_div(R, ceil_div(R, std::min<int64_t>(128, 256 / nv0))), 4) * 4;
   const int64_t n_pblocks = ceil_div(R, TP);  // after rounding TP up: no tile is empty
   const int64_t n_panels = static_cast<int64_t>(panels.size());
-  const int64_t L = 8 * g.Cw, steps = T * L;  // nibble steps per tap and in all (nibble variants)
+  const int64_t L = 8 * g.Cw, steps = T * L;                      // nibble steps per tap and in all (nibble variants)
   const bool wide = !nibbles || steps * n_levels > kMaxSumSteps;  // int32 sums (else D fits the uint16 sums)
   const int64_t plane_words = g.N * g.H * g.W * g.Cw;
 
@@ -593,19 +593,21 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     padded_words.resize(static_cast<size_t>(bits * padded_plane));
     int32_t* XP = padded_words.data();
     const int64_t rows = bits * g.N * Hp, Cw = g.Cw, row_words = Wp * Cw;
-    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_words)), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / (g.N * Hp), n = (r / Hp) % g.N, iy = r % Hp - g.ph;
-        int32_t* dst = XP + r * row_words;
-        if (iy < 0 || iy >= g.H) {
-          std::memset(dst, 0, row_words * sizeof(int32_t));
-          continue;
-        }
-        std::memset(dst, 0, g.pw * Cw * sizeof(int32_t));
-        std::memcpy(dst + g.pw * Cw, x_ptr + b * plane_words + (n * g.H + iy) * g.W * Cw, g.W * Cw * sizeof(int32_t));
-        std::memset(dst + (g.pw + g.W) * Cw, 0, g.pw * Cw * sizeof(int32_t));
-      }
-    });
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_words)),
+                     [&](int64_t r0, int64_t r1) {
+                       for (int64_t r = r0; r < r1; ++r) {
+                         const int64_t b = r / (g.N * Hp), n = (r / Hp) % g.N, iy = r % Hp - g.ph;
+                         int32_t* dst = XP + r * row_words;
+                         if (iy < 0 || iy >= g.H) {
+                           std::memset(dst, 0, row_words * sizeof(int32_t));
+                           continue;
+                         }
+                         std::memset(dst, 0, g.pw * Cw * sizeof(int32_t));
+                         std::memcpy(dst + g.pw * Cw, x_ptr + b * plane_words + (n * g.H + iy) * g.W * Cw,
+                                     g.W * Cw * sizeof(int32_t));
+                         std::memset(dst + (g.pw + g.W) * Cw, 0, g.pw * Cw * sizeof(int32_t));
+                       }
+                     });
     for (int64_t ky = 0; ky < g.kh; ++ky)
       for (int64_t kx = 0; kx < (g.dw == 1 ? 1 : g.kw); ++kx)
         segs.push_back({(ky * g.dh * Wp + kx * g.dw) * Cw, (g.dw == 1 ? g.kw : 1) * Cw});
@@ -631,7 +633,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), ceil_div(n_tiles, tiles_per_worker));
   std::atomic<int64_t> next_tile{0};
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    std::vector<uint64_t> A(im2col ? bits * TP * K64 : 0);  // per plane
+    std::vector<uint64_t> A(im2col ? bits * TP * K64 : 0);       // per plane
     std::vector<const int32_t*> rows(indirect ? bits * TP : 0);  // per plane: the rows' tap (0, 0), indirect variants
     std::vector<uint16_t> sums16(nibbles ? TP * kPanel : 0);
     std::vector<int32_t> sums32(wide ? TP * kPanel : 0), plane_sums(!nibbles && bits > 1 ? TP * kPanel : 0);
@@ -684,8 +686,9 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
         for (int32_t& v : lead) v *= static_cast<int32_t>(n_levels);
       if (nibbles) {
 #ifdef ZOO_HAVE_X86_UKERNELS
-        const NibbleTile nt{use_pairs, wide, bits, TP, tp, pn.nv, &chunks, px.data(), pq.data(),
-                            prepared->bytes.get() + pn.offset, sums16.data(), sums32.data()};
+        const NibbleTile nt{use_pairs,     wide,         bits,      TP,        tp,
+                            pn.nv,         &chunks,      px.data(), pq.data(), prepared->bytes.get() + pn.offset,
+                            sums16.data(), sums32.data()};
         nibble_tile_avx2(nt);
 #endif
       } else {
@@ -818,8 +821,7 @@ std::tuple<at::Tensor, at::Tensor> xnor_conv2d_float_signs_cpu(
   std::optional<at::Tensor> scale;
   if (input_scale) scale = zoo_xnor_cpu::input_scale(absmean, kernel_size, stride, padding, dilation);
   SignsOut signs{next_scale.data_ptr<float>(), next_shift.data_ptr<float>(), next_absmean, {}, {}};
-  conv(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, variant, std::nullopt, false,
-       &signs);
+  conv(packed, w_packed, alpha, scale, bias, channels, stride, padding, dilation, variant, std::nullopt, false, &signs);
   return {signs.packed, signs.mean};
 }
 
@@ -844,9 +846,12 @@ std::string kernel_info() {
   const char* forced = g_forced_isa.load();
   info += std::string(", auto: ") + (forced ? std::string("ZOO_KERNELS_ISA=") + forced : "by shape");
   const CpuFeatures& f = cpu_features();
-  const std::pair<const char*, bool> features[] = {
-      {"avx2", f.avx2}, {"avx512bw", f.avx512bw}, {"avx512vpopcntdq", f.avx512vpopcntdq},
-      {"avx512_vnni", f.avx512_vnni}, {"amx_int8", f.amx_int8}, {"amx_bf16", f.amx_bf16}};
+  const std::pair<const char*, bool> features[] = {{"avx2", f.avx2},
+                                                   {"avx512bw", f.avx512bw},
+                                                   {"avx512vpopcntdq", f.avx512vpopcntdq},
+                                                   {"avx512_vnni", f.avx512_vnni},
+                                                   {"amx_int8", f.amx_int8},
+                                                   {"amx_bf16", f.amx_bf16}};
   info += "; cpu";
   for (const auto& [name, has] : features) info += std::string(" ") + (has ? "+" : "-") + name;
   return info + "; threads " + std::to_string(at::get_num_threads());

@@ -48,7 +48,6 @@
 namespace zoo_xnor_cpu {
 namespace {
 
-
 struct alignas(64) NibbleTable {
   uint8_t v[256];  // v[16 * u + w] = popcount(u ^ w)
 };
@@ -224,7 +223,8 @@ ZOO_AVX2 void build_panel_half(const int32_t* w, int64_t O, int64_t U, const Pan
 // One nibble step: acc[i][v] += vpshufb(kNibbleTable row off[i] of pixel i, weight vector v of b). The general
 // form is intrinsics; the block that does nearly all the work (4 x 2) is inline assembly.
 template <int MR, int NV>
-ZOO_AVX2 inline __attribute__((always_inline)) void step(__m256i (&acc)[MR][NV], const uint64_t* off, const uint8_t* b) {
+ZOO_AVX2 inline __attribute__((always_inline)) void step(__m256i (&acc)[MR][NV], const uint64_t* off,
+                                                         const uint8_t* b) {
   __m256i w[NV];
   for (int v = 0; v < NV; ++v) w[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + v * 32));
   for (int i = 0; i < MR; ++i) {
@@ -238,18 +238,20 @@ ZOO_AVX2 inline __attribute__((always_inline)) void step(__m256i (&acc)[MR][NV],
 #define ZOO_TABLE "m"(kNibbleTable)
 
 template <>
-ZOO_AVX2 inline __attribute__((always_inline)) void step<4, 2>(__m256i (&acc)[4][2], const uint64_t* off, const uint8_t* b) {
+ZOO_AVX2 inline
+    __attribute__((always_inline)) void step<4, 2>(__m256i (&acc)[4][2], const uint64_t* off, const uint8_t* b) {
   __m256i w0, w1, t, x;  // one register for the 4 table rows in turn: renaming keeps them independent
   asm("vmovdqu (%[b]), %[w0]\n\tvmovdqu 32(%[b]), %[w1]\n\t"
-      "vbroadcasti128 (%[tab],%[o0]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a00) ZOO_SHUF_ADD(w1, t, a01)
-      "vbroadcasti128 (%[tab],%[o1]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a10) ZOO_SHUF_ADD(w1, t, a11)
-      "vbroadcasti128 (%[tab],%[o2]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a20) ZOO_SHUF_ADD(w1, t, a21)
-      "vbroadcasti128 (%[tab],%[o3]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a30) ZOO_SHUF_ADD(w1, t, a31)
+      "vbroadcasti128 (%[tab],%[o0]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a00)
+          ZOO_SHUF_ADD(w1, t, a01) "vbroadcasti128 (%[tab],%[o1]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a10)
+              ZOO_SHUF_ADD(w1, t, a11) "vbroadcasti128 (%[tab],%[o2]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a20)
+                  ZOO_SHUF_ADD(w1, t, a21) "vbroadcasti128 (%[tab],%[o3]), %[t]\n\t" ZOO_SHUF_ADD(w0, t, a30)
+                      ZOO_SHUF_ADD(w1, t, a31)
       : [a00] "+x"(acc[0][0]), [a01] "+x"(acc[0][1]), [a10] "+x"(acc[1][0]), [a11] "+x"(acc[1][1]),
-        [a20] "+x"(acc[2][0]), [a21] "+x"(acc[2][1]), [a30] "+x"(acc[3][0]), [a31] "+x"(acc[3][1]),
-        [w0] "=&x"(w0), [w1] "=&x"(w1), [t] "=&x"(t), [x] "=&x"(x)
-      : [b] "r"(b), [tab] "r"(kNibbleTable.v), [o0] "r"(off[0]), [o1] "r"(off[1]), [o2] "r"(off[2]),
-        [o3] "r"(off[3]), "m"(*reinterpret_cast<const uint8_t(*)[64]>(b)), ZOO_TABLE);
+        [a20] "+x"(acc[2][0]), [a21] "+x"(acc[2][1]), [a30] "+x"(acc[3][0]), [a31] "+x"(acc[3][1]), [w0] "=&x"(w0),
+        [w1] "=&x"(w1), [t] "=&x"(t), [x] "=&x"(x)
+      : [b] "r"(b), [tab] "r"(kNibbleTable.v), [o0] "r"(off[0]), [o1] "r"(off[1]), [o2] "r"(off[2]), [o3] "r"(off[3]),
+        "m"(*reinterpret_cast<const uint8_t (*)[64]>(b)), ZOO_TABLE);
 }
 #undef ZOO_SHUF_ADD
 #undef ZOO_TABLE
@@ -258,7 +260,7 @@ ZOO_AVX2 inline __attribute__((always_inline)) void step<4, 2>(__m256i (&acc)[4]
 // filters: NV vectors of the panel, from B (at the chunk's first step; bstride bytes per step).
 template <int MR, int NV>
 ZOO_AVX2 void block_avx2(const uint8_t* const* px, const Run* runs, int64_t n_runs, const uint8_t* B, int64_t bstride,
-                uint16_t* sums, int64_t ldd) {
+                         uint16_t* sums, int64_t ldd) {
   for (int64_t r = 0; r < n_runs;) {
     // The runs up to a flush, with the uint8 counts in registers (scoped to them, or GCC stores the accumulators to
     // the stack at every step), then added to the uint16 sums.
@@ -283,8 +285,7 @@ ZOO_AVX2 void block_avx2(const uint8_t* const* px, const Run* runs, int64_t n_ru
       for (int v = 0; v < NV; ++v) {  // filters 0..15 and 16..31 of the vector (see byte_slot)
         __m256i* p = reinterpret_cast<__m256i*>(sums + i * ldd + v * 32);
         _mm256_storeu_si256(p, _mm256_add_epi16(_mm256_loadu_si256(p), _mm256_unpacklo_epi8(acc[i][v], zero)));
-        _mm256_storeu_si256(p + 1,
-                            _mm256_add_epi16(_mm256_loadu_si256(p + 1), _mm256_unpackhi_epi8(acc[i][v], zero)));
+        _mm256_storeu_si256(p + 1, _mm256_add_epi16(_mm256_loadu_si256(p + 1), _mm256_unpackhi_epi8(acc[i][v], zero)));
       }
   }
 }
@@ -308,10 +309,14 @@ struct Passes {  // at most two, by value: chosen once per tile, no allocation
 template <class Fn>
 Passes<Fn> panel_passes(int64_t nv, Fn two, Fn one) {
   switch (nv) {
-    case 4: return {{{two, 0}, {two, 2}}, 2};
-    case 3: return {{{two, 0}, {one, 2}}, 2};
-    case 2: return {{{two, 0}, {}}, 1};
-    default: return {{{one, 0}, {}}, 1};
+    case 4:
+      return {{{two, 0}, {two, 2}}, 2};
+    case 3:
+      return {{{two, 0}, {one, 2}}, 2};
+    case 2:
+      return {{{two, 0}, {}}, 1};
+    default:
+      return {{{one, 0}, {}}, 1};
   }
 }
 
@@ -328,22 +333,25 @@ Passes<Fn> panel_passes(int64_t nv, Fn two, Fn one) {
 // live in acc (memory) between the runs of a flush group. The whole run is one asm statement (its own loop, two
 // groups of 3 steps per iteration): GCC cannot keep 12 accumulators in registers across separate statements.
 #define ZOO_PAIR_LOAD(ow) "movzwl " #ow "(%[q0],%[i]), %%eax\n\tmovzwl " #ow "(%[q1],%[i]), %%edx\n\t"
-#define ZOO_PAIR_STEP2(ow, op, w)                                                                                    \
-  ZOO_PAIR_LOAD(ow)                                                                                                   \
-  "vmovdqu " w ", %%ymm12\n\tvmovdqu 32+" w ", %%ymm13\n\t"                                                            \
-  "vbroadcasti128 (%[tab],%%rax), %%ymm14\n\t" op(12, 0) op(13, 1)                                                    \
-  "vbroadcasti128 (%[tab],%%rdx), %%ymm14\n\t" op(12, 2) op(13, 3)
-#define ZOO_PAIR_STEP1(ow, op, w)                                                                                    \
-  ZOO_PAIR_LOAD(ow)                                                                                                   \
-  "vmovdqu " w ", %%ymm12\n\t"                                                                                        \
+#define ZOO_PAIR_STEP2(ow, op, w)                        \
+  ZOO_PAIR_LOAD(ow)                                      \
+  "vmovdqu " w ", %%ymm12\n\tvmovdqu 32+" w              \
+  ", %%ymm13\n\t"                                        \
+  "vbroadcasti128 (%[tab],%%rax), %%ymm14\n\t" op(12, 0) \
+      op(13, 1) "vbroadcasti128 (%[tab],%%rdx), %%ymm14\n\t" op(12, 2) op(13, 3)
+#define ZOO_PAIR_STEP1(ow, op, w) \
+  ZOO_PAIR_LOAD(ow)               \
+  "vmovdqu " w                    \
+  ", %%ymm12\n\t"                 \
   "vbroadcasti128 (%[tab],%%rax), %%ymm14\n\t" op(12, 0) "vbroadcasti128 (%[tab],%%rdx), %%ymm14\n\t" op(12, 1)
 #define ZOO_W0 "(%[b])"
 #define ZOO_W1 "(%[b],%[bs],1)"
 #define ZOO_W2 "(%[b],%[bs],2)"
 #define ZOO_SET(w, f) "vpshufb %%ymm" #w ", %%ymm14, %%ymm" #f "\n\t"
 #define ZOO_ADD(w, f) "vpshufb %%ymm" #w ", %%ymm14, %%ymm15\n\tvpaddb %%ymm15, %%ymm" #f ", %%ymm" #f "\n\t"
-#define ZOO_SPLIT1(f, lo, hi)                                                                                         \
-  "vpaddb %%ymm" #f ", %%ymm" #lo ", %%ymm" #lo "\n\tvpsrlw $4, %%ymm" #f ", %%ymm15\n\t"                             \
+#define ZOO_SPLIT1(f, lo, hi)                                             \
+  "vpaddb %%ymm" #f ", %%ymm" #lo ", %%ymm" #lo "\n\tvpsrlw $4, %%ymm" #f \
+  ", %%ymm15\n\t"                                                         \
   "vpaddb %%ymm15, %%ymm" #hi ", %%ymm" #hi "\n\t"
 // acc vectors klo, khi <-> registers lo, hi
 #define ZOO_ACC_IO(op, lo, hi, klo, khi) op(lo, klo) op(hi, khi)
@@ -353,18 +361,21 @@ Passes<Fn> panel_passes(int64_t nv, Fn two, Fn one) {
 // Flush of one pair and vector: the exact counts recovered (ZOO_FIXUP, the steps described above), then lo and hi
 // widened and added to (ZOO_FLUSH1) or stored as (ZOO_FIRST1) the uint16 sums of rows rlo, rhi at byte offset off
 // (filters 0..15 and 16..31 of the vector, see byte_slot); ymm14 = 0.
-#define ZOO_WIDEN1(c, row, off)                                                                                       \
-  "vpunpcklbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvpaddw " #off row ", %%ymm15, %%ymm15\n\tvmovdqu %%ymm15, " #off row  \
-  "\n\tvpunpckhbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvpaddw 32+" #off row ", %%ymm15, %%ymm15\n\t"                    \
+#define ZOO_WIDEN1(c, row, off)                                                                                     \
+  "vpunpcklbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvpaddw " #off row ", %%ymm15, %%ymm15\n\tvmovdqu %%ymm15, " #off row \
+  "\n\tvpunpckhbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvpaddw 32+" #off row                                             \
+  ", %%ymm15, %%ymm15\n\t"                                                                                          \
   "vmovdqu %%ymm15, 32+" #off row "\n\t"
-#define ZOO_STORE1(c, row, off)                                                                                       \
-  "vpunpcklbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvmovdqu %%ymm15, " #off row "\n\t"                                    \
+#define ZOO_STORE1(c, row, off)                                            \
+  "vpunpcklbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvmovdqu %%ymm15, " #off row \
+  "\n\t"                                                                   \
   "vpunpckhbw %%ymm14, %%ymm" #c ", %%ymm15\n\tvmovdqu %%ymm15, 32+" #off row "\n\t"
-#define ZOO_SUB16(x, t, d) /* d -= 16 (x & 15), bytewise */                                                           \
-  "vpand %[mask], %%ymm" #x ", %%ymm" #t "\n\tvpsllw $4, %%ymm" #t ", %%ymm" #t "\n\t"                                 \
+#define ZOO_SUB16(x, t, d) /* d -= 16 (x & 15), bytewise */                     \
+  "vpand %[mask], %%ymm" #x ", %%ymm" #t "\n\tvpsllw $4, %%ymm" #t ", %%ymm" #t \
+  "\n\t"                                                                        \
   "vpsubb %%ymm" #t ", %%ymm" #d ", %%ymm" #d "\n\t"
-#define ZOO_FIXUP(lo, hi)                                                                                             \
-  "vmovdqa %%ymm" #lo ", %%ymm12\n\t" ZOO_SUB16(hi, 15, 12) "vpsrlw $8, %%ymm12, %%ymm12\n\t" ZOO_SUB16(12, 12, hi)  \
+#define ZOO_FIXUP(lo, hi)                                                                                           \
+  "vmovdqa %%ymm" #lo ", %%ymm12\n\t" ZOO_SUB16(hi, 15, 12) "vpsrlw $8, %%ymm12, %%ymm12\n\t" ZOO_SUB16(12, 12, hi) \
       ZOO_SUB16(hi, 15, lo)
 #define ZOO_FLUSH1(lo, hi, rlo, rhi, off) ZOO_FIXUP(lo, hi) ZOO_WIDEN1(lo, rlo, off) ZOO_WIDEN1(hi, rhi, off)
 #define ZOO_FIRST1(lo, hi, rlo, rhi, off) ZOO_FIXUP(lo, hi) ZOO_STORE1(lo, rlo, off) ZOO_STORE1(hi, rhi, off)
@@ -375,9 +386,9 @@ Passes<Fn> panel_passes(int64_t nv, Fn two, Fn one) {
 // A run: accumulators zeroed (flags bit 0) or loaded from acc; groups of 3 steps (two per loop iteration), then the
 // rest (0-2 steps); then flushed to the sums at dst (flags bit 1) or stored to acc. i: the offset (bytes) into the
 // pair offsets, b: the panel at the group's first step.
-#define ZOO_PAIR_GROUP(STEP, SPLIT, o0, o1, o2)                                                                        \
+#define ZOO_PAIR_GROUP(STEP, SPLIT, o0, o1, o2) \
   STEP(o0, ZOO_SET, ZOO_W0) STEP(o1, ZOO_ADD, ZOO_W1) STEP(o2, ZOO_ADD, ZOO_W2) SPLIT "add %[bs3], %[b]\n\t"
-#define ZOO_PAIR_RUN(STEP, SPLIT, ACC_IO, FLUSH)                                                                      \
+#define ZOO_PAIR_RUN(STEP, SPLIT, ACC_IO, FLUSH) \
   "test $1, %[flags]\n\tjz 5f\n\t" ACC_IO(ZOO_ZERO_ACC) "jmp 6f\n5:\n\t" ACC_IO(ZOO_LOAD_ACC)                         \
   "6:\n\ttest %[g], %[g]\n\tjz 2f\n\t.p2align 5\n"                                                                    \
   "1:\n\t" ZOO_PAIR_GROUP(STEP, SPLIT, 0, 2, 4) ZOO_PAIR_GROUP(STEP, SPLIT, 6, 8, 10)                                 \
@@ -395,24 +406,24 @@ Passes<Fn> panel_passes(int64_t nv, Fn two, Fn one) {
 // (flags bit 2: the sums' first flush).
 template <int V>
 ZOO_AVX2 inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint8_t* b, int64_t bstride, int64_t steps,
-                     uint8_t* acc, int64_t flags, uint16_t* dst, int64_t ldd) {
+                              uint8_t* acc, int64_t flags, uint16_t* dst, int64_t ldd) {
   static const __m256i low_nibbles = _mm256_set1_epi8(15);
   int64_t pairs_of_groups = steps / 6, rest = steps % 6, i = 0;
   const int64_t bstride3 = 3 * bstride, ldd_bytes = 2 * ldd;
   if constexpr (V == 2) {
 #define ZOO_IO2(op) \
   ZOO_ACC_IO(op, 4, 8, 0, 4) ZOO_ACC_IO(op, 5, 9, 1, 5) ZOO_ACC_IO(op, 6, 10, 2, 6) ZOO_ACC_IO(op, 7, 11, 3, 7)
-#define ZOO_FLUSH2(op) \
+#define ZOO_FLUSH2(op)                                                                              \
   op(4, 8, ZOO_ROW0, ZOO_ROW1, 0) op(5, 9, ZOO_ROW0, ZOO_ROW1, 64) op(6, 10, ZOO_ROW2, ZOO_ROW3, 0) \
       op(7, 11, ZOO_ROW2, ZOO_ROW3, 64)
-    asm volatile(ZOO_PAIR_RUN(ZOO_PAIR_STEP2,
-                              ZOO_SPLIT1(0, 4, 8) ZOO_SPLIT1(1, 5, 9) ZOO_SPLIT1(2, 6, 10) ZOO_SPLIT1(3, 7, 11),
-                              ZOO_IO2, ZOO_FLUSH2)
-                 : [i] "+r"(i), [b] "+r"(b), [g] "+r"(pairs_of_groups), [r] "+r"(rest)
-                 : [q0] "r"(q0), [q1] "r"(q1), [bs] "r"(bstride), [bs3] "m"(bstride3), [tab] "r"(kPairTable.v),
-                   [mask] "m"(low_nibbles), [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "m"(ldd_bytes)
-                 : "rax", "rdx", "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
-                   "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+    asm volatile(
+        ZOO_PAIR_RUN(ZOO_PAIR_STEP2, ZOO_SPLIT1(0, 4, 8) ZOO_SPLIT1(1, 5, 9) ZOO_SPLIT1(2, 6, 10) ZOO_SPLIT1(3, 7, 11),
+                     ZOO_IO2, ZOO_FLUSH2)
+        : [i] "+r"(i), [b] "+r"(b), [g] "+r"(pairs_of_groups), [r] "+r"(rest)
+        : [q0] "r"(q0), [q1] "r"(q1), [bs] "r"(bstride), [bs3] "m"(bstride3), [tab] "r"(kPairTable.v),
+          [mask] "m"(low_nibbles), [acc] "r"(acc), [flags] "r"(flags), [dst] "r"(dst), [ldd] "m"(ldd_bytes)
+        : "rax", "rdx", "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
 #undef ZOO_IO2
 #undef ZOO_FLUSH2
   } else {
@@ -459,21 +470,21 @@ ZOO_AVX2 inline void pair_run(const uint16_t* q0, const uint16_t* q1, const uint
 // start here (are overwritten, not added to, by the first flush).
 template <int V>
 ZOO_AVX2 void block_pairs(const uint16_t* const* pq, const Run* runs, int64_t n_runs, const uint8_t* B, int64_t bstride,
-                 uint16_t* sums, int64_t ldd, bool fresh) {
+                          uint16_t* sums, int64_t ldd, bool fresh) {
   alignas(32) uint8_t acc[4 * V * 32];  // the accumulators between the runs of a flush group
   int64_t first = 1, store = fresh ? 4 : 0;
   for (int64_t r = 0; r < n_runs; ++r) {  // a flush after at most kNibbleSteps steps: the uint8 counts do not overflow
     const Run& run = runs[r];
-    pair_run<V>(pq[0] + run.offset, pq[1] + run.offset, B, bstride, run.steps, acc,
-                first | (run.flush ? 2 | store : 0), sums, ldd);
+    pair_run<V>(pq[0] + run.offset, pq[1] + run.offset, B, bstride, run.steps, acc, first | (run.flush ? 2 | store : 0),
+                sums, ldd);
     B += run.steps * bstride;
     first = run.flush;
     if (run.flush) store = 0;
   }
 }
 
-using PairBlockFn = void (*)(const uint16_t* const*, const Run*, int64_t, const uint8_t*, int64_t, uint16_t*,
-                             int64_t, bool);
+using PairBlockFn = void (*)(const uint16_t* const*, const Run*, int64_t, const uint8_t*, int64_t, uint16_t*, int64_t,
+                             bool);
 
 // The tile sums of NibbleTile (see cpu_popcount_ukernels.h).
 ZOO_AVX2 void tile_sums(const NibbleTile& t) {
@@ -492,7 +503,7 @@ ZOO_AVX2 void tile_sums(const NibbleTile& t) {
     in16 = 0;
   };
   for (int64_t b = t.bits - 1; b >= 0; --b) {  // bit planes by Horner's rule, the highest first
-    if (b != t.bits - 1) {  // the sums so far count twice
+    if (b != t.bits - 1) {                     // the sums so far count twice
       if (t.wide) {
         widen();
         for (int64_t k = 0; k < tp * ldd; ++k) sums32[k] *= 2;
@@ -565,8 +576,8 @@ ZOO_AVX2 void epilogue_rows(const D* sums, int64_t ldd, int64_t tp, const int64_
   for (int64_t i = 0; i < tp; ++i) {
     const int64_t p = pixel[i];
     if (p < 0) continue;
-    epilogue<kExtra, kStream, D>(sums + i * ldd, lead + (pattern[i] + 1) * ldd, alpha, bias,
-                                 scale ? scale[p] : 1.0f, res ? res + p * O : nullptr, relu, oe, out + p * O);
+    epilogue<kExtra, kStream, D>(sums + i * ldd, lead + (pattern[i] + 1) * ldd, alpha, bias, scale ? scale[p] : 1.0f,
+                                 res ? res + p * O : nullptr, relu, oe, out + p * O);
   }
 }
 

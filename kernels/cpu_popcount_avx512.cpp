@@ -23,11 +23,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <utility>
-
-#include <cmath>
 
 #include "cpu_popcount_ukernels.h"
 
@@ -101,8 +100,7 @@ constexpr auto kTiles = make_tiles(std::make_integer_sequence<int, kMR>());  // 
 template <bool kExtra, bool kStream>
 ZOO_AVX512 void epilogue_rows(const int32_t* sums, int64_t ldd, int64_t tp, const int64_t* pixel,
                               const int32_t* pattern, const int32_t* lead_rows, const float* alpha, const float* bias,
-                              const float* scale, const float* res_rows, bool relu, int64_t O, int64_t oe,
-                              float* out) {
+                              const float* scale, const float* res_rows, bool relu, int64_t O, int64_t oe, float* out) {
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t i = 0; i < tp; ++i) {
     const int64_t p = pixel[i];

@@ -146,12 +146,12 @@ struct PopcountVariant {
   const char* needs;  // the CPU features runs() checks, for the error where they are missing
   SumsKind kind;
   WeightLayout layout;
-  GemmFn gemm;                                   // im2col variants
-  IGemmFn igemm;                                 // indirect variants
-  EpilogueFn<int32_t> (*epilogue32)(bool, bool);  // every variant (int32 sums)
+  GemmFn gemm;                                     // im2col variants
+  IGemmFn igemm;                                   // indirect variants
+  EpilogueFn<int32_t> (*epilogue32)(bool, bool);   // every variant (int32 sums)
   EpilogueFn<uint16_t> (*epilogue16)(bool, bool);  // nibble variants (uint16 sums), else null
-  bool streams;                                  // whether epilogue32/16(_, true) streams
-  bool (*suits)(const Geometry&);                // under auto: whether it is its ISA's pick for g (null: always)
+  bool streams;                                    // whether epilogue32/16(_, true) streams
+  bool (*suits)(const Geometry&);                  // under auto: whether it is its ISA's pick for g (null: always)
 };
 
 // The variants compiled into this build, in the order auto prefers them (the first that runs and suits the shape).
