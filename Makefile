@@ -26,7 +26,7 @@ fuzz: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check zoo kernels recipes tests
-	$(BIN)/clang-format --dry-run --Werror kernels/*.cpp kernels/*.h
+	$(BIN)/clang-format --dry-run --Werror kernels/zoo_kernels/*.cpp kernels/zoo_kernels/*.h
 
 clean:
 	rm -rf runs lightning_logs wandb .pytest_cache

@@ -1,4 +1,5 @@
-"""zoo_xnor_cpu::max_pool_relu (kernels/cpu_pool.cpp): relu(max_pool2d(x)) as float32, exactly as torch computes it."""
+"""zoo_xnor_cpu::max_pool_relu (kernels/zoo_kernels/cpu_pool.cpp): relu(max_pool2d(x)) as float32, exactly as torch
+computes it."""
 
 import pytest
 import torch
