@@ -114,8 +114,14 @@ ABLATIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "scale K",
         {},
     ),
+    "w1a4_resnet18": (
+        "w1a4_resnet18",
+        "ResNet-18 with binary weights and 4-bit inputs (the k-bit input quantizer of sec. 3.2), without the input "
+        "scale K",
+        {},
+    ),
 }
-_ABLATION_SCHEMES = {"w1a2_resnet18": ("w1a2", "resnet18")}
+_ABLATION_SCHEMES = {"w1a2_resnet18": ("w1a2", "resnet18"), "w1a4_resnet18": ("w1a4", "resnet18")}
 
 AUTHORS_CODE = "github.com/allenai/XNOR-Net"
 # train.lua's 55-epoch table, rows (first epoch counted from 0, lr, weight decay); under Adam train.lua uses a tenth
@@ -224,6 +230,7 @@ OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ("digits", "xnor"): _BINARY_INPUTS_LR,
     ("digits", "xnor_nobeta"): _BINARY_INPUTS_LR,
     ("digits", "w1a2"): _BINARY_INPUTS_LR,
+    ("digits", "w1a4"): _BINARY_INPUTS_LR,
     ("cifar10", "xnor"): {"model": {"lr": 3e-3}},
     ("cifar10", "xnor_nobeta"): {"model": {"lr": 3e-3}},
     ("imagenet", "fp"): {

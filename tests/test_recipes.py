@@ -113,7 +113,7 @@ def test_imagenet_recipes_follow_the_authors_code():
 def test_overrides_name_known_datasets_and_models():
     for dataset, key in generate.OVERRIDES:
         assert dataset in generate.DATASETS
-        known = key in generate.SCHEMES or key in generate.MODELS or key == "w1a2"
+        known = key in generate.SCHEMES or key in generate.MODELS or key in ("w1a2", "w1a4")
         assert known, f"override for unknown scheme or model {key!r}"
 
 
@@ -130,6 +130,7 @@ def test_ablation_recipes_change_one_thing_of_the_resnet18_recipe(name, parser):
     if config.trainer.callbacks != base.trainer.callbacks:
         changed.add("callbacks")
     expected = {"xnor_resnet18-binary_gradient": {"model_kwargs"}, "w1a2_resnet18": {"model_name"},
+                "w1a4_resnet18": {"model_name"},
                 "xnor_bireal_resnet18-lr3e-3": {"lr"}, "xnor_alexnet-dropout": {"model_kwargs"},
                 "xnor_resnet18-block_relu": {"model_kwargs"}, "xnor_resnet18-affine_off": {"model_kwargs"},
                 "xnor_resnet18-exact_gradient": {"callbacks"}, "xnor_resnet18-authors_gradient": {"callbacks"},

@@ -31,7 +31,8 @@ def test_rows_take_size_and_top1_from_the_digits_card_and_see_weights(tmp_path):
     (cards / "xnor_resnet18-digits" / "model.safetensors").unlink()  # a card without weights
     (cards / "bwn_resnet18-digits" / "model.safetensors").write_bytes(b"")
     rows = {r["name"]: r for r in model_rows("*_resnet18", cards) if "bireal" not in r["name"]}
-    assert sorted(rows) == ["bwn_resnet18", "fp_resnet18", "w1a2_resnet18", "xnor_nobeta_resnet18", "xnor_resnet18"]
+    assert sorted(rows) == ["bwn_resnet18", "fp_resnet18", "w1a2_resnet18", "w1a4_resnet18", "xnor_nobeta_resnet18",
+                            "xnor_resnet18"]
     xnor = json.loads((cards / "xnor_resnet18-digits" / "config.json").read_text())
     assert rows["xnor_resnet18"]["packed_bytes"] == xnor["sizes"]["packed_bytes"]
     assert rows["xnor_resnet18"]["top1"] == xnor["training"]["top1"]

@@ -53,6 +53,12 @@ def w1a2_resnet18(pretrained: bool = False, **kwargs) -> nn.Module:
 
 
 @register_model
+def w1a4_resnet18(pretrained: bool = False, **kwargs) -> nn.Module:
+    """Binary weights and 4-bit inputs (the k-bit input quantizer of XNOR-Net sec. 3.2), without the input scale K."""
+    return _create("w1a4_resnet18", pretrained, **kwargs)
+
+
+@register_model
 def fp_resnet34(pretrained: bool = False, **kwargs) -> nn.Module:
     return _create("fp_resnet34", pretrained, **kwargs)
 
