@@ -484,7 +484,7 @@ class PackedBasicBlock(BasicBlock):
         else:
             return None
         c2 = m["conv2"].conv
-        if c1.out_channels <= 128 and _input_bits(c1) == 1 and _input_bits(c2) == 1:
+        if _input_bits(c1) == 1 and _input_bits(c2) == 1:
             # conv1 writes conv2's packed signs: no float activation between them
             a2, b2, _, _ = m["conv2"].folded(m["bn2"])
             first = m["conv1"].prebound(x, m["bn1"], next_norm=(a2, b2, c2.input_scale))

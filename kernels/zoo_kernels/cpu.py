@@ -412,7 +412,7 @@ def xnor_conv2d_float_signs_cpu(
     """The first conv of a pair (a ResNet block's conv1 -> BatchNorm -> sign -> conv2): not the output ``v`` of
     :func:`xnor_conv2d_float_cpu` but the next conv's input, the packed signs of ``v * next_scale + next_shift``
     (``fma``; (O,) float32, contiguous) and, when ``next_absmean``, their ``mean_o |.|`` (N, 1, Ho, Wo): what
-    :func:`pack_signs_cpu` gives on ``v``, bit for bit, without ``v`` ever written (at most 128 filters). The same
+    :func:`pack_signs_cpu` gives on ``v``, bit for bit, without ``v`` ever written. The same
     steps in turn without the compiled kernels."""
     if load_extension():
         packed, am = _ops["xnor_conv2d_float_signs"](x, w_packed, alpha, bias, norm_scale, norm_shift, channels,

@@ -460,7 +460,7 @@ const PopcountVariant& resolve_variant(const std::string& name, const Geometry& 
 // Horner's rule (from the highest plane: double the sums, add the next plane's D), so the epilogue runs once, on
 // n lead - 2 D. The caller divides alpha by n. A 4D x_packed is one plane.
 //
-// Signs out (signs != nullptr, at most kPanel filters): where the output v feeds only the next binary conv's
+// Signs out (signs != nullptr): where the output v feeds only the next binary conv's
 // BatchNorm and sign (a ResNet block's conv1 -> bn -> sign -> conv2), each tile's epilogue writes its v into a
 // buffer of the worker instead of the output, and the packing's row kernel (the one pack_signs runs on a
 // channels_last input, cpu_pack_ukernels.h) turns those rows into the next conv's packed signs of
@@ -510,8 +510,8 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
                     residual->device().is_cpu(),
                 "xnor_conv2d: residual must be a float32 CPU tensor of the output's shape");
   const PopcountVariant& variant = resolve_variant(variant_name, g);
-  TORCH_CHECK(signs == nullptr || (g.O <= kPanel && !residual.has_value() && !relu),
-              "xnor_conv2d: signs out needs at most ", kPanel, " filters, no residual and no ReLU");
+  TORCH_CHECK(signs == nullptr || (!residual.has_value() && !relu),
+              "xnor_conv2d: signs out takes no residual and no ReLU");
 
   at::Tensor out = at::empty({signs ? 0 : g.N, g.O, g.Ho, g.Wo}, x_packed.options().dtype(at::kFloat),
                              at::MemoryFormat::ChannelsLast);  // (N, Ho, Wo, O) in memory
@@ -556,9 +556,12 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   const int64_t Wq = use_pairs ? 2 * ceil_div(g.Wo, 2) : g.Wo;  // places per output row
   const int64_t R = g.N * g.Ho * Wq;
   const int64_t nv0 = panels.front().nv;
-  const int64_t TP = ceil_div(ceil_div(R, ceil_div(R, std::min<int64_t>(128, 256 / nv0))), 4) * 4;
-  const int64_t n_pblocks = ceil_div(R, TP);  // after rounding TP up: no tile is empty
   const int64_t n_panels = static_cast<int64_t>(panels.size());
+  // Signs out over several panels: a worker takes a whole pixel block (all its panels, see below), so that blocks,
+  // not tiles, are shared out; at least two per thread where there are rows enough.
+  const int64_t rows_cap = signs && n_panels > 1 ? std::max<int64_t>(4, ceil_div(R, 2 * at::get_num_threads())) : 128;
+  const int64_t TP = ceil_div(ceil_div(R, ceil_div(R, std::min<int64_t>({128, 256 / nv0, rows_cap}))), 4) * 4;
+  const int64_t n_pblocks = ceil_div(R, TP);                      // after rounding TP up: no tile is empty
   const int64_t L = 8 * g.Cw, steps = T * L;                      // nibble steps per tap and in all (nibble variants)
   const bool wide = !nibbles || steps * n_levels > kMaxSumSteps;  // int32 sums (else D fits the uint16 sums)
   const int64_t plane_words = g.N * g.H * g.W * g.Cw;
@@ -628,10 +631,11 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
   // rather than in fixed shares: this VM's cores run at different speeds from moment to moment, and with fixed
   // shares the faster one waited for the slower (OpenMP spin-waits were 15-20% of the samples of a profile at batch
   // 16). A worker rebuilds its pixel block's pointers and border patterns when the block changes.
-  const int64_t n_tiles = n_pblocks * n_panels;
+  // With signs out, a worker takes a pixel block's panels as one item (its rows v fill up panel by panel, then pack).
+  const int64_t n_tiles = n_pblocks * n_panels, group = signs ? n_panels : 1, n_items = n_tiles / group;
   const int64_t tiles_per_worker = std::max<int64_t>(1, kMinConvWork / (TP * 32 * nv0 * g.K32() * kWordBits));
-  const int64_t workers = std::min<int64_t>(at::get_num_threads(), ceil_div(n_tiles, tiles_per_worker));
-  std::atomic<int64_t> next_tile{0};
+  const int64_t workers = std::min<int64_t>({at::get_num_threads(), ceil_div(n_tiles, tiles_per_worker), n_items});
+  std::atomic<int64_t> next_item{0};
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     std::vector<uint64_t> A(im2col ? bits * TP * K64 : 0);       // per plane
     std::vector<const int32_t*> rows(indirect ? bits * TP : 0);  // per plane: the rows' tap (0, 0), indirect variants
@@ -645,8 +649,9 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
     std::vector<int64_t> vpixel(signs ? TP : 0);     // and their rows (pixel - the tile's first pixel, or -1)
     std::vector<TapRange> ranges;
     int64_t built = -1;
-    for (int64_t tile = next_tile.fetch_add(1, std::memory_order_relaxed); tile < n_tiles;
-         tile = next_tile.fetch_add(1, std::memory_order_relaxed)) {
+    int64_t item = next_item.fetch_add(1, std::memory_order_relaxed);
+    for (int64_t tile = item * group; item < n_items;
+         tile = (tile + 1) % group ? tile + 1 : (item = next_item.fetch_add(1, std::memory_order_relaxed)) * group) {
       const int64_t pb = tile / n_panels;
       const Panel& pn = panels[tile % n_panels];
       const int64_t r0 = pb * TP, tp = std::min(TP, R - r0), oe = std::min(32 * pn.nv, g.O - pn.o0);
@@ -708,7 +713,7 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
       // contiguous run of filters at a time.
       const float* b = (bias_ptr ? bias_ptr : zeros.data()) + pn.o0;
       const float* r = res_ptr ? res_ptr + pn.o0 : nullptr;
-      if (signs) {  // one panel: all of a pixel's filters; the tile's pixels are p_lo .. p_hi, each once
+      if (signs) {  // the pixel block's panels in turn fill its rows v; the tile's pixels are p_lo .. p_hi, each once
         int64_t p_lo = P, p_hi = -1;
         for (int64_t i = 0; i < tp; ++i)
           if (pixel[i] >= 0) p_lo = std::min(p_lo, pixel[i]), p_hi = std::max(p_hi, pixel[i]);
@@ -716,13 +721,14 @@ at::Tensor conv(const at::Tensor& x_packed, const at::Tensor& w_packed, const at
         for (int64_t i = 0; i < tp; ++i) vpixel[i] = pixel[i] >= 0 ? pixel[i] - p_lo : -1;
         const float* sc = scale_ptr ? scale_ptr + p_lo : nullptr;
         if (wide)
-          ep32(sums32.data(), ldd, tp, vpixel.data(), pattern.data(), lead.data(), alpha_ptr, b, sc, nullptr, false,
-               g.O, oe, vrows.data());
+          ep32(sums32.data(), ldd, tp, vpixel.data(), pattern.data(), lead.data(), alpha_ptr + pn.o0, b, sc, nullptr,
+               false, g.O, oe, vrows.data() + pn.o0);
         else
-          ep16(sums16.data(), ldd, tp, vpixel.data(), pattern.data(), lead.data(), alpha_ptr, b, sc, nullptr, false,
-               g.O, oe, vrows.data());
-        pack_rows(vrows.data(), p_hi - p_lo + 1, g.O, signs->scale, signs->shift, signs_ptr + p_lo * Ow,
-                  mean_ptr ? mean_ptr + p_lo : nullptr);
+          ep16(sums16.data(), ldd, tp, vpixel.data(), pattern.data(), lead.data(), alpha_ptr + pn.o0, b, sc, nullptr,
+               false, g.O, oe, vrows.data() + pn.o0);
+        if (tile % n_panels == n_panels - 1)  // the block's last panel: every filter of its pixels is in v
+          pack_rows(vrows.data(), p_hi - p_lo + 1, g.O, signs->scale, signs->shift, signs_ptr + p_lo * Ow,
+                    mean_ptr ? mean_ptr + p_lo : nullptr);
         continue;
       }
       if (wide)

@@ -708,13 +708,13 @@ def prebound_conv2d(
     The first and the second conv of a pair (a ResNet block's conv1 -> BatchNorm -> sign -> conv2, 1-bit inputs):
     with ``next_norm = (scale, shift, absmean)`` (the second conv's BatchNorm as ``y = v * scale + shift`` and whether
     it takes ``K``), ``f`` returns not the output ``v`` but the second conv's input, ``(packed signs of y, mean |y| or
-    None)`` (:func:`zoo_kernels.cpu.xnor_conv2d_float_signs_cpu`; at most 128 filters, no residual, no ReLU); with
+    None)`` (:func:`zoo_kernels.cpu.xnor_conv2d_float_signs_cpu`; no residual, no ReLU); with
     ``signs_in`` (``x`` still a float tensor of the input's shape, for the checks and the route), ``f`` takes that
     pair in place of ``x2`` (``norm_scale`` and ``norm_shift`` are then not used: the first conv applied them). The
     two give what the two convs give in turn, bit for bit, without the float activation between them.
     """
     if (next_norm is not None or signs_in) and (bits != 1 or (next_norm is not None and (
-            w_packed.shape[0] > 128 or residual is not None or relu or next_norm[0].dtype != torch.float32
+            residual is not None or relu or next_norm[0].dtype != torch.float32
             or next_norm[1].dtype != torch.float32))):
         return None
     if (type(x) is not Tensor or not x.is_cpu or x.dtype != torch.float32 or routes.state() is None

@@ -196,10 +196,11 @@ def test_unknown_isa_is_an_error():
     assert "ZOO_KERNELS_ISA='avx1024' is not one of " + ", ".join(ISAS) in result.stderr
 
 
-# (batch, channels, filters, size, kernel, stride, padding): odd channel and filter counts, the 128-filter limit,
-# a stride-2 conv1, batch 0, a 1x1 image
+# (batch, channels, filters, size, kernel, stride, padding): odd channel and filter counts, one panel of 128 filters
+# and several (129, 256, 300: a pixel block's rows filled panel by panel), a stride-2 conv1, batch 0, a 1x1 image
 _PAIR_SHAPES = [(2, 64, 64, 9, 3, 1, 1), (1, 33, 40, 7, 3, 2, 1), (3, 5, 128, 6, 1, 1, 0), (1, 64, 96, 5, 3, 1, 2),
-                (0, 8, 8, 5, 3, 1, 1), (1, 1, 1, 1, 1, 1, 0)]
+                (0, 8, 8, 5, 3, 1, 1), (1, 1, 1, 1, 1, 1, 0), (2, 16, 129, 5, 3, 1, 1), (1, 32, 256, 7, 3, 2, 1),
+                (1, 8, 300, 1, 1, 1, 0)]
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
@@ -229,13 +230,3 @@ def test_a_pair_through_packed_signs_is_the_two_convs_bit_for_bit(variant, shape
     assert torch.equal(signs, want_signs)
     assert (mean is None) == (not k2) and (mean is None or torch.equal(mean, want_mean))
     assert torch.equal(out, want)
-
-
-def test_a_pair_needs_at_most_128_filters():
-    runs("scalar")
-    x = torch.randn(1, 8, 4, 4)
-    w = pack_weight_signs(torch.randn(129, 8, 3, 3))
-    ones = torch.ones(129)
-    with pytest.raises(RuntimeError, match="at most 128 filters"):
-        cpu.xnor_conv2d_float_signs_cpu(x, w, ones, None, None, None, 8, (3, 3), (1, 1), (1, 1), (1, 1), True, ones,
-                                        ones, True)
