@@ -259,7 +259,8 @@ def _not_shipped_reason(config: dict[str, Any]) -> str:
     if config.get("scheme", {}).get("name") == "fp":
         return (f" (float32 weights, {_mb(config.get('sizes', {}).get('packed_bytes'))}: the weights bundled with the "
                 f"zoo stay under {BUNDLED_LIMIT_MB} MB in all)")
-    return ""
+    return (f" (the zoo bundles at most {BUNDLED_LIMIT_MB} MB of weights in all: those of the cards that `zoo models` "
+            "marks with weights)")
 
 
 def model_card(config: dict[str, Any], weights_shipped: bool = True) -> ModelCard:
