@@ -46,5 +46,5 @@ def test_the_loading_example_runs_as_pasted(tmp_path, monkeypatch):
 
 def test_the_model_table_is_the_digits_cards_index():
     configs = [c for c in collect_cards(ROOT / "cards") if c["name"] == f"{c['architecture']}-digits"]
-    assert len(configs) == 21
+    assert len(configs) == 22
     assert index_table(configs) in _section("Models")
