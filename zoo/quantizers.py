@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from zoo_kernels.input_scale import box_filter
 
 from ._unknown_name import UnknownNameError
 
@@ -210,10 +210,7 @@ def xnor_input_scale(
     average, exactly as the padded zeros contribute nothing to the convolution. ``A`` averages over all input
     channels, also for a grouped conv (the paper has no groups; no zoo model binarizes one).
     """
-    kh, kw = kernel_size
-    a = x.abs().mean(dim=1, keepdim=True)
-    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=x.dtype, device=x.device)
-    return F.conv2d(a, box, stride=stride, padding=padding, dilation=dilation)
+    return box_filter(x.abs().mean(dim=1, keepdim=True), kernel_size, stride, padding, dilation)
 
 
 _QUANTIZERS: dict[str, Callable[..., nn.Module]] = {}

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from . import int8_route, ops, routes
 from .cpu_features import has_native_bf16
+from .input_scale import box_filter
 from .kbit import kbit_levels
 from .packing import pack_weight_signs, weight_scale
 
@@ -140,9 +141,8 @@ def _variants(
     if check:  # the XNOR result is alpha * conv(sign(x), sign(w)) (times K): the float conv of the binarized operands
         sw = torch.where(w >= 0, 1.0, -1.0) * alpha.view(-1, 1, 1, 1)
         ref = F.conv2d(torch.where(x >= 0, 1.0, -1.0), sw, None, 1, 1)
-        box = torch.full((1, 1, 3, 3), 1 / 9, device=device)
         q2 = (2 * kbit_levels(x, 2) - 3).to(x.dtype) / 3  # XNOR-Net's 2-bit quantizer
-        refs = {"xnor": ref, "xnor_k": ref * F.conv2d(x.abs().mean(1, keepdim=True), box, None, 1, 1),
+        refs = {"xnor": ref, "xnor_k": ref * box_filter(x.abs().mean(1, keepdim=True), (3, 3), 1, 1),
                 "a2": F.conv2d(q2, sw, None, 1, 1)}
         for name, fn in fns.items():
             base = name.rsplit("_", 1)[0] if name.endswith(routes.ROUTES) else name  # xnor_k_int8 -> xnor_k

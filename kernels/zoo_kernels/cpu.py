@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from .input_scale import box_filter
 from .kbit import pack_kbit_planes as _pack_kbit_planes_torch
 from .packing import pack_signs as _pack_signs_torch
 from .reference import xnor_conv2d_reference
@@ -311,9 +312,7 @@ def input_scale_cpu(
     (zero padding counted as 0), (N, 1, Ho, Wo) float32."""
     if load_extension():
         return _ops["input_scale"](absmean, list(kernel_size), list(stride), list(padding), list(dilation))
-    kh, kw = kernel_size
-    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=absmean.dtype, device=absmean.device)
-    return torch.nn.functional.conv2d(absmean, box, None, stride, padding, dilation)
+    return box_filter(absmean, kernel_size, stride, padding, dilation)
 
 
 def xnor_conv2d_cpu(

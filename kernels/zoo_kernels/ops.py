@@ -52,12 +52,12 @@ import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import cpu, routes
 from .cpu import residual_relu as _residual_relu
 from .geometry import MAX_ELEMENTS, MAX_GEOMETRY, check_conv_sizes, check_int, conv_pair
+from .input_scale import box_filter
 from .kbit import check_bits, kbit_plane_weights
 from .kbit import pack_kbit_planes as _pack_kbit_planes_torch
 from .packing import num_words
@@ -278,14 +278,6 @@ def _pack_kbit_planes_impl(x: Tensor, bits: int, scale: Tensor | None = None, sh
     return _KERNELS["pack_kbit_planes"].get(x.device.type, _pack_kbit_planes_affine_torch)(x, bits, scale, shift)
 
 
-def _input_scale_torch(
-    absmean: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]
-) -> Tensor:
-    kh, kw = kernel_size
-    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=absmean.dtype, device=absmean.device)
-    return F.conv2d(absmean, box, None, stride, padding, dilation)
-
-
 def _check_scale_args(
     absmean: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]
 ) -> tuple[int, int]:
@@ -301,7 +293,7 @@ def _input_scale_impl(
     absmean: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]
 ) -> Tensor:
     _check_scale_args(absmean, kernel_size, stride, padding, dilation)
-    kernel = _KERNELS["input_scale"].get(absmean.device.type, _input_scale_torch)
+    kernel = _KERNELS["input_scale"].get(absmean.device.type, box_filter)
     return kernel(absmean, kernel_size, stride, padding, dilation)
 
 
